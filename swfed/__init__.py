@@ -1,0 +1,12 @@
+"""swfed: a small self-hosted chat server whose core is federation.
+
+Packages (DESIGN §9):
+
+- ``swfed.core``: pure logic, no I/O (canonical JSON, signing, ids, events,
+  policy decisions, backoff schedule, errors).
+- ``swfed.storage``: SQLite access and migrations; the only place with SQL.
+- ``swfed.federation``: keys, outbound client, sender, inbound handlers.
+- ``swfed.api``: the local REST API (me, rooms, admin, stream, search).
+"""
+
+__version__ = "0.1.0"
