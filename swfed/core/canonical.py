@@ -1,0 +1,82 @@
+"""Canonical JSON (Matrix): the bytes that get signed, and strict parsing.
+
+Keys sorted by code point, no insignificant whitespace, UTF-8, integers only
+in [-(2**53)+1, 2**53-1]. Floats are refused rather than guessed at: two
+implementations must produce the same bytes for the same value.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from swfed.core.errors import BadRequest
+
+INT_MIN = -(2**53) + 1
+INT_MAX = 2**53 - 1
+
+
+def _bad(why: str) -> BadRequest:
+    return BadRequest(why, code="SW_BAD_JSON")
+
+
+def _check(value: Any, path: str) -> None:
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise _bad(f"{path}: integer {value} is outside the range JSON peers agree on "
+                       "(±(2**53-1))")
+        return
+    if isinstance(value, float):
+        raise _bad(f"{path}: {value!r} is not an integer; only integers are allowed")
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check(item, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _bad(f"{path}: object key {key!r} is not a string")
+            _check(item, f"{path}.{key}")
+        return
+    raise _bad(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def encode_canonical_json(value: Any) -> bytes:
+    """The canonical JSON bytes of ``value``; raises BadRequest SW_BAD_JSON."""
+    _check(value, "$")
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _bad(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _bad(f"{name} is not valid JSON")
+
+
+def decode_json_object(data: bytes) -> dict[str, Any]:
+    """Parse strict JSON that must be an object; raises BadRequest SW_BAD_JSON."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad("request body is not UTF-8") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates,
+                           parse_constant=_no_constant)
+    except BadRequest:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise _bad(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise _bad(f"expected a JSON object, got {type(value).__name__}")
+    _check(value, "$")
+    return value

@@ -1,0 +1,187 @@
+"""Room events and the validation of what clients send (DESIGN §5, §7).
+
+An event is a plain dict, the same locally and over federation::
+
+    {"event_id": uuid, "room_id": "!…:host", "type": "message",
+     "sender": "@bob:origin", "origin": "origin", "origin_ts": ms,
+     "content": {…}, "signatures": {origin: {key_id: sig}}}
+
+Types (v1): ``invite``, ``member`` (join, leave, decline), ``message`` (body,
+optional ``in_reply_to`` and ``mentions``), ``reaction`` (``relates_to``,
+``key``). Validation raises :class:`~swfed.core.errors.BadRequest` with the
+offending field named; nothing here touches storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from swfed.core.errors import BadRequest
+from swfed.core.ids import Fqid, is_uuid, parse_participant
+
+ROOM_TYPES = ("standard", "dm", "incognito", "bridge", "sidekick")
+EVENT_TYPES = ("invite", "member", "message", "reaction")
+MEMBERSHIPS = ("join", "leave", "decline")
+
+MAX_BODY_CHARS = 32_768
+MAX_MENTIONS = 50
+MAX_ROOM_NAME = 200
+MAX_REACTION_KEY = 32
+MAX_DISPLAY_NAME = 100
+
+
+def _require(body: dict[str, Any], name: str, kind: type, *, required: bool,
+             default: Any = None) -> Any:
+    if name not in body or body[name] is None:
+        if required:
+            raise BadRequest(f"{name}: required", code="SW_MISSING_FIELD")
+        return default
+    value = body[name]
+    # bool is an int in Python; never accept one for the other.
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise BadRequest(f"{name}: expected {kind.__name__}, got {type(value).__name__}",
+                         code="SW_BAD_TYPE")
+    return value
+
+
+def _text(body: dict[str, Any], name: str, *, required: bool, max_chars: int,
+          default: str | None = None) -> str | None:
+    value = _require(body, name, str, required=required, default=default)
+    if value is None:
+        return None
+    if not value.strip():
+        raise BadRequest(f"{name}: must not be empty", code="SW_BAD_VALUE")
+    if len(value) > max_chars:
+        raise BadRequest(f"{name}: at most {max_chars} characters, got {len(value)}",
+                         code="SW_BAD_VALUE")
+    return value
+
+
+def _no_extra(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    extra = sorted(set(body) - set(allowed))
+    if extra:
+        raise BadRequest(f"unknown field {extra[0]!r}; allowed: {', '.join(allowed)}",
+                         code="SW_UNKNOWN_FIELD")
+
+
+@attrs.frozen
+class RoomSpec:
+    name: str
+    type: str
+    federate: bool
+
+
+def parse_room_spec(body: dict[str, Any]) -> RoomSpec:
+    _no_extra(body, ("name", "type", "federate"))
+    name = _text(body, "name", required=True, max_chars=MAX_ROOM_NAME)
+    room_type = _require(body, "type", str, required=False, default="standard")
+    if room_type not in ROOM_TYPES:
+        raise BadRequest(f"type: expected one of {', '.join(ROOM_TYPES)}, got {room_type!r}",
+                         code="SW_BAD_VALUE")
+    federate = _require(body, "federate", bool, required=False, default=False)
+    assert name is not None
+    return RoomSpec(name=name, type=room_type, federate=federate)
+
+
+@attrs.frozen
+class MessageSpec:
+    body: str
+    in_reply_to: str | None
+    mentions: tuple[Fqid, ...]
+
+    def content(self, home: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"body": self.body}
+        if self.in_reply_to is not None:
+            out["in_reply_to"] = self.in_reply_to
+        if self.mentions:
+            out["mentions"] = [str(m) for m in self.mentions]
+        return out
+
+
+def parse_message(body: dict[str, Any], home: str) -> MessageSpec:
+    _no_extra(body, ("body", "in_reply_to", "mentions"))
+    text = _text(body, "body", required=True, max_chars=MAX_BODY_CHARS)
+    reply = _require(body, "in_reply_to", str, required=False)
+    if reply is not None and not is_uuid(reply):
+        raise BadRequest(f"in_reply_to: expected an event id, got {reply!r}",
+                         code="SW_BAD_VALUE")
+    raw_mentions = _require(body, "mentions", list, required=False, default=[])
+    if len(raw_mentions) > MAX_MENTIONS:
+        raise BadRequest(f"mentions: at most {MAX_MENTIONS}", code="SW_BAD_VALUE")
+    mentions: list[Fqid] = []
+    for i, m in enumerate(raw_mentions):
+        fq = parse_participant(m, home, field=f"mentions[{i}]")
+        if fq not in mentions:
+            mentions.append(fq)
+    assert text is not None
+    return MessageSpec(body=text, in_reply_to=reply, mentions=tuple(mentions))
+
+
+def parse_reaction_key(body: dict[str, Any]) -> str:
+    _no_extra(body, ("key",))
+    key = _text(body, "key", required=True, max_chars=MAX_REACTION_KEY)
+    assert key is not None
+    return key
+
+
+def parse_fqid_body(body: dict[str, Any], home: str) -> Fqid:
+    _no_extra(body, ("fqid",))
+    return parse_participant(_require(body, "fqid", str, required=True), home)
+
+
+def message_mentions(content: dict[str, Any]) -> list[str]:
+    """The fqids a stored message's content mentions (tolerant of junk)."""
+    raw = content.get("mentions")
+    if not isinstance(raw, list):
+        return []
+    return [m for m in raw if isinstance(m, str)]
+
+
+MAX_EVENT_BYTES = 65_536
+
+
+def check_federated_event(event: Any) -> dict[str, Any]:
+    """Check the shape of an event a peer sent; returns it or raises.
+
+    Raises FederationError SW_FED_BAD_EVENT naming what is wrong. This says
+    nothing about the signature or whether the event may enter its room.
+    """
+    from swfed.core.errors import FederationError
+    from swfed.core.ids import room_host
+
+    def bad(why: str) -> FederationError:
+        return FederationError(f"malformed event: {why}", code="SW_FED_BAD_EVENT", status=400)
+
+    if not isinstance(event, dict):
+        raise bad("not an object")
+    for field, kind in (("event_id", str), ("room_id", str), ("type", str), ("sender", str),
+                        ("origin", str), ("origin_ts", int), ("content", dict),
+                        ("signatures", dict)):
+        if not isinstance(event.get(field), kind) or isinstance(event.get(field), bool):
+            raise bad(f"{field} missing or not {kind.__name__}")
+    if not is_uuid(event["event_id"]):
+        raise bad("event_id is not a UUID")
+    if room_host(event["room_id"]) is None:
+        raise bad("room_id is not !id:server")
+    if event["type"] not in EVENT_TYPES:
+        raise bad(f"unknown type {event['type']!r}")
+    try:
+        sender = parse_participant(event["sender"], "", field="sender")
+    except BadRequest as exc:
+        raise bad(exc.message) from None
+    if sender.server_name != event["origin"] or ":" not in event["sender"]:
+        raise bad("sender is not a participant of origin")
+    content = event["content"]
+    if event["type"] == "message":
+        if not isinstance(content.get("body"), str) or len(content["body"]) > MAX_BODY_CHARS:
+            raise bad("message body missing or too long")
+    elif event["type"] == "reaction":
+        if not isinstance(content.get("relates_to"), str) or not isinstance(
+                content.get("key"), str) or len(content["key"]) > MAX_REACTION_KEY:
+            raise bad("reaction needs relates_to and a short key")
+    elif event["type"] == "member":
+        if content.get("membership") not in MEMBERSHIPS:
+            raise bad("membership must be join, leave or decline")
+    return event
