@@ -1,0 +1,196 @@
+"""``/v1/admin``: a tenant admin's view and repair of federation (DESIGN §7).
+
+Policy, peers, retry, foreign-participant refresh, backfill pull, rejected
+events and the audit trail. Every call needs a tenant admin's token and acts
+on that tenant only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from quart import Blueprint, request
+
+from swfed import logs
+from swfed.api.common import (
+    current_admin,
+    int_arg,
+    json_body,
+    page,
+    page_limit,
+    read,
+    state,
+    tenant,
+    write,
+)
+from swfed.core.errors import BadRequest, FederationError
+from swfed.core.events import check_federated_event
+from swfed.core.ids import parse_participant, room_host
+from swfed.core.policy import parse_policy_update
+from swfed.federation.inbound import log_refusal
+from swfed.federation.service import error_of
+from swfed.storage import peers as peers_db
+from swfed.storage import rooms as rooms_db
+from swfed.storage import tenants as tenants_db
+from swfed.storage.audit import audit_page_txn, audit_txn, rejected_page_txn
+from swfed.storage.keys import peer_keys_txn
+from swfed.storage.rooms import Ctx
+
+bp = Blueprint("admin", __name__)
+
+#: The most events one backfill call pulls from the host (the tutorial's 1000).
+BACKFILL_MAX = 1000
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+@bp.get("/v1/admin/federation/policy")
+async def get_policy() -> dict[str, Any]:
+    await current_admin()
+    return tenant().policy.to_json()
+
+
+@bp.put("/v1/admin/federation/policy")
+async def put_policy() -> dict[str, Any]:
+    admin = await current_admin()
+    st = state()
+    current = tenant()
+    new = parse_policy_update(current.policy, await json_body())
+
+    def txn(conn: Any) -> tenants_db.Tenant:
+        updated = tenants_db.set_policy_txn(conn, current, new)
+        audit_txn(conn, current, "federation.policy.update", st.clock(), outcome="ok",
+                  actor=admin.fqid, details={"before": current.policy.to_json(),
+                                             "after": new.to_json()})
+        return updated
+
+    await write(txn)
+    await st.tenants.refresh()
+    logs.log("federation.policy.updated", tenant=current.server_name, actor=admin.fqid)
+    return new.to_json()
+
+
+@bp.get("/v1/admin/federation/peers")
+async def peers() -> dict[str, Any]:
+    await current_admin()
+    rows = await read(peers_db.peers_view_txn, tenant(), state().clock())
+    for row in rows:
+        for field in ("last_seen", "oldest_queued_at", "next_retry_at"):
+            row[field] = iso(row[field])
+    return {"data": rows}
+
+
+@bp.post("/v1/admin/federation/peers/<server_name>/retry")
+async def retry_peer(server_name: str) -> dict[str, Any]:
+    await current_admin()
+    st = state()
+    st.federation.sender.queue(tenant().tenant_id, server_name).poke(reset=True)
+    return {"server_name": server_name, "retrying": True}
+
+
+@bp.post("/v1/admin/federation/foreign/<participant_id>/refresh")
+async def refresh_foreign(participant_id: str) -> dict[str, Any]:
+    """Refetch a foreign participant's server descriptor and profile."""
+    await current_admin()
+    st = state()
+    ten = tenant()
+    fq = parse_participant(participant_id, ten.server_name, field="participant_id")
+    if fq.server_name == ten.server_name:
+        raise BadRequest(f"{participant_id} is one of ours, not a foreign participant",
+                         code="SW_BAD_ID")
+    fed = st.federation
+    before = await fed.peer_keys(ten, fq.server_name) if await read(
+        _has_peer_keys, ten, fq.server_name) else []
+    keys = await fed.fetch_peer(ten, fq.server_name)
+    resp = await fed.get(ten, fq.server_name, f"/profile/{fq.local_id}")
+    profile = resp.body if resp.status == 200 else None
+    old_id = before[0].key_id if before else None
+    return {"participant_id": str(fq), "server_name": fq.server_name, "key_id": keys[0].key_id,
+            "previous_key_id": old_id, "key_changed": old_id is not None
+            and old_id != keys[0].key_id, "profile": profile}
+
+
+def _has_peer_keys(conn: Any, ten: Any, server_name: str) -> bool:
+    return bool(peer_keys_txn(conn, ten, server_name))
+
+
+@bp.post("/v1/admin/rooms/<room_id>/federation/backfill")
+async def backfill(room_id: str) -> dict[str, Any]:
+    """Pull up to 1000 events of a room from its host, each verified first."""
+    admin = await current_admin()
+    st = state()
+    ten = tenant()
+    room = await read(rooms_db.room_txn, ten, room_id)
+    if room is None:
+        raise rooms_db.room_not_found(room_id)
+    host = room_host(room_id)
+    if room.host == ten.server_name or host is None:
+        raise BadRequest("this server hosts the room: its history is already here",
+                         code="SW_BACKFILL_LOCAL_ROOM")
+    fed = st.federation
+    pulled: list[dict[str, Any]] = []
+    refused = 0
+    before: int | None = None
+    while len(pulled) < BACKFILL_MAX:
+        path = f"/rooms/{room_id}/backfill?limit={min(100, BACKFILL_MAX - len(pulled))}"
+        if before is not None:
+            path += f"&before={before}"
+        resp = await fed.get(ten, room.host, path)
+        if resp.status != 200:
+            raise error_of(resp)
+        events = resp.body.get("events")
+        if not isinstance(events, list) or not events:
+            break
+        for event in events:
+            try:
+                check_federated_event(event)
+                if event["room_id"] != room_id:
+                    raise FederationError("event of another room", code="SW_FED_BAD_EVENT")
+                await fed.verify_event(ten, event, history=True)
+                pulled.append(event)
+            except FederationError as exc:
+                refused += 1
+                log_refusal(ten, room.host, exc, event_id=event.get("event_id")
+                            if isinstance(event, dict) else None, backfill=True)
+        nxt = resp.body.get("next")
+        if not isinstance(nxt, int):
+            break
+        before = nxt
+    ctx = Ctx(ten, st.clock(), fed.signer(ten))
+
+    def txn(conn: Any) -> int:
+        stored = rooms_db.store_backfilled_txn(conn, ctx, room_id, pulled)
+        audit_txn(conn, ten, "federation.backfill", ctx.now, outcome="ok", actor=admin.fqid,
+                  peer=room.host, room_id=room_id,
+                  details={"pulled": len(pulled), "stored": stored, "refused": refused})
+        return stored
+
+    stored = await write(txn)
+    logs.log("federation.backfill", tenant=ten.server_name, peer=room.host, room_id=room_id,
+             pulled=len(pulled), stored=stored, refused=refused)
+    return {"events": stored, "pulled": len(pulled), "refused": refused}
+
+
+@bp.get("/v1/admin/federation/rejected")
+async def rejected() -> dict[str, Any]:
+    await current_admin()
+    data, nxt = await read(rejected_page_txn, tenant(), request.args.get("peer"),
+                           request.args.get("reason"), int_arg("before", None), page_limit())
+    for row in data:
+        row["created_at"] = iso(row["created_at"])
+    return page(data, nxt)
+
+
+@bp.get("/v1/admin/audit")
+async def audit() -> dict[str, Any]:
+    await current_admin()
+    data, nxt = await read(audit_page_txn, tenant(), request.args.get("action"),
+                           request.args.get("peer"), int_arg("before", None), page_limit())
+    for row in data:
+        row["created_at"] = iso(row["created_at"])
+    return page(data, nxt)

@@ -1,0 +1,89 @@
+"""``/v1/rooms``: create, read, members, invites, join, leave, messages, reactions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint
+
+from swfed.api.common import (
+    act,
+    current_user,
+    int_arg,
+    json_body,
+    page,
+    page_limit,
+    read,
+    tenant,
+)
+from swfed.api.me import room_json
+from swfed.core import events
+from swfed.storage import rooms as rooms_db
+
+bp = Blueprint("rooms", __name__)
+
+
+@bp.post("/v1/rooms")
+async def create_room() -> tuple[dict[str, Any], int]:
+    user = await current_user()
+    spec = events.parse_room_spec(await json_body())
+    room = await act(rooms_db.create_room_txn, spec, user.fqid, user.display_name)
+    return room_json(room), 201
+
+
+@bp.get("/v1/rooms/<room_id>")
+async def get_room(room_id: str) -> dict[str, Any]:
+    user = await current_user()
+    return room_json(await read(rooms_db.joined_room_txn, tenant(), room_id, user.fqid))
+
+
+@bp.get("/v1/rooms/<room_id>/members")
+async def members(room_id: str) -> dict[str, Any]:
+    user = await current_user()
+    return {"data": await read(rooms_db.members_txn, tenant(), room_id, user.fqid)}
+
+
+@bp.post("/v1/rooms/<room_id>/invites")
+async def invite(room_id: str) -> tuple[dict[str, Any], int]:
+    user = await current_user()
+    invitee = events.parse_fqid_body(await json_body(), tenant().server_name)
+    result = await act(rooms_db.invite_txn, room_id, user.fqid, invitee)
+    return result, 201
+
+
+@bp.post("/v1/rooms/<room_id>/join")
+async def join(room_id: str) -> dict[str, Any]:
+    user = await current_user()
+    await act(rooms_db.join_txn, room_id, user.fqid, user.display_name)
+    return {"room_id": room_id}
+
+
+@bp.post("/v1/rooms/<room_id>/leave")
+async def leave(room_id: str) -> dict[str, Any]:
+    user = await current_user()
+    await act(rooms_db.leave_txn, room_id, user.fqid)
+    return {"room_id": room_id}
+
+
+@bp.post("/v1/rooms/<room_id>/messages")
+async def send_message(room_id: str) -> tuple[dict[str, Any], int]:
+    user = await current_user()
+    spec = events.parse_message(await json_body(), tenant().server_name)
+    event = await act(rooms_db.send_message_txn, room_id, user.fqid, spec)
+    return {"event_id": event["event_id"]}, 201
+
+
+@bp.get("/v1/rooms/<room_id>/messages")
+async def messages(room_id: str) -> dict[str, Any]:
+    user = await current_user()
+    data, nxt = await read(rooms_db.messages_page_txn, tenant(), room_id, user.fqid,
+                           int_arg("before", None), page_limit())
+    return page(data, nxt)
+
+
+@bp.post("/v1/rooms/<room_id>/messages/<event_id>/reactions")
+async def react(room_id: str, event_id: str) -> tuple[dict[str, Any], int]:
+    user = await current_user()
+    key = events.parse_reaction_key(await json_body())
+    event = await act(rooms_db.react_txn, room_id, user.fqid, event_id, key)
+    return {"event_id": event["event_id"]}, 201

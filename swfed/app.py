@@ -1,0 +1,184 @@
+"""The quart-trio app factory: routing, tenants by Host, the error boundary.
+
+This is the one place where a :class:`~swfed.core.errors.SwfedError` (or a
+framework HTTP error) becomes ``{"error": {"code", "message"}}``; handlers
+only raise. Anything unexpected is logged with its traceback and answered
+``500 SW_INTERNAL`` without details: a bug, never a data path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import trio
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from swfed import logs
+from swfed.config import Config
+from swfed.core.errors import SwfedError
+from swfed.storage import tenants as tenants_db
+from swfed.storage.db import Database
+from swfed.storage.tenants import Tenant
+
+T = TypeVar("T")
+
+#: A tenant lookup that misses re-reads the table at most this often (s), so
+#: tenants made by the CLI while the server runs are served without a restart.
+TENANT_REFRESH_SECONDS = 2.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Notifier:
+    """Wakes every stream waiting for new data after each commit."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def current(self) -> trio.Event:
+        """Take this *before* reading, then wait on it: no wake-up is lost."""
+        return self._event
+
+    def wake(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+
+class TenantDirectory:
+    """server_name -> Tenant, cached; requests are routed by their Host."""
+
+    def __init__(self, db: Database, default_name: str) -> None:
+        self._db = db
+        self._default_name = default_name
+        self._by_name: dict[str, Tenant] = {}
+        self._loaded_at = -1e9
+
+    async def refresh(self) -> None:
+        tenants = await self._db.read(tenants_db.list_tenants_txn)
+        self._by_name = {t.server_name: t for t in tenants}
+        self._loaded_at = trio.current_time()
+
+    @property
+    def default(self) -> Tenant:
+        return self._by_name[self._default_name]
+
+    def all(self) -> list[Tenant]:
+        return list(self._by_name.values())
+
+    def get(self, server_name: str) -> Tenant | None:
+        return self._by_name.get(server_name)
+
+    async def lookup(self, server_name: str) -> Tenant | None:
+        """A tenant by exact name, re-reading the table (rate-limited) on a miss."""
+        tenant = self._by_name.get(server_name)
+        if tenant is None and trio.current_time() - self._loaded_at > TENANT_REFRESH_SECONDS:
+            await self.refresh()
+            tenant = self._by_name.get(server_name)
+        return tenant
+
+    async def for_host(self, host: str) -> Tenant:
+        """The tenant a Host header names: exact, then without port, else default."""
+        host = host.strip().lower()
+        tenant = await self.lookup(host)
+        if tenant is None and ":" in host and not host.endswith("]"):
+            tenant = self._by_name.get(host.rsplit(":", 1)[0])
+        return tenant or self.default
+
+
+@attrs.define
+class State:
+    """Everything a request handler may reach, hung on ``app.swfed``."""
+
+    config: Config
+    db: Database
+    tenants: TenantDirectory
+    notifier: Notifier
+    clock: Callable[[], int] = now_ms
+    #: swfed.federation.service.Federation once the server runs.
+    federation: Any = None
+
+    async def act(self, tenant: Tenant, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, ctx, *args)`` as ``tenant``; wake delivery after the commit."""
+        from swfed.storage.rooms import Ctx
+
+        sign = self.federation.signer(tenant) if self.federation else None
+        ctx = Ctx(tenant, self.clock(), sign)
+        result = await self.db.write(fn, ctx, *args)
+        if ctx.kicks and self.federation is not None:
+            self.federation.kick(tenant, ctx.kicks)
+        return result
+
+
+def _error_response(exc: SwfedError) -> Response:
+    response = Response(_dumps(exc.to_json()), status=exc.status,
+                        content_type="application/json")
+    return response
+
+
+def _dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+_HTTP_CODES = {
+    400: "SW_BAD_REQUEST",
+    404: "SW_NOT_FOUND",
+    405: "SW_METHOD_NOT_ALLOWED",
+    408: "SW_REQUEST_TIMEOUT",
+    413: "SW_REQUEST_TOO_LARGE",
+}
+
+
+def create_app(state: State) -> QuartTrio:
+    app = QuartTrio("swfed")
+    app.config["MAX_CONTENT_LENGTH"] = state.config.server.max_request_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    app.config["BODY_TIMEOUT"] = 30
+    app.swfed = state  # type: ignore[attr-defined]
+
+    @app.before_request
+    async def _route_tenant() -> None:
+        g.tenant = await state.tenants.for_host(request.headers.get("Host", ""))
+
+    @app.errorhandler(SwfedError)
+    async def _swfed_error(exc: SwfedError) -> Response:
+        logs.log("request.refused", level="info", method=request.method, path=request.path,
+                 code=exc.code, status=exc.status,
+                 tenant=getattr(g, "tenant", None) and g.tenant.server_name)
+        return _error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, f"SW_HTTP_{status}")
+        if status == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        elif status == 413:
+            message = (f"request body over the limit of {state.config.server.max_request_bytes}"
+                       " bytes (server.max_request_bytes)")
+        else:
+            message = exc.description or exc.name
+        return _error_response(SwfedError(message, code=code, status=status))
+
+    @app.errorhandler(Exception)
+    async def _internal(exc: Exception) -> Response:
+        logs.log_exception("request.internal_error", method=request.method, path=request.path)
+        return _error_response(SwfedError("internal error; the server log has the details",
+                                          code="SW_INTERNAL", status=500))
+
+    from swfed.api import admin, me, rooms, search, stream
+    from swfed.federation import inbound
+
+    for module in (me, rooms, stream, search, admin, inbound):
+        app.register_blueprint(module.bp)
+    return app

@@ -1,0 +1,240 @@
+"""``swfed [--config FILE] [COMMAND …]`` (also ``python -m swfed``).
+
+No command runs the server. Admin commands open the data directory's SQLite
+file directly, so they work whether or not the server is running (WAL lets
+both write; each command is one short transaction).
+
+Exit status: 0 done, 1 refused (the message says why), 2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from swfed import logs
+from swfed.config import Config, ConfigError, load_config, validate_server_name
+from swfed.core.errors import SwfedError
+from swfed.core.ids import check_local_id
+from swfed.storage import tenants as tenants_db
+from swfed.storage.db import backup_file, open_direct, run_in_transaction
+
+DEFAULT_CONFIG = "conf/server.toml"
+
+def _now() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _db(config: Config) -> Any:
+    from swfed.server import db_path
+
+    conn = open_direct(db_path(config), synchronous=config.storage.synchronous,
+                       busy_timeout_ms=config.storage.busy_timeout_ms)
+    run_in_transaction(conn, tenants_db.ensure_default_tenant_txn, config.server.name, _now())
+    return conn
+
+
+def _tenant(conn: Any, config: Config, name: str | None) -> tenants_db.Tenant:
+    server_name = name or config.server.name
+    tenant = tenants_db.tenant_by_name_txn(conn, server_name)
+    if tenant is None:
+        raise SwfedError(f"no tenant {server_name}: create it with "
+                         f"swfed admin tenant create {server_name}", code="SW_TENANT_NOT_FOUND")
+    return tenant
+
+
+def cmd_tenant_create(config: Config, args: argparse.Namespace) -> int:
+    try:
+        name = validate_server_name(args.name)
+    except ValueError as exc:
+        raise SwfedError(f"tenant name {args.name!r}: {exc}", code="SW_BAD_SERVER_NAME") from exc
+    conn = _db(config)
+    tenant = run_in_transaction(conn, tenants_db.create_tenant_txn, name, _now())
+    _print(args, {"server_name": tenant.server_name}, f"created tenant {tenant.server_name}")
+    return 0
+
+
+def cmd_tenant_list(config: Config, args: argparse.Namespace) -> int:
+    conn = _db(config)
+    tenants = tenants_db.list_tenants_txn(conn)
+    rows = [{"server_name": t.server_name, "default": t.is_default,
+             "federation_enabled": t.federation_enabled} for t in tenants]
+    _print(args, {"data": rows},
+           "\n".join(t.server_name + (" (default)" if t.is_default else "") for t in tenants))
+    return 0
+
+
+def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
+    local_id = check_local_id(args.local_id.removeprefix("@"), "LOCAL_ID")
+    conn = _db(config)
+    tenant = _tenant(conn, config, args.tenant)
+    token = run_in_transaction(conn, tenants_db.create_user_txn, tenant, local_id,
+                               args.display_name or local_id, args.admin, _now())
+    _print(args, {"id": f"@{local_id}", "fqid": f"@{local_id}:{tenant.server_name}",
+                  "admin": args.admin, "token": token}, token)
+    return 0
+
+
+def cmd_user_token(config: Config, args: argparse.Namespace) -> int:
+    local_id = check_local_id(args.local_id.removeprefix("@"), "LOCAL_ID")
+    conn = _db(config)
+    tenant = _tenant(conn, config, args.tenant)
+    token = run_in_transaction(conn, tenants_db.issue_token_txn, tenant, local_id, _now())
+    _print(args, {"id": f"@{local_id}", "token": token}, token)
+    return 0
+
+
+def cmd_backup(config: Config, args: argparse.Namespace) -> int:
+    from swfed.server import db_path
+
+    source = db_path(config)
+    target = Path(args.path).resolve()
+    if not source.exists():
+        raise SwfedError(f"no database at {source}: start the server once or check data_dir",
+                         code="SW_NO_DATABASE")
+    if target.exists() and not args.force:
+        raise SwfedError(f"{target} exists: choose a new path or pass --force",
+                         code="SW_BACKUP_EXISTS")
+    if target.exists():
+        target.unlink()
+    backup_file(source, target)
+    _print(args, {"backup": str(target)}, f"backed up {source} to {target}")
+    return 0
+
+
+def _key_command(config: Config, args: argparse.Namespace, rotate: bool) -> int:
+    from swfed.federation.keys import new_key_txn
+
+    conn = _db(config)
+    tenant = _tenant(conn, config, args.tenant)
+    keypair = run_in_transaction(conn, new_key_txn, tenant, _now(),
+                                 config.federation.key_overlap_days, rotate=rotate, actor="cli")
+    verb = "rotated to" if rotate else "generated"
+    _print(args, {"server_name": tenant.server_name, "key_id": keypair.key_id,
+                  "public_key": f"ed25519:{keypair.public_key_b64}"},
+           f"{tenant.server_name}: {verb} key {keypair.key_id} "
+           f"(ed25519:{keypair.public_key_b64})"
+           + (f"; the previous key keeps verifying for {config.federation.key_overlap_days}"
+              " days" if rotate else ""))
+    return 0
+
+
+def cmd_key_generate(config: Config, args: argparse.Namespace) -> int:
+    return _key_command(config, args, rotate=False)
+
+
+def cmd_key_rotate(config: Config, args: argparse.Namespace) -> int:
+    return _key_command(config, args, rotate=True)
+
+
+def cmd_key_show(config: Config, args: argparse.Namespace) -> int:
+    from swfed.storage.keys import own_keys_txn
+
+    conn = _db(config)
+    tenant = _tenant(conn, config, args.tenant)
+    keys = [{"key_id": k.key_id, "public_key": f"ed25519:{k.public_key}",
+             "current": k.retired_at is None, "created_at": k.created_at,
+             "retired_at": k.retired_at, "expires_at": k.expires_at,
+             "private_half": k.seed is not None} for k in own_keys_txn(conn, tenant)]
+    text = "\n".join(f"{k['key_id']} {'current' if k['current'] else 'retired'} "
+                     f"{k['public_key']}" for k in keys) or f"{tenant.server_name}: no key"
+    _print(args, {"server_name": tenant.server_name, "keys": keys}, text)
+    return 0
+
+
+def _print(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(obj))
+    else:
+        print(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swfed", description="swfed: a self-hosted chat server built for federation. "
+        "With no command, runs the server.")
+    parser.add_argument("--config", default=os.environ.get("SWFED_CONFIG", DEFAULT_CONFIG),
+                        help=f"TOML config file (default: $SWFED_CONFIG or {DEFAULT_CONFIG})")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    admin = commands.add_parser("admin", help="administer tenants, users, keys, backups")
+    admin_cmds = admin.add_subparsers(dest="admin_command", metavar="WHAT", required=True)
+
+    tenant = admin_cmds.add_parser("tenant", help="tenants (virtual hosts)")
+    tenant_cmds = tenant.add_subparsers(dest="tenant_command", required=True)
+    p = tenant_cmds.add_parser("create", help="add a tenant served under its own host name")
+    p.add_argument("name", help="its server name, e.g. chat.example.org")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tenant_create)
+    p = tenant_cmds.add_parser("list", help="list tenants")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tenant_list)
+
+    user = admin_cmds.add_parser("user", help="users and their tokens")
+    user_cmds = user.add_subparsers(dest="user_command", required=True)
+    p = user_cmds.add_parser("create", help="create a user and print a bearer token")
+    p.add_argument("local_id")
+    p.add_argument("--tenant", help="tenant server name (default: [server] name)")
+    p.add_argument("--admin", action="store_true", help="make a tenant admin")
+    p.add_argument("--display-name", dest="display_name")
+    p.add_argument("--json", action="store_true", help="print a JSON object with the token")
+    p.set_defaults(func=cmd_user_create)
+    p = user_cmds.add_parser("token", help="issue another bearer token for a user")
+    p.add_argument("local_id")
+    p.add_argument("--tenant")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_user_token)
+
+    p = admin_cmds.add_parser("backup", help="online backup of the database (keys included)")
+    p.add_argument("path")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backup)
+
+    federation = admin_cmds.add_parser("federation", help="federation keys")
+    fed_cmds = federation.add_subparsers(dest="federation_command", required=True)
+    key = fed_cmds.add_parser("key", help="this server's Ed25519 signing key")
+    key_cmds = key.add_subparsers(dest="key_command", required=True)
+    for name, func, text in (
+            ("generate", cmd_key_generate, "make the first signing key"),
+            ("rotate", cmd_key_rotate, "replace the key; the old one verifies during the overlap"),
+            ("show", cmd_key_show, "list current and retired keys (public halves only)")):
+        p = key_cmds.add_parser(name, help=text)
+        p.add_argument("--tenant", help="tenant server name (default: [server] name)")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"swfed: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.server.log_format, config.server.log_level)
+    if args.command is None:
+        from swfed.server import run
+
+        try:
+            run(config)
+        except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+            return 130
+        return 0
+    try:
+        return int(args.func(config, args))
+    except SwfedError as exc:
+        print(f"swfed: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

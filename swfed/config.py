@@ -1,0 +1,327 @@
+"""The TOML config, loaded into frozen attrs classes (DESIGN §8).
+
+Anything wrong stops the start with ONE line naming the file, the key and
+what was expected (:class:`ConfigError`). Unknown keys are errors too, with
+a did-you-mean hint: a typo must never silently fall back to a default.
+``SCAIWAVE_SERVER_NAME`` overrides ``[server] name``. Relative paths are
+resolved against the working directory at load time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import tomllib
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class ConfigError(Exception):
+    """One line: ``file: [table] key: what is wrong``."""
+
+
+def validate_server_name(value: str) -> str:
+    """A DNS name or IP with optional ``:port``; returns it lowercased.
+
+    Raises ValueError with a human message.
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a host name like chat.example.com")
+    name = value.strip().lower()
+    host, port = name, None
+    if name.startswith("["):
+        end = name.find("]")
+        if end < 0:
+            raise ValueError(f"{value!r}: unclosed [ in IPv6 address")
+        host, rest = name[1:end], name[end + 1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address") from None
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{value!r}: expected :port after ]")
+            port = rest[1:]
+    else:
+        if name.count(":") == 1:
+            host, port = name.split(":")
+        elif ":" in name:
+            raise ValueError(f"{value!r}: put an IPv6 address in brackets, like [::1]:8448")
+        labels = host.split(".")
+        if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+            raise ValueError(f"{value!r} is not a valid host name (letters, digits, '-', "
+                             "dots between labels)")
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"{value!r}: port must be 1..65535")
+    return name
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port); raises ValueError."""
+    if not isinstance(value, str):
+        raise ValueError("expected \"host:port\"")
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+    else:
+        host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not \"host:port\" (IPv6 as \"[::1]:8448\")")
+    return host, int(port)
+
+
+@attrs.frozen
+class TlsConfig:
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.certfile is not None and self.keyfile is not None
+
+
+@attrs.frozen
+class ServerConfig:
+    name: str
+    bind: tuple[str, ...] = ("127.0.0.1:8448",)
+    data_dir: Path = Path("data")
+    max_request_bytes: int = 1_048_576
+    graceful_timeout_seconds: float = 5.0
+    log_format: str = "json"
+    log_level: str = "info"
+    public_base_url: str = ""
+    tls: TlsConfig = TlsConfig()
+
+
+@attrs.frozen
+class StorageConfig:
+    synchronous: str = "FULL"
+    read_connections: int = 4
+    busy_timeout_ms: int = 5000
+
+
+@attrs.frozen
+class FederationConfig:
+    enabled: bool = True
+    generate_key_on_start: bool = True
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    allow_private_addresses: bool = False
+    key_rotation_days: int = 365
+    key_overlap_days: int = 30
+    request_timeout_seconds: float = 10.0
+    max_response_bytes: int = 4_194_304
+    proxy: str = ""
+    resolve: Mapping[str, str] = types.MappingProxyType({})
+
+
+@attrs.frozen
+class Config:
+    path: Path
+    server: ServerConfig
+    storage: StorageConfig = StorageConfig()
+    federation: FederationConfig = FederationConfig()
+
+
+# -- the schema: (key, parser, default) per table; each check written once ------
+
+Parser = Callable[[Any], Any]
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               list: "a list", dict: "a table"}
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "float", str: "string", list: "list",
+            dict: "table"}.get(type(value), type(value).__name__)
+    shown = repr(value) if not isinstance(value, (dict, list)) else kind
+    return f"{kind} {shown}" if kind != shown else kind
+
+
+def _typed(kind: type) -> Parser:
+    def parse(value: Any) -> Any:
+        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise ValueError(f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}")
+        return value
+    return parse
+
+
+def _ranged(kind: type, low: float, high: float, *, low_open: bool = False) -> Parser:
+    base = _typed(kind)
+
+    def parse(value: Any) -> Any:
+        value = base(value)
+        if value < low or value > high or (low_open and value == low):
+            lo = f"> {low}" if low_open else f">= {low}"
+            raise ValueError(f"expected a number {lo} and <= {high}, got {value}")
+        return value
+    return parse
+
+
+def _choice(*options: str, upper: bool = False) -> Parser:
+    def parse(value: Any) -> str:
+        value = _typed(str)(value)
+        norm = value.upper() if upper else value
+        if norm not in options:
+            raise ValueError(f"expected one of {', '.join(map(repr, options))}, got {value!r}")
+        return str(norm)
+    return parse
+
+
+def _path(value: Any) -> Path | None:
+    value = _typed(str)(value)
+    return Path(value).expanduser().absolute() if value else None
+
+
+def _server_name(value: Any) -> str:
+    return validate_server_name(_typed(str)(value))
+
+
+def _bind(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f'expected a list of "host:port" strings, got {_describe(value)}')
+    for item in value:
+        parse_host_port(item)
+    return tuple(value)
+
+
+def _url(value: Any) -> str:
+    value = _typed(str)(value)
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected a URL starting with http:// or https://, got {value!r}")
+    return str(value)
+
+
+def _resolve(value: Any) -> Mapping[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table, got {_describe(value)}")
+    out = {}
+    for name, address in value.items():
+        try:
+            key = validate_server_name(name)
+            parse_host_port(address)
+        except ValueError as exc:
+            raise ValueError(f"{name!r}: {exc}") from None
+        out[key] = address
+    return types.MappingProxyType(out)
+
+
+SCHEMA: dict[str, dict[str, Parser]] = {
+    "server": {
+        "name": _server_name, "bind": _bind, "data_dir": _path,
+        "max_request_bytes": _ranged(int, 1024, 67_108_864),
+        "graceful_timeout_seconds": _ranged(float, 0, 300, low_open=True),
+        "log_format": _choice("json", "text"),
+        "log_level": _choice("debug", "info", "warning", "error"),
+        "public_base_url": _url,
+    },
+    "server.tls": {"certfile": _path, "keyfile": _path},
+    "storage": {
+        "synchronous": _choice("FULL", "NORMAL", upper=True),
+        "read_connections": _ranged(int, 1, 32),
+        "busy_timeout_ms": _ranged(int, 0, 600_000),
+    },
+    "federation": {
+        "enabled": _typed(bool), "generate_key_on_start": _typed(bool),
+        "verify_tls": _typed(bool), "ca_file": _path,
+        "allow_private_addresses": _typed(bool),
+        "key_rotation_days": _ranged(int, 1, 3650), "key_overlap_days": _ranged(int, 1, 365),
+        "request_timeout_seconds": _ranged(float, 0, 300, low_open=True),
+        "max_response_bytes": _ranged(int, 1024, 268_435_456), "proxy": _url,
+    },
+    "federation.resolve": {},
+}
+SUBTABLES = {"server": ("tls",), "federation": ("resolve",)}
+
+
+def _hint(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read and check a config file; raises ConfigError (one line)."""
+    env = os.environ if env is None else env
+    shown = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
+
+    def fail(table: str, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{shown}: [{table}] {key}: {why}")
+
+    parsed: dict[str, dict[str, Any]] = {t: {} for t in SCHEMA}
+    unknown_tables = sorted(set(doc) - {"server", "storage", "federation"})
+    if unknown_tables:
+        raise ConfigError(f"{shown}: [{unknown_tables[0]}]: unknown table"
+                          f"{_hint(unknown_tables[0], ['server', 'storage', 'federation'])}")
+    for top in ("server", "storage", "federation"):
+        table = doc.get(top, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{shown}: {top}: expected a table [{top}]")
+        for key, value in table.items():
+            full = f"{top}.{key}"
+            if key in SUBTABLES.get(top, ()):
+                if full == "federation.resolve":
+                    try:
+                        parsed[full]["resolve"] = _resolve(value)
+                    except ValueError as exc:
+                        raise fail(full, "", str(exc)).with_traceback(None) from None
+                    continue
+                if not isinstance(value, dict):
+                    raise fail(top, key, f"expected a table [{full}]")
+                for sub_key, sub_value in value.items():
+                    parser = SCHEMA[full].get(sub_key)
+                    if parser is None:
+                        raise fail(full, sub_key, "unknown key"
+                                   + _hint(sub_key, list(SCHEMA[full])))
+                    try:
+                        parsed[full][sub_key] = parser(sub_value)
+                    except ValueError as exc:
+                        raise fail(full, sub_key, str(exc)) from None
+                continue
+            parser = SCHEMA[top].get(key)
+            if parser is None:
+                raise fail(top, key, "unknown key"
+                           + _hint(key, list(SCHEMA[top]) + list(SUBTABLES.get(top, ()))))
+            try:
+                parsed[top][key] = parser(value)
+            except ValueError as exc:
+                raise fail(top, key, str(exc)) from None
+
+    override = env.get("SCAIWAVE_SERVER_NAME", "")
+    if override:
+        try:
+            parsed["server"]["name"] = validate_server_name(override)
+        except ValueError as exc:
+            raise ConfigError(f"SCAIWAVE_SERVER_NAME: {exc}") from None
+    if "name" not in parsed["server"]:
+        raise fail("server", "name", 'required, e.g. name = "chat.example.com"')
+    tls = parsed["server.tls"]
+    if bool(tls.get("certfile")) != bool(tls.get("keyfile")):
+        missing = "keyfile" if tls.get("certfile") else "certfile"
+        raise fail("server.tls", missing, "required when the other of certfile/keyfile is set")
+    server = dict(parsed["server"])
+    server.setdefault("data_dir", Path("data").absolute())
+    if server["data_dir"] is None:
+        raise fail("server", "data_dir", "must not be empty")
+    return Config(
+        path=Path(path).absolute(),
+        server=ServerConfig(tls=TlsConfig(**tls), **server),
+        storage=StorageConfig(**parsed["storage"]),
+        federation=FederationConfig(**parsed["federation"], **parsed["federation.resolve"]),
+    )

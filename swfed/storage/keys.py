@@ -1,0 +1,93 @@
+"""Our signing keys and the peers' public keys (sync ``*_txn`` functions).
+
+Private seeds never leave this table except into a
+:class:`~swfed.core.signing.KeyPair` in memory; they are never logged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import attrs
+
+from swfed.storage.tenants import Tenant
+
+
+@attrs.frozen
+class OwnKey:
+    key_id: str
+    public_key: str  # unpadded base64
+    seed: bytes | None = attrs.field(repr=False)
+    created_at: int
+    retired_at: int | None
+    expires_at: int | None
+
+
+def _own(row: sqlite3.Row) -> OwnKey:
+    return OwnKey(row["key_id"], row["public_key"], row["seed"], row["created_at"],
+                  row["retired_at"], row["expires_at"])
+
+
+def own_keys_txn(conn: sqlite3.Connection, tenant: Tenant) -> list[OwnKey]:
+    """All our keys, current (retired_at NULL) first, then newest retired."""
+    rows = conn.execute(
+        "SELECT * FROM signing_keys WHERE tenant_id = ?"
+        " ORDER BY retired_at IS NOT NULL, created_at DESC", (tenant.tenant_id,)).fetchall()
+    return [_own(r) for r in rows]
+
+
+def add_key_txn(conn: sqlite3.Connection, tenant: Tenant, key_id: str, seed: bytes,
+                public_key: str, now: int, overlap_ms: int) -> None:
+    """Make a new current key; the previous one retires now and expires later."""
+    conn.execute(
+        "UPDATE signing_keys SET retired_at = ?, expires_at = ? WHERE tenant_id = ?"
+        " AND retired_at IS NULL", (now, now + overlap_ms, tenant.tenant_id))
+    conn.execute(
+        "INSERT INTO signing_keys (tenant_id, key_id, seed, public_key, created_at)"
+        " VALUES (?, ?, ?, ?, ?)", (tenant.tenant_id, key_id, seed, public_key, now))
+
+
+def wipe_expired_seeds_txn(conn: sqlite3.Connection, now: int) -> int:
+    """Drop the private half of keys whose overlap has ended; the public half stays."""
+    cur = conn.execute("UPDATE signing_keys SET seed = NULL WHERE seed IS NOT NULL"
+                       " AND expires_at IS NOT NULL AND expires_at <= ?", (now,))
+    return cur.rowcount
+
+
+# -- peers' keys ---------------------------------------------------------------
+
+
+@attrs.frozen
+class PeerKey:
+    server_name: str
+    key_id: str
+    public_key: str
+    retired_at: int | None
+    expires_at: int | None
+    fetched_at: int
+
+
+def peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) -> list[PeerKey]:
+    rows = conn.execute("SELECT * FROM peer_keys WHERE tenant_id = ? AND server_name = ?",
+                        (tenant.tenant_id, server_name)).fetchall()
+    return [PeerKey(r["server_name"], r["key_id"], r["public_key"], r["retired_at"],
+                    r["expires_at"], r["fetched_at"]) for r in rows]
+
+
+def store_peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str,
+                        keys: list[dict[str, Any]], descriptor_json: str, now: int) -> None:
+    """Remember a verified descriptor and the keys it lists (replacing the old list)."""
+    conn.execute("DELETE FROM peer_keys WHERE tenant_id = ? AND server_name = ?",
+                 (tenant.tenant_id, server_name))
+    for k in keys:
+        conn.execute(
+            "INSERT INTO peer_keys (tenant_id, server_name, key_id, public_key, retired_at,"
+            " expires_at, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (tenant.tenant_id, server_name, k["key_id"], k["public_key"], k.get("retired_at"),
+             k.get("expires_at"), now))
+    conn.execute(
+        "INSERT INTO peers (tenant_id, server_name, descriptor, fetched_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (tenant_id, server_name) DO UPDATE SET descriptor = excluded.descriptor,"
+        " fetched_at = excluded.fetched_at",
+        (tenant.tenant_id, server_name, descriptor_json, now))

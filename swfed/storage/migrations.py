@@ -1,0 +1,277 @@
+"""Numbered schema migrations, applied at start (server and CLI alike).
+
+The schema version lives in ``PRAGMA user_version``. Each migration runs in
+its own ``BEGIN IMMEDIATE`` transaction and re-reads the version inside it, so
+a CLI command and a starting server never apply the same step twice. Never
+edit a migration that has shipped: add the next number.
+
+Conventions: every table that holds tenant data has ``tenant_id`` in its key,
+and every query filters on it: tenants of one process never read each
+other's rows. Times are integer milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+_V1 = """
+CREATE TABLE tenants (
+    tenant_id          INTEGER PRIMARY KEY,
+    server_name        TEXT NOT NULL UNIQUE,
+    is_default         INTEGER NOT NULL DEFAULT 0,
+    federation_enabled INTEGER NOT NULL DEFAULT 1,
+    policy             TEXT NOT NULL DEFAULT '{}',
+    stream_pos         INTEGER NOT NULL DEFAULT 0,
+    created_at         INTEGER NOT NULL
+);
+
+CREATE TABLE users (
+    tenant_id    INTEGER NOT NULL REFERENCES tenants(tenant_id),
+    local_id     TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    admin        INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, local_id)
+);
+
+-- Bearer tokens, stored as SHA-256 of the token: a leaked file leaks no token.
+CREATE TABLE tokens (
+    token_hash BLOB PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL,
+    local_id   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    FOREIGN KEY (tenant_id, local_id) REFERENCES users(tenant_id, local_id)
+);
+
+-- A room as this tenant knows it. host = server_name of the hosting tenant.
+CREATE TABLE rooms (
+    tenant_id  INTEGER NOT NULL REFERENCES tenants(tenant_id),
+    room_id    TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    federate   INTEGER NOT NULL,
+    host       TEXT NOT NULL,
+    creator    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seq   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, room_id)
+);
+
+-- member is always a fqid (@local_id:server_name).
+CREATE TABLE members (
+    tenant_id  INTEGER NOT NULL,
+    room_id    TEXT NOT NULL,
+    member     TEXT NOT NULL,
+    membership TEXT NOT NULL CHECK (membership IN ('invite', 'join', 'leave')),
+    foreign_   INTEGER NOT NULL,
+    display_name TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, room_id, member),
+    FOREIGN KEY (tenant_id, room_id) REFERENCES rooms(tenant_id, room_id)
+);
+CREATE INDEX members_by_member ON members(tenant_id, member, membership);
+
+-- pos: this tenant's stream position (SSE id), from tenants.stream_pos.
+-- seq: the host's order within the room. signed: the event as signed by
+-- its origin, kept verbatim for relaying and backfill.
+CREATE TABLE events (
+    rowid_     INTEGER PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL,
+    pos        INTEGER NOT NULL,
+    room_id    TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    type       TEXT NOT NULL,
+    sender     TEXT NOT NULL,
+    origin     TEXT NOT NULL,
+    origin_ts  INTEGER NOT NULL,
+    content    TEXT NOT NULL,
+    signed     TEXT,
+    received_at INTEGER NOT NULL,
+    UNIQUE (tenant_id, event_id),
+    UNIQUE (tenant_id, pos)
+);
+CREATE INDEX events_by_room ON events(tenant_id, room_id, seq);
+
+CREATE VIRTUAL TABLE events_fts USING fts5(
+    body, tokenize = 'unicode61 remove_diacritics 2'
+);
+
+CREATE TABLE invites (
+    invite_id  TEXT PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL,
+    room_id    TEXT NOT NULL,
+    room_name  TEXT NOT NULL,
+    room_type  TEXT NOT NULL,
+    host       TEXT NOT NULL,
+    invitee    TEXT NOT NULL,
+    inviter    TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('pending', 'accepted', 'declined')),
+    event_id   TEXT,
+    signed     TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX invites_by_invitee ON invites(tenant_id, invitee, state);
+
+CREATE TABLE notifications (
+    notification_id TEXT PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL,
+    local_id   TEXT NOT NULL,
+    pos        INTEGER NOT NULL,
+    type       TEXT NOT NULL CHECK (type IN ('invite', 'mention')),
+    room_id    TEXT,
+    event_id   TEXT,
+    invite_id  TEXT,
+    sender     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (tenant_id, pos)
+);
+CREATE INDEX notifications_by_user ON notifications(tenant_id, local_id, pos);
+"""
+
+# Federation v1: keys, peers and their keys, the outbox, audit, rejections.
+_V2 = """
+-- Our signing keys. seed is the private half; it is wiped (NULL) once the
+-- key's overlap has ended. retired_at: when it stopped signing.
+CREATE TABLE signing_keys (
+    tenant_id  INTEGER NOT NULL REFERENCES tenants(tenant_id),
+    key_id     TEXT NOT NULL,
+    seed       BLOB,
+    public_key TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER,
+    expires_at INTEGER,
+    PRIMARY KEY (tenant_id, key_id)
+);
+
+-- What we know of each peer, per tenant: its descriptor, and delivery state.
+CREATE TABLE peers (
+    tenant_id         INTEGER NOT NULL,
+    server_name       TEXT NOT NULL,
+    descriptor        TEXT,
+    fetched_at        INTEGER,
+    last_seen         INTEGER,
+    last_error        TEXT,
+    last_error_at     INTEGER,
+    failures          INTEGER NOT NULL DEFAULT 0,
+    next_retry_at     INTEGER,
+    PRIMARY KEY (tenant_id, server_name)
+);
+
+-- Peers' public keys, current and retired (retired_at set), per tenant.
+CREATE TABLE peer_keys (
+    tenant_id   INTEGER NOT NULL,
+    server_name TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    public_key  TEXT NOT NULL,
+    retired_at  INTEGER,
+    expires_at  INTEGER,
+    fetched_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, server_name, key_id)
+);
+
+-- Events waiting to be delivered, in order, one queue per destination.
+CREATE TABLE outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id   INTEGER NOT NULL,
+    destination TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX outbox_by_destination ON outbox(tenant_id, destination, id);
+
+-- Hourly counters of events sent to / received from each peer.
+CREATE TABLE peer_counts (
+    tenant_id   INTEGER NOT NULL,
+    server_name TEXT NOT NULL,
+    hour        INTEGER NOT NULL,
+    sent        INTEGER NOT NULL DEFAULT 0,
+    received    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, server_name, hour)
+);
+
+-- Every refused federation event, with its reason code.
+CREATE TABLE fed_rejected (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id   INTEGER NOT NULL,
+    peer        TEXT NOT NULL,
+    event_id    TEXT,
+    room_id     TEXT,
+    reason      TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX fed_rejected_by_tenant ON fed_rejected(tenant_id, id);
+
+-- The audit trail (action = federation.* for federation).
+CREATE TABLE sw_audit (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id  INTEGER NOT NULL,
+    action     TEXT NOT NULL,
+    actor      TEXT,
+    peer       TEXT,
+    event_id   TEXT,
+    room_id    TEXT,
+    outcome    TEXT NOT NULL,
+    reason     TEXT,
+    details    TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX sw_audit_by_tenant ON sw_audit(tenant_id, id);
+CREATE INDEX sw_audit_by_action ON sw_audit(tenant_id, action, id);
+"""
+
+#: (version, SQL script); versions are consecutive from 1.
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, _V1),
+    (2, _V2),
+]
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every migration newer than the file's version; return the version.
+
+    Raises RuntimeError when the file comes from a newer swfed (downgrade).
+    """
+    latest = MIGRATIONS[-1][0]
+    if schema_version(conn) > latest:
+        raise RuntimeError(
+            f"database schema version {schema_version(conn)} is newer than this swfed "
+            f"knows ({latest}): upgrade swfed or restore a matching backup")
+    for version, script in MIGRATIONS:
+        if schema_version(conn) >= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if schema_version(conn) >= version:  # another process got here first
+                conn.execute("ROLLBACK")
+                continue
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return schema_version(conn)
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction; split on complete statements.
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

@@ -1,0 +1,108 @@
+"""Delivery state: the outbox, per-peer status and counters (sync ``*_txn``)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+import attrs
+
+from swfed.storage.tenants import Tenant
+
+HOUR_MS = 3600 * 1000
+
+
+@attrs.frozen
+class Queued:
+    id: int
+    event_id: str
+    payload: dict[str, Any]
+
+
+def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
+                     limit: int) -> list[Queued]:
+    rows = conn.execute("SELECT id, event_id, payload FROM outbox WHERE tenant_id = ?"
+                        " AND destination = ? ORDER BY id LIMIT ?",
+                        (tenant_id, destination, limit)).fetchall()
+    return [Queued(r["id"], r["event_id"], json.loads(r["payload"])) for r in rows]
+
+
+def outbox_destinations_txn(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    return [(r[0], r[1]) for r in conn.execute(
+        "SELECT DISTINCT tenant_id, destination FROM outbox")]
+
+
+def outbox_done_txn(conn: sqlite3.Connection, tenant_id: int, ids: list[int]) -> None:
+    conn.executemany("DELETE FROM outbox WHERE tenant_id = ? AND id = ?",
+                     [(tenant_id, i) for i in ids])
+
+
+def _ensure_peer(conn: sqlite3.Connection, tenant_id: int, server_name: str) -> None:
+    conn.execute("INSERT OR IGNORE INTO peers (tenant_id, server_name) VALUES (?, ?)",
+                 (tenant_id, server_name))
+
+
+def count_txn(conn: sqlite3.Connection, tenant_id: int, server_name: str, now: int, *,
+              sent: int = 0, received: int = 0) -> None:
+    conn.execute(
+        "INSERT INTO peer_counts (tenant_id, server_name, hour, sent, received)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, server_name, hour) DO UPDATE SET"
+        " sent = sent + excluded.sent, received = received + excluded.received",
+        (tenant_id, server_name, now // HOUR_MS, sent, received))
+
+
+def peer_ok_txn(conn: sqlite3.Connection, tenant_id: int, server_name: str, now: int) -> None:
+    """The peer answered or contacted us: clear its error and backoff."""
+    _ensure_peer(conn, tenant_id, server_name)
+    conn.execute("UPDATE peers SET last_seen = ?, last_error = NULL, failures = 0,"
+                 " next_retry_at = NULL WHERE tenant_id = ? AND server_name = ?",
+                 (now, tenant_id, server_name))
+
+
+def peer_failed_txn(conn: sqlite3.Connection, tenant_id: int, server_name: str, now: int,
+                    error: str, failures: int, next_retry_at: int) -> None:
+    _ensure_peer(conn, tenant_id, server_name)
+    conn.execute("UPDATE peers SET last_error = ?, last_error_at = ?, failures = ?,"
+                 " next_retry_at = ? WHERE tenant_id = ? AND server_name = ?",
+                 (error[:500], now, failures, next_retry_at, tenant_id, server_name))
+
+
+def peer_state_txn(conn: sqlite3.Connection, tenant_id: int,
+                   server_name: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM peers WHERE tenant_id = ? AND server_name = ?",
+                       (tenant_id, server_name)).fetchone()
+    return None if row is None else dict(row)
+
+
+def peers_view_txn(conn: sqlite3.Connection, tenant: Tenant, now: int) -> list[dict[str, Any]]:
+    """Every peer this tenant has talked to or has queued events for."""
+    since = now // HOUR_MS - 23
+    names = {r[0] for r in conn.execute(
+        "SELECT server_name FROM peers WHERE tenant_id = ? UNION"
+        " SELECT destination FROM outbox WHERE tenant_id = ?",
+        (tenant.tenant_id, tenant.tenant_id))}
+    out = []
+    for name in sorted(names):
+        peer = peer_state_txn(conn, tenant.tenant_id, name) or {}
+        counts = conn.execute(
+            "SELECT COALESCE(SUM(sent), 0), COALESCE(SUM(received), 0) FROM peer_counts"
+            " WHERE tenant_id = ? AND server_name = ? AND hour >= ?",
+            (tenant.tenant_id, name, since)).fetchone()
+        queue = conn.execute("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE tenant_id = ?"
+                             " AND destination = ?", (tenant.tenant_id, name)).fetchone()
+        descriptor = json.loads(peer["descriptor"]) if peer.get("descriptor") else {}
+        out.append({
+            "server_name": name,
+            "last_seen": peer.get("last_seen"),
+            "last_error": peer.get("last_error"),
+            "events_sent_24h": counts[0],
+            "events_received_24h": counts[1],
+            "queue_depth": queue[0],
+            "oldest_queued_at": queue[1],
+            "next_retry_at": peer.get("next_retry_at"),
+            "failures": peer.get("failures", 0),
+            "protocol_versions": descriptor.get("protocol_versions"),
+            "key_id": descriptor.get("key_id"),
+        })
+    return out
