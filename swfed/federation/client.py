@@ -1,0 +1,183 @@
+"""The one place that makes server-to-server HTTP requests.
+
+::
+
+    FederationError (code, status)       every failure of a request to a peer
+     ├─ SW_FED_PEER_UNREACHABLE  502     DNS failure, refused, reset
+     ├─ SW_FED_PEER_TIMEOUT      504     no answer in request_timeout_seconds
+     ├─ SW_FED_TLS_FAILED        502     certificate or handshake failure
+     ├─ SW_FED_PRIVATE_ADDRESS   403     the peer resolves to a private address
+     ├─ SW_FED_RESPONSE_TOO_LARGE 502    more than max_response_bytes
+     └─ SW_FED_BAD_RESPONSE      502     not a JSON object
+
+A peer ``name[:port]`` (default port 443) is reached at the address in
+``[federation.resolve]`` if listed there, else at the first address DNS
+gives, which must not be private unless ``allow_private_addresses``. The
+connection goes to that checked IP; the certificate is verified against the
+peer's *name* (SNI and Host carry it). Environment proxies are never used.
+Non-2xx answers with a JSON body are returned, not raised.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from swfed.config import FederationConfig, parse_host_port
+from swfed.core.canonical import encode_canonical_json
+from swfed.core.errors import FederationError
+
+Auth = Callable[[str, str, Any], str]
+
+
+@attrs.frozen
+class FedResponse:
+    status: int
+    body: dict[str, Any]
+    address: str
+
+
+def split_server_name(server_name: str) -> tuple[str, int]:
+    """(host without brackets, port); port 443 when the name has none."""
+    if server_name.startswith("["):
+        host, _, rest = server_name[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 443
+    host, sep, port = server_name.partition(":")
+    return host, int(port) if sep else 443
+
+
+def _private(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_unspecified
+            or ip.is_multicast or ip.is_reserved)
+
+
+class FederationClient:
+    def __init__(self, cfg: FederationConfig) -> None:
+        self.cfg = cfg
+        verify: ssl.SSLContext | bool = False
+        if cfg.verify_tls:
+            verify = ssl.create_default_context()
+            if cfg.ca_file is not None:
+                verify.load_verify_locations(cafile=str(cfg.ca_file))
+        self._http = httpx.AsyncClient(
+            verify=verify, trust_env=False, proxy=cfg.proxy or None,
+            timeout=httpx.Timeout(cfg.request_timeout_seconds),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            follow_redirects=False)
+
+    async def __aenter__(self) -> FederationClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._http.aclose()
+
+    async def _address(self, server_name: str) -> tuple[str, int, str]:
+        """(ip, port, sni host) to connect to; raises FederationError."""
+        host, port = split_server_name(server_name)
+        mapped = self.cfg.resolve.get(server_name) or self.cfg.resolve.get(host)
+        if mapped:
+            ip, mport = parse_host_port(mapped)
+            return ip, mport, host
+        try:
+            infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+        except OSError as exc:
+            raise FederationError(f"cannot resolve {host}: {exc}; check DNS or add the peer "
+                                  "to [federation.resolve]", code="SW_FED_PEER_UNREACHABLE",
+                                  status=502) from exc
+        for info in infos:
+            ip = str(info[4][0])
+            if self.cfg.allow_private_addresses or not _private(ipaddress.ip_address(ip)):
+                return ip, port, host
+        raise FederationError(
+            f"{server_name} resolves only to private addresses "
+            f"({', '.join(sorted({str(i[4][0]) for i in infos}))}): set "
+            "allow_private_addresses = true or add it to [federation.resolve]",
+            code="SW_FED_PRIVATE_ADDRESS", status=403)
+
+    async def request(self, method: str, server_name: str, uri: str,
+                      body: dict[str, Any] | None = None, *,
+                      auth: Auth | None = None) -> FedResponse:
+        ip, port, sni = await self._address(server_name)
+        shown = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        headers = {"Host": server_name, "Accept": "application/json"}
+        content = None
+        if body is not None:
+            content = encode_canonical_json(body)
+            headers["Content-Type"] = "application/json"
+        if auth is not None:
+            headers["Authorization"] = auth(method, uri, body)
+        url = f"https://{shown}{uri}"
+        limit = self.cfg.max_response_bytes
+        try:
+            async with self._http.stream(method, url, content=content, headers=headers,
+                                         extensions={"sni_hostname": sni}) as resp:
+                data = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    data += chunk
+                    if len(data) > limit:
+                        raise FederationError(
+                            f"{server_name} ({shown}) sent more than {limit} bytes "
+                            "(max_response_bytes)", code="SW_FED_RESPONSE_TOO_LARGE",
+                            status=502)
+                status = resp.status_code
+        except httpx.TimeoutException as exc:
+            raise FederationError(f"{server_name} ({shown}) did not answer in "
+                                  f"{self.cfg.request_timeout_seconds} s",
+                                  code="SW_FED_PEER_TIMEOUT", status=504) from exc
+        except httpx.ConnectError as exc:
+            if _is_tls(exc):
+                raise FederationError(
+                    f"TLS with {server_name} ({shown}) failed: {_root(exc)}; check the peer's "
+                    "certificate chain, or [federation] ca_file for a private CA",
+                    code="SW_FED_TLS_FAILED", status=502) from exc
+            raise FederationError(f"cannot connect to {server_name} ({shown}): {_root(exc)}",
+                                  code="SW_FED_PEER_UNREACHABLE", status=502) from exc
+        except httpx.HTTPError as exc:
+            raise FederationError(f"request to {server_name} ({shown}) failed: {_root(exc)}",
+                                  code="SW_FED_PEER_UNREACHABLE", status=502) from exc
+        try:
+            import json
+
+            parsed = json.loads(bytes(data))
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise FederationError(f"{server_name} ({shown}) answered {status} with a body that "
+                                  "is not a JSON object", code="SW_FED_BAD_RESPONSE", status=502)
+        return FedResponse(status, parsed, shown)
+
+    async def get_json(self, server_name: str, path: str, *,
+                       auth: Auth | None = None) -> FedResponse:
+        return await self.request("GET", server_name, path, auth=auth)
+
+    async def post_json(self, server_name: str, path: str, body: dict[str, Any], *,
+                        auth: Auth | None = None) -> FedResponse:
+        return await self.request("POST", server_name, path, body, auth=auth)
+
+
+def _root(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return str(exc) or type(exc).__name__
+
+
+def _is_tls(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "SSL" in type(seen).__name__ or "CERTIFICATE" in str(
+                seen).upper():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

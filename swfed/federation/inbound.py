@@ -1,0 +1,205 @@
+"""What peers call: the descriptor and ``/_scaiwave/federation/v1/*`` (DESIGN §5).
+
+Every federation request is checked in this order, and each refusal is
+answered with its own code, logged under the spec's event name and recorded
+(``fed_rejected`` and ``sw_audit``); nothing of a refused request is stored:
+
+1. ``Authorization: SW-Fed …`` parses and names one of our tenants.
+2. Our policy lets the origin in (``federation.policy_rejected``).
+3. The origin's signature over the request verifies with its published key,
+   within ±60 s (``federation.signature_verify_failed``).
+
+``/send`` then checks each event on its own: shape, the origin server's
+signature on the event, and whether it may enter its room. It answers only
+after the accepted events have committed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, g, request
+
+from swfed import logs
+from swfed.api.common import int_arg, read, state
+from swfed.core.canonical import decode_json_object
+from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX
+from swfed.core.errors import FederationError, NotFound
+from swfed.core.events import check_federated_event
+from swfed.core.ids import LOCAL_ID_RE
+from swfed.core.policy import backfill_limit, decide_peer
+from swfed.core.signing import parse_auth_header
+from swfed.storage import peers as peers_db
+from swfed.storage import rooms as rooms_db
+from swfed.storage import tenants as tenants_db
+from swfed.storage.audit import audit_txn, reject_txn
+from swfed.storage.rooms import Ctx
+from swfed.storage.tenants import Tenant
+
+bp = Blueprint("federation", __name__)
+
+MAX_EVENTS = 100
+POLICY_CODES = ("SW_FED_DISABLED", "SW_FED_CLOSED", "SW_FED_PEER_DENIED", "SW_FED_PEER_UNKNOWN",
+                "SW_FED_ROOM_NOT_FEDERATABLE", "SW_FED_ROOM_NOT_FEDERATED", "SW_FED_ROOM_FULL",
+                "SW_FED_BACKFILL_REFUSED")
+
+
+def log_refusal(tenant: Tenant, peer: str, exc: FederationError, **fields: Any) -> None:
+    """Log a refused federation request or event under the spec's event names."""
+    if exc.code == "SW_FED_SIGNATURE_MISMATCH":
+        event = "federation.signature_verify_failed"
+    elif exc.code in POLICY_CODES:
+        event = "federation.policy_rejected"
+    else:
+        event = "federation.event_rejected"
+    logs.log(event, level="warning", tenant=tenant.server_name, peer=peer, reason=exc.code,
+             message=exc.message, **fields)
+
+
+async def _refuse(tenant: Tenant, peer: str, exc: FederationError) -> FederationError:
+    log_refusal(tenant, peer, exc, path=request.path)
+    await state().db.write(reject_txn, tenant, peer, state().clock(), reason=exc.code,
+                           message=f"{request.method} {request.path}: {exc.message}",
+                           action="federation.request.rejected")
+    return exc
+
+
+def _uri() -> str:
+    raw = request.scope.get("raw_path") or request.path.encode()
+    uri = raw.decode("latin-1")
+    qs = request.query_string.decode("latin-1")
+    return uri + ("?" + qs if qs else "")
+
+
+async def authenticated(with_body: bool) -> tuple[Tenant, str, dict[str, Any] | None]:
+    """The tenant addressed, the verified origin, and the JSON body if any."""
+    st = state()
+    fed = st.federation
+    header = request.headers.get("Authorization")
+    try:
+        auth = parse_auth_header(header)
+    except FederationError as exc:
+        raise await _refuse(g.tenant, "(unauthenticated)", exc) from None
+    tenant = await st.tenants.lookup(auth.destination)
+    if tenant is None:
+        raise await _refuse(g.tenant, auth.origin, FederationError(
+            f"{auth.destination} is not served here", code="SW_FED_SIGNATURE_MISMATCH",
+            status=401))
+    g.tenant = tenant
+    body = None
+    if with_body:
+        body = decode_json_object(await request.get_data(cache=False, as_text=False))
+    try:
+        decide_peer(tenant.policy, auth.origin)
+        if fed.keyring.current(tenant) is None:
+            raise FederationError(f"{tenant.server_name} has no federation key yet",
+                                  code="SW_FED_NO_KEY", status=503)
+        await fed.authenticate(tenant, request.method, _uri(), body, header)
+    except FederationError as exc:
+        raise await _refuse(tenant, auth.origin, exc) from None
+    await fed.heard_from(tenant, auth.origin)
+    return tenant, auth.origin, body
+
+
+@bp.get(DESCRIPTOR_PATH)
+async def descriptor() -> dict[str, Any]:
+    st = state()
+    return st.federation.keyring.descriptor(g.tenant, st.clock())  # type: ignore[no-any-return]
+
+
+@bp.post(FED_PREFIX + "/send")
+async def send() -> dict[str, Any]:
+    tenant, origin, body = await authenticated(with_body=True)
+    assert body is not None
+    st = state()
+    if body.get("origin") != origin:
+        raise await _refuse(tenant, origin, FederationError(
+            f"body origin {body.get('origin')!r} is not the signing server {origin}",
+            code="SW_FED_BAD_REQUEST", status=400))
+    events = body.get("events")
+    if not isinstance(events, list) or len(events) > MAX_EVENTS:
+        raise await _refuse(tenant, origin, FederationError(
+            f"events must be a list of at most {MAX_EVENTS}", code="SW_FED_BAD_REQUEST",
+            status=400))
+
+    results: dict[str, Any] = {}
+    refused: list[tuple[str, str | None, FederationError]] = []
+    verified: list[dict[str, Any]] = []
+    for index, raw in enumerate(events):
+        key = raw.get("event_id") if isinstance(raw, dict) else None
+        key = key if isinstance(key, str) else f"#{index}"
+        room_id = raw.get("room_id") if isinstance(raw, dict) else None
+        try:
+            event = check_federated_event(raw)
+            await st.federation.verify_event(tenant, event)
+            verified.append(event)
+        except FederationError as exc:
+            refused.append((key, room_id if isinstance(room_id, str) else None, exc))
+
+    ctx = Ctx(tenant, st.clock(), st.federation.signer(tenant))
+
+    def txn(conn: Any) -> list[tuple[str, str | None, FederationError]]:
+        late: list[tuple[str, str | None, FederationError]] = []
+        accepted = 0
+        for event in verified:
+            conn.execute("SAVEPOINT ev")
+            try:
+                results[event["event_id"]] = rooms_db.receive_event_txn(conn, ctx, origin, event)
+                conn.execute("RELEASE ev")
+                accepted += 1
+                audit_txn(conn, tenant, "federation.event.accepted", ctx.now, outcome="ok",
+                          peer=origin, event_id=event["event_id"], room_id=event["room_id"])
+            except FederationError as exc:
+                conn.execute("ROLLBACK TO ev")
+                conn.execute("RELEASE ev")
+                late.append((event["event_id"], event["room_id"], exc))
+        for key, room_id, exc in refused + late:
+            reject_txn(conn, tenant, origin, ctx.now, reason=exc.code, message=exc.message,
+                       event_id=None if key.startswith("#") else key, room_id=room_id)
+        peers_db.count_txn(conn, tenant.tenant_id, origin, ctx.now, received=accepted)
+        return late
+
+    late = await st.db.write(txn)
+    st.federation.kick(tenant, ctx.kicks)
+    for key, room_id, exc in refused + late:
+        results[key] = {"error": {"code": exc.code, "message": exc.message}}
+        log_refusal(tenant, origin, exc, event_id=key, room_id=room_id)
+    return {"results": results}
+
+
+@bp.get(FED_PREFIX + "/profile/<local_id>")
+async def profile(local_id: str) -> dict[str, Any]:
+    tenant, _origin, _ = await authenticated(with_body=False)
+    user = (await read(tenants_db.user_txn, tenant, local_id)
+            if LOCAL_ID_RE.match(local_id) else None)
+    if user is None:
+        raise NotFound(f"no user @{local_id} on {tenant.server_name}",
+                       code="SW_FED_USER_NOT_FOUND")
+    return {"local_id": user.local_id, "fqid": user.fqid, "display_name": user.display_name}
+
+
+@bp.get(FED_PREFIX + "/rooms/<room_id>/members")
+async def members(room_id: str) -> dict[str, Any]:
+    tenant, origin, _ = await authenticated(with_body=False)
+    room = await read(rooms_db.room_txn, tenant, room_id)
+    servers = await read(rooms_db.member_servers_txn, tenant, room_id, ("join", "invite"))
+    if room is None or room.host != tenant.server_name or origin not in servers:
+        raise FederationError(f"{origin} has no member in a room {room_id} hosted here",
+                              code="SW_FED_NOT_MEMBER", status=403)
+    data = await read(rooms_db.members_txn_for_peer, tenant, room_id)
+    return {"room_id": room_id, "members": data}
+
+
+@bp.get(FED_PREFIX + "/rooms/<room_id>/backfill")
+async def backfill(room_id: str) -> dict[str, Any]:
+    tenant, origin, _ = await authenticated(with_body=False)
+    try:
+        limit = backfill_limit(tenant.policy, int_arg("limit", 100, low=1, high=1000) or 100)
+    except FederationError as exc:
+        raise await _refuse(tenant, origin, exc) from None
+    events, nxt = await read(rooms_db.backfill_page_txn, tenant, room_id, origin,
+                             int_arg("before", None), limit)
+    out: dict[str, Any] = {"room_id": room_id, "events": events}
+    if nxt is not None:
+        out["next"] = nxt
+    return out

@@ -1,0 +1,139 @@
+"""Our signing keys: the key ring, generation, rotation, and the key scheduler.
+
+Keys live in the ``signing_keys`` table (DESIGN §3). The running server
+holds a :class:`KeyRing` in memory and reloads it every
+``RELOAD_SECONDS``, so a ``swfed admin federation key rotate`` run from the
+CLI is picked up without a restart. The scheduler rotates a key when it is
+``key_rotation_days`` old and wipes the private half of retired keys once
+their ``key_overlap_days`` overlap has ended; the public half stays listed
+so that history they signed keeps verifying.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from swfed import logs
+from swfed.core.descriptor import KeyInfo, build_descriptor
+from swfed.core.signing import KeyPair, generate_keypair, keypair_from_seed, sign_json
+from swfed.storage import keys as keys_db
+from swfed.storage.audit import audit_txn
+from swfed.storage.tenants import Tenant
+
+RELOAD_SECONDS = 2.0
+DAY_MS = 24 * 3600 * 1000
+
+
+@attrs.frozen
+class TenantKeys:
+    current: KeyPair | None
+    current_created_at: int | None
+    old: tuple[KeyInfo, ...]
+
+
+def load_tenant_keys_txn(conn: sqlite3.Connection, tenant: Tenant) -> TenantKeys:
+    current: KeyPair | None = None
+    created: int | None = None
+    old: list[KeyInfo] = []
+    for k in keys_db.own_keys_txn(conn, tenant):
+        if k.retired_at is None and k.seed is not None and current is None:
+            current = keypair_from_seed(k.seed, k.key_id)
+            created = k.created_at
+        elif k.retired_at is not None:
+            old.append(KeyInfo(k.key_id, k.public_key, k.retired_at, k.expires_at))
+    return TenantKeys(current, created, tuple(old))
+
+
+def new_key_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, overlap_days: int, *,
+                rotate: bool, actor: str) -> KeyPair:
+    """Generate a key (``rotate``: retire the current one). Raises SW_KEY_EXISTS/SW_NO_KEY."""
+    from swfed.core.errors import Conflict, NotFound
+
+    has_current = load_tenant_keys_txn(conn, tenant).current is not None
+    if has_current and not rotate:
+        raise Conflict(f"{tenant.server_name} already has a federation key: use "
+                       "'swfed admin federation key rotate' to replace it", code="SW_KEY_EXISTS")
+    if rotate and not has_current:
+        raise NotFound(f"{tenant.server_name} has no federation key to rotate: use "
+                       "'swfed admin federation key generate'", code="SW_NO_KEY")
+    keypair = generate_keypair()
+    keys_db.add_key_txn(conn, tenant, keypair.key_id, keypair.seed, keypair.public_key_b64,
+                        now, overlap_days * DAY_MS)
+    audit_txn(conn, tenant, "federation.key." + ("rotate" if rotate else "generate"), now,
+              actor=actor, outcome="ok", details={"key_id": keypair.key_id})
+    return keypair
+
+
+class KeyRing:
+    """Every tenant's keys, in memory; reloaded from the table periodically."""
+
+    def __init__(self) -> None:
+        self._by_tenant: dict[int, TenantKeys] = {}
+
+    def set(self, tenant: Tenant, keys: TenantKeys) -> None:
+        self._by_tenant[tenant.tenant_id] = keys
+
+    def get(self, tenant: Tenant) -> TenantKeys:
+        return self._by_tenant.get(tenant.tenant_id, TenantKeys(None, None, ()))
+
+    def current(self, tenant: Tenant) -> KeyPair | None:
+        return self.get(tenant).current
+
+    def signer(self, tenant: Tenant) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        keypair = self.current(tenant)
+        if keypair is None:
+            return None
+        name = tenant.server_name
+        return lambda obj: sign_json(obj, name, keypair)
+
+    def descriptor(self, tenant: Tenant, now: int) -> dict[str, Any]:
+        keys = self.get(tenant)
+        old = [k for k in keys.old if k.expires_at is None or k.expires_at > now - 365 * DAY_MS]
+        return build_descriptor(tenant.server_name, keys.current, old, now)
+
+
+def rotation_due(created_at: int | None, now: int, rotation_days: int) -> bool:
+    return created_at is not None and now >= created_at + rotation_days * DAY_MS
+
+
+async def run_key_scheduler(
+        state: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Reload keys, rotate the ones that are due, wipe expired private halves."""
+    fed = state.federation
+    cfg = state.config.federation
+    started = False
+    while True:
+        try:
+            await state.tenants.refresh()
+            for tenant in state.tenants.all():
+                keys = await state.db.read(load_tenant_keys_txn, tenant)
+                if keys.current is None and not keys.old and cfg.generate_key_on_start:
+                    kp = await state.db.write(new_key_txn, tenant, state.clock(),
+                                              cfg.key_overlap_days, rotate=False,
+                                              actor="generate_key_on_start")
+                    logs.log("federation.key.generated", tenant=tenant.server_name,
+                             key_id=kp.key_id)
+                    keys = await state.db.read(load_tenant_keys_txn, tenant)
+                if rotation_due(keys.current_created_at, state.clock(), cfg.key_rotation_days):
+                    kp = await state.db.write(new_key_txn, tenant, state.clock(),
+                                              cfg.key_overlap_days, rotate=True,
+                                              actor="key-scheduler")
+                    logs.log("federation.key.rotated", tenant=tenant.server_name,
+                             key_id=kp.key_id, by="scheduler")
+                    keys = await state.db.read(load_tenant_keys_txn, tenant)
+                fed.keyring.set(tenant, keys)
+            wiped = await state.db.write(keys_db.wipe_expired_seeds_txn, state.clock())
+            if wiped:
+                logs.log("federation.key.expired", count=wiped)
+        except Exception:  # noqa: BLE001 - the scheduler must outlive one bad pass
+            logs.log_exception("federation.key.scheduler_failed")
+        fed.scheduler_heartbeat = trio.current_time()
+        if not started:
+            started = True
+            task_status.started()
+        await trio.sleep(RELOAD_SECONDS)

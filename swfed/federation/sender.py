@@ -1,0 +1,191 @@
+"""The federation sender: durable, ordered delivery to each peer (DESIGN §6).
+
+Design, in short:
+
+- Events to send sit in the ``outbox`` table, written in the same
+  transaction that stored the event, so nothing acknowledged to a client is
+  lost and a restart resumes where the last run stopped.
+- One :class:`PeerQueue` task per (tenant, destination) drains its rows in
+  order, up to ``BATCH`` events per ``POST /send``, one request in flight.
+- A row leaves the outbox only when the peer has answered for it: stored
+  (or already had it), or refused it for good. A refused event is recorded
+  (``fed_rejected``, ``sw_audit``) and dropped, so it never blocks the
+  events behind it.
+- A failed request (peer down, TLS, 5xx, a whole-request refusal) keeps the
+  batch and waits :func:`swfed.core.backoff.retry_delay`: seconds at first,
+  capped at ten minutes, with jitter. The wait ends early when the peer
+  contacts us or an admin asks for a retry. The state is kept in ``peers``
+  for the admin view.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import trio
+
+from swfed import logs
+from swfed.core.backoff import retry_delay
+from swfed.core.errors import FederationError
+from swfed.core.ids import room_host
+from swfed.storage import peers as peers_db
+from swfed.storage.audit import audit_txn, reject_txn
+from swfed.storage.rooms import set_host_seq_txn
+
+BATCH = 100
+
+
+class PeerQueue:
+    def __init__(self, sender: Sender, tenant_id: int, destination: str) -> None:
+        self.sender = sender
+        self.tenant_id = tenant_id
+        self.destination = destination
+        self.wake = trio.Event()
+        self.failures = 0
+        self.retry_at: float | None = None  # trio clock
+        self.last_error: str | None = None
+        self.sent = 0
+
+    def poke(self, *, reset: bool = False) -> None:
+        if reset:
+            self.failures = 0
+            self.retry_at = None
+        self.wake.set()
+
+    async def _sleep(self) -> None:
+        """Wait for a kick, or until the retry time if backing off."""
+        with trio.CancelScope() as scope:
+            if self.retry_at is not None:
+                scope.deadline = self.retry_at
+            await self.wake.wait()
+        self.wake = trio.Event()
+
+    async def run(self) -> None:
+        fed = self.sender.fed
+        state = fed.state
+        while True:
+            if self.retry_at is not None and trio.current_time() < self.retry_at:
+                await self._sleep()
+                continue
+            batch = await state.db.read(peers_db.outbox_batch_txn, self.tenant_id,
+                                        self.destination, BATCH)
+            if not batch:
+                self.retry_at = None
+                await self._sleep()
+                continue
+            tenant = next((t for t in state.tenants.all() if t.tenant_id == self.tenant_id),
+                          None)
+            if tenant is None:
+                await state.tenants.refresh()
+                await self._sleep()
+                continue
+            try:
+                resp = await fed.post(tenant, self.destination, "/send", {
+                    "origin": tenant.server_name,
+                    "txn_id": f"{batch[0].id}-{batch[-1].id}",
+                    "events": [q.payload for q in batch],
+                })
+                if resp.status != 200 or not isinstance(resp.body.get("results"), dict):
+                    from swfed.federation.service import error_of
+
+                    raise error_of(resp)
+            except FederationError as exc:
+                await self._failed(tenant, exc)
+                continue
+            await self._delivered(tenant, batch, resp.body["results"])
+
+    async def _delivered(self, tenant: Any, batch: list[peers_db.Queued],
+                         results: dict[str, Any]) -> None:
+        state = self.sender.fed.state
+        dest = self.destination
+        tenant_name = tenant.server_name
+
+        def txn(conn: Any) -> tuple[int, int]:
+            now = state.clock()
+            done: list[int] = []
+            ok = refused = 0
+            for q in batch:
+                result = results.get(q.event_id)
+                if not isinstance(result, dict):
+                    continue  # not answered for: stays queued, sent again
+                done.append(q.id)
+                error = result.get("error")
+                if isinstance(error, dict):
+                    refused += 1
+                    reject_txn(conn, tenant, dest, now, reason=str(error.get("code")),
+                               message=str(error.get("message", "")), event_id=q.event_id,
+                               room_id=q.payload.get("room_id"),
+                               action="federation.send.refused")
+                    continue
+                ok += 1
+                seq = result.get("seq")
+                if (isinstance(seq, int) and not isinstance(seq, bool)
+                        and room_host(str(q.payload.get("room_id", ""))) == dest):
+                    set_host_seq_txn(conn, tenant, q.event_id, seq)
+            peers_db.outbox_done_txn(conn, tenant.tenant_id, done)
+            peers_db.count_txn(conn, tenant.tenant_id, dest, now, sent=ok)
+            peers_db.peer_ok_txn(conn, tenant.tenant_id, dest, now)
+            audit_txn(conn, tenant, "federation.send", now, outcome="ok", peer=dest,
+                      details={"events": ok, "refused": refused})
+            return ok, refused
+
+        ok, refused = await state.db.write(txn)
+        self.failures = 0
+        self.retry_at = None
+        self.last_error = None
+        self.sent += ok
+        logs.log("federation.send.success", tenant=tenant_name, peer=dest, events=ok,
+                 refused=refused)
+        if refused:
+            logs.log("federation.send.refused", level="warning", tenant=tenant_name, peer=dest,
+                     events=refused)
+
+    async def _failed(self, tenant: Any, exc: FederationError) -> None:
+        state = self.sender.fed.state
+        self.failures += 1
+        delay = retry_delay(self.failures, random.random())
+        self.retry_at = trio.current_time() + delay
+        self.last_error = f"{exc.code}: {exc.message}"
+        now = state.clock()
+        await state.db.write(peers_db.peer_failed_txn, tenant.tenant_id, self.destination, now,
+                             self.last_error, self.failures, now + int(delay * 1000))
+        logs.log("federation.send.failed", level="warning", tenant=tenant.server_name,
+                 peer=self.destination, reason=exc.code, message=exc.message,
+                 failures=self.failures, retry_in_s=round(delay, 1))
+
+
+class Sender:
+    """Owns one PeerQueue task per destination with queued events."""
+
+    def __init__(self, fed: Any) -> None:
+        self.fed = fed
+        self.queues: dict[tuple[int, str], PeerQueue] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for tenant_id, destination in await self.fed.state.db.read(
+                    peers_db.outbox_destinations_txn):
+                self.kick(tenant_id, destination)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def queue(self, tenant_id: int, destination: str) -> PeerQueue:
+        key = (tenant_id, destination)
+        q = self.queues.get(key)
+        if q is None:
+            q = PeerQueue(self, tenant_id, destination)
+            self.queues[key] = q
+            if self._nursery is not None:
+                self._nursery.start_soon(q.run, name=f"peer-queue {destination}")
+        return q
+
+    def kick(self, tenant_id: int, destination: str) -> None:
+        self.queue(tenant_id, destination).poke()
+
+    def heard_from(self, tenant_id: int, destination: str) -> None:
+        q = self.queues.get((tenant_id, destination))
+        if q is not None and q.failures:
+            q.poke(reset=True)

@@ -1,0 +1,226 @@
+"""The federation service: peers' keys, verification, signed requests.
+
+One :class:`Federation` per process, hung on the app state. It owns the
+:class:`~swfed.federation.keys.KeyRing` (our keys), the outbound
+:class:`~swfed.federation.client.FederationClient`, and the
+:class:`~swfed.federation.sender.Sender`.
+
+Peers' keys come from their descriptors, cached in ``peer_keys``. When a
+signature names a key id we do not know, or fails with the key we cached,
+the descriptor is fetched again once (at most every
+``REFETCH_MIN_SECONDS`` per peer) and the check repeated (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from swfed import logs
+from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, KeyInfo, parse_descriptor
+from swfed.core.errors import FederationError
+from swfed.core.signing import (
+    FedAuth,
+    decode_base64,
+    parse_auth_header,
+    sign_request,
+    signing_key_ids,
+    verify_request,
+    verify_signed_json,
+)
+from swfed.federation.client import FederationClient, FedResponse
+from swfed.federation.keys import KeyRing
+from swfed.storage import keys as keys_db
+from swfed.storage import peers as peers_db
+from swfed.storage.tenants import Tenant
+
+REFETCH_MIN_SECONDS = 2.0
+
+
+def mismatch(message: str) -> FederationError:
+    return FederationError(message, code="SW_FED_SIGNATURE_MISMATCH", status=401)
+
+
+class Federation:
+    def __init__(self, state: Any, client: FederationClient) -> None:
+        from swfed.federation.sender import Sender
+
+        self.state = state
+        self.client = client
+        self.keyring = KeyRing()
+        self.sender = Sender(self)
+        self.scheduler_heartbeat: float | None = None
+        self._fetched_at: dict[tuple[int, str], float] = {}
+        self._fetch_locks: dict[tuple[int, str], trio.Lock] = {}
+
+    # -- ours ----------------------------------------------------------------
+
+    def signer(self, tenant: Tenant) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+        return self.keyring.signer(tenant)
+
+    def kick(self, tenant: Tenant, destinations: set[str]) -> None:
+        for destination in destinations:
+            self.sender.kick(tenant.tenant_id, destination)
+
+    # -- peers' keys -----------------------------------------------------------
+
+    async def fetch_peer(self, tenant: Tenant, server_name: str) -> list[KeyInfo]:
+        """Fetch, check and cache a peer's descriptor; returns its keys.
+
+        Raises FederationError (unreachable, TLS, bad descriptor, protocol).
+        """
+        lock = self._fetch_locks.setdefault((tenant.tenant_id, server_name), trio.Lock())
+        async with lock:
+            self._fetched_at[(tenant.tenant_id, server_name)] = trio.current_time()
+            try:
+                resp = await self.client.get_json(server_name, DESCRIPTOR_PATH)
+                if resp.status != 200:
+                    raise FederationError(
+                        f"{server_name}{DESCRIPTOR_PATH} answered {resp.status}: federation "
+                        "needs the peer to publish its descriptor",
+                        code="SW_FED_BAD_DESCRIPTOR", status=502)
+                keys = parse_descriptor(server_name, resp.body, self.state.clock())
+            except FederationError as exc:
+                logs.log("federation.peer_discovery_failed", level="warning",
+                         tenant=tenant.server_name, peer=server_name, reason=exc.code,
+                         message=exc.message)
+                raise
+            await self.state.db.write(
+                keys_db.store_peer_keys_txn, tenant, server_name,
+                [{"key_id": k.key_id, "public_key": k.public_key, "retired_at": k.retired_at,
+                  "expires_at": k.expires_at} for k in keys],
+                json.dumps(resp.body), self.state.clock())
+            logs.log("federation.peer_discovered", tenant=tenant.server_name, peer=server_name,
+                     key_id=keys[0].key_id)
+            return keys
+
+    async def peer_keys(self, tenant: Tenant, server_name: str, *,
+                        refresh: bool = False) -> list[KeyInfo]:
+        if not refresh:
+            cached = await self.state.db.read(keys_db.peer_keys_txn, tenant, server_name)
+            if cached:
+                return [KeyInfo(k.key_id, k.public_key, k.retired_at, k.expires_at)
+                        for k in cached]
+        return await self.fetch_peer(tenant, server_name)
+
+    def _may_refetch(self, tenant: Tenant, server_name: str) -> bool:
+        last = self._fetched_at.get((tenant.tenant_id, server_name))
+        return last is None or trio.current_time() - last >= REFETCH_MIN_SECONDS
+
+    async def _verify_with_peer_key(self, tenant: Tenant, server_name: str, key_ids: list[str],
+                                    usable: Callable[[KeyInfo], bool],
+                                    check: Callable[[bytes, str], None]) -> None:
+        """Run ``check(raw_key, key_id)`` with the peer's key; refetch once on failure."""
+        last: FederationError | None = None
+        for attempt in (0, 1):
+            if attempt == 1 and not self._may_refetch(tenant, server_name):
+                break
+            keys = {k.key_id: k for k in await self.peer_keys(tenant, server_name,
+                                                              refresh=attempt == 1)}
+            for key_id in key_ids:
+                info = keys.get(key_id)
+                if info is None:
+                    continue
+                if not usable(info):
+                    last = mismatch(f"key {key_id} of {server_name} was retired and its "
+                                    "overlap has ended")
+                    continue
+                try:
+                    check(decode_base64(info.public_key), key_id)
+                    return
+                except FederationError as exc:
+                    last = exc
+        if last is None:
+            last = mismatch(f"{server_name} signed with key {', '.join(key_ids) or '(none)'}, "
+                            "which its descriptor does not list; if it rotated its key, "
+                            "refresh it: POST /v1/admin/federation/foreign/{participant_id}/"
+                            "refresh")
+        raise last
+
+    async def verify_event(self, tenant: Tenant, event: dict[str, Any], *,
+                           history: bool = False) -> None:
+        """Check the origin's signature on an event; raises SW_FED_SIGNATURE_MISMATCH."""
+        origin = event["origin"]
+        now = self.state.clock()
+        ts = event.get("origin_ts", 0)
+
+        def usable(info: KeyInfo) -> bool:
+            return info.usable_for_history(ts, now) if history else info.usable_live(now)
+
+        def check(raw: bytes, key_id: str) -> None:
+            verify_signed_json(event, origin, key_id, raw)
+
+        await self._verify_with_peer_key(tenant, origin, signing_key_ids(event, origin),
+                                         usable, check)
+
+    async def authenticate(self, tenant: Tenant, method: str, uri: str,
+                           content: dict[str, Any] | None, header: str | None) -> FedAuth:
+        """Check a peer's signed request to us; returns the verified header.
+
+        Raises SW_FED_SIGNATURE_MISMATCH (and discovery errors of the origin).
+        """
+        auth = parse_auth_header(header)
+        if auth.destination != tenant.server_name:
+            raise mismatch(f"request is addressed to {auth.destination}, this is "
+                           f"{tenant.server_name}")
+        now = self.state.clock()
+
+        def check(raw: bytes, key_id: str) -> None:
+            verify_request(auth, method=method, uri=uri, content=content, verify_key=raw,
+                           now_ms=now)
+
+        await self._verify_with_peer_key(tenant, auth.origin, [auth.key_id],
+                                         lambda info: info.usable_live(now), check)
+        return auth
+
+    # -- requests to peers -----------------------------------------------------
+
+    def _auth(self, tenant: Tenant, destination: str) -> Callable[[str, str, Any], str]:
+        keypair = self.keyring.current(tenant)
+        if keypair is None:
+            raise FederationError("this server has no federation key: run "
+                                  "'swfed admin federation key generate'",
+                                  code="SW_FED_NO_KEY", status=503)
+
+        def auth(method: str, uri: str, content: Any) -> str:
+            return sign_request(method=method, uri=uri, origin=tenant.server_name,
+                                destination=destination, ts_ms=self.state.clock(),
+                                content=content, keypair=keypair)
+
+        return auth
+
+    async def _ready(self, tenant: Tenant, destination: str) -> None:
+        # Knowing the peer's descriptor first checks the protocol version
+        # intersection before any event leaves.
+        await self.peer_keys(tenant, destination)
+
+    async def post(self, tenant: Tenant, destination: str, path: str,
+                   body: dict[str, Any]) -> FedResponse:
+        await self._ready(tenant, destination)
+        return await self.client.post_json(destination, FED_PREFIX + path, body,
+                                           auth=self._auth(tenant, destination))
+
+    async def get(self, tenant: Tenant, destination: str, path: str) -> FedResponse:
+        await self._ready(tenant, destination)
+        return await self.client.get_json(destination, FED_PREFIX + path,
+                                          auth=self._auth(tenant, destination))
+
+    async def heard_from(self, tenant: Tenant, server_name: str) -> None:
+        """A verified request from a peer: it is up, retry its queue now."""
+        await self.state.db.write(peers_db.peer_ok_txn, tenant.tenant_id, server_name,
+                                  self.state.clock())
+        self.sender.heard_from(tenant.tenant_id, server_name)
+
+
+def error_of(resp: FedResponse) -> FederationError:
+    """The error a peer answered with, as ours (code and message kept)."""
+    err = resp.body.get("error") if isinstance(resp.body, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("code"), str):
+        return FederationError(f"peer answered {resp.status} {err['code']}: "
+                               f"{err.get('message', '')}", code=err["code"],
+                               status=502 if resp.status >= 500 else resp.status)
+    return FederationError(f"peer answered {resp.status} without an error body",
+                           code="SW_FED_BAD_RESPONSE", status=502)
