@@ -53,8 +53,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def one_run(root: Path, messages: int, concurrency: int) -> dict[str, Any]:
+    # log_level info: the harness waits for the server.listening line
     net, (a, b) = federated_servers(root, ["a.test", "b.test"],
-                                    extra={n: {"server": {"log_level": "warning"}}
+                                    extra={n: {"server": {"log_level": "info"}}
                                            for n in ("a.test", "b.test")})
     a.start()
     b.start()

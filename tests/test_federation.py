@@ -241,3 +241,30 @@ async def test_backfill_into_fresh_member(clients: tuple[httpx.AsyncClient, http
 async def _joined(client: httpx.AsyncClient, token: str, room_id: str) -> bool:
     r = await client.get(f"/v1/rooms/{room_id}", headers=bearer(token))
     return r.status_code == 200
+
+
+async def test_rooms_that_cannot_federate(clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+                                          users: dict[str, str]) -> None:
+    ca, _ = clients
+    await set_policy(ca, users["admin_a"], "b.test")
+    cases = [({"type": "incognito", "federate": True}, "SW_FED_ROOM_NOT_FEDERATABLE"),
+             ({"type": "bridge", "federate": True}, "SW_FED_ROOM_NOT_FEDERATABLE"),
+             ({"type": "sidekick", "federate": True}, "SW_FED_ROOM_NOT_FEDERATABLE"),
+             ({"type": "standard"}, "SW_FED_ROOM_NOT_FEDERATED")]
+    for spec, code in cases:
+        r = await ca.post("/v1/rooms", json={"name": "x", **spec}, headers=bearer(users["alice"]))
+        room_id = r.json()["room_id"]
+        r = await ca.post(f"/v1/rooms/{room_id}/invites", json={"fqid": "@bob:b.test"},
+                          headers=bearer(users["alice"]))
+        assert r.status_code == 403, (spec, r.text)
+        assert r.json()["error"]["code"] == code
+    # a peer our policy does not allow
+    r = await ca.post("/v1/me/federated-dms", json={"fqid": "@eve:evil.test"},
+                      headers=bearer(users["alice"]))
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "SW_FED_PEER_UNKNOWN"
+    # no such user on the peer: refused at once, no room left behind
+    r = await ca.post("/v1/me/federated-dms", json={"fqid": "@nobody:b.test"},
+                      headers=bearer(users["alice"]))
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "SW_USER_NOT_FOUND"

@@ -21,6 +21,7 @@ Non-2xx answers with a JSON body are returned, not raised.
 from __future__ import annotations
 
 import ipaddress
+import json
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -148,8 +149,6 @@ class FederationClient:
             raise FederationError(f"request to {server_name} ({shown}) failed: {_root(exc)}",
                                   code="SW_FED_PEER_UNREACHABLE", status=502) from exc
         try:
-            import json
-
             parsed = json.loads(bytes(data))
         except ValueError:
             parsed = None
