@@ -20,6 +20,7 @@ from swfed.api.common import (
     page,
     page_limit,
     read,
+    recorded_refusal,
     state,
     tenant,
     write,
@@ -27,7 +28,7 @@ from swfed.api.common import (
 from swfed.core.errors import BadRequest, FederationError
 from swfed.core.events import check_federated_event
 from swfed.core.ids import parse_participant, room_host
-from swfed.core.policy import parse_policy_update
+from swfed.core.policy import decide_peer, parse_policy_update
 from swfed.federation.inbound import log_refusal
 from swfed.federation.service import error_of
 from swfed.storage import peers as peers_db
@@ -71,6 +72,7 @@ async def put_policy() -> dict[str, Any]:
 
     await write(txn)
     await st.tenants.refresh()
+    st.federation.sender.policy_changed(current.tenant_id)
     logs.log("federation.policy.updated", tenant=current.server_name, actor=admin.fqid)
     return new.to_json()
 
@@ -132,6 +134,9 @@ async def backfill(room_id: str) -> dict[str, Any]:
     if room.host == ten.server_name or host is None:
         raise BadRequest("this server hosts the room: its history is already here",
                          code="SW_BACKFILL_LOCAL_ROOM")
+    async with recorded_refusal(ten, room.host, actor=admin.fqid, room_id=room_id):
+        rooms_db.check_room_federates(room, ten.server_name)
+        decide_peer(ten.policy, room.host)
     fed = st.federation
     pulled: list[dict[str, Any]] = []
     refused = 0
@@ -140,9 +145,10 @@ async def backfill(room_id: str) -> dict[str, Any]:
         path = f"/rooms/{room_id}/backfill?limit={min(100, BACKFILL_MAX - len(pulled))}"
         if before is not None:
             path += f"&before={before}"
-        resp = await fed.get(ten, room.host, path)
-        if resp.status != 200:
-            raise error_of(resp)
+        async with recorded_refusal(ten, room.host, actor=admin.fqid, room_id=room_id):
+            resp = await fed.get(ten, room.host, path)
+            if resp.status != 200:
+                raise error_of(resp)
         events = resp.body.get("events")
         if not isinstance(events, list) or not events:
             break

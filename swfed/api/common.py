@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from quart import current_app, g, request
 
 from swfed.app import State
 from swfed.core.canonical import decode_json_object
-from swfed.core.errors import BadRequest, Forbidden, Unauthorized
+from swfed.core.errors import BadRequest, FederationError, Forbidden, Unauthorized
 from swfed.storage import tenants as tenants_db
 from swfed.storage.tenants import Tenant, User
 
@@ -37,6 +38,30 @@ async def write(fn: Callable[..., T], *args: Any) -> T:
 async def act(fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(conn, ctx, *args)`` as this tenant; wake delivery to peers after."""
     return await state().act(tenant(), fn, *args)
+
+
+@asynccontextmanager
+async def recorded_refusal(ten: Tenant, peer: str | None, *, actor: str,
+                           room_id: str | None = None) -> AsyncIterator[None]:
+    """A local action refused by federation policy is logged and audited, then raised.
+
+    Refusals of what peers send are recorded in ``swfed.federation.inbound``;
+    this covers our own users' invites, DMs and posts that policy stops.
+    """
+    try:
+        yield
+    except FederationError as exc:
+        from swfed.federation.inbound import log_refusal
+        from swfed.storage.audit import audit_txn
+
+        log_refusal(ten, peer or "(local)", exc, actor=actor, room_id=room_id, local=True)
+        # the lambda runs on the writer thread: take everything it needs here
+        code, now = exc.code, state().clock()
+        details = {"request": f"{request.method} {request.path}", "message": exc.message}
+        await write(lambda conn: audit_txn(
+            conn, ten, "federation.local.refused", now, outcome="refused", actor=actor,
+            peer=peer, room_id=room_id, reason=code, details=details))
+        raise
 
 
 async def current_user() -> User:

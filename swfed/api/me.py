@@ -14,6 +14,7 @@ from swfed.api.common import (
     page,
     page_limit,
     read,
+    recorded_refusal,
     state,
     tenant,
 )
@@ -80,9 +81,10 @@ async def federated_dm() -> tuple[dict[str, Any], int]:
     if invitee.server_name == ten.server_name:
         raise BadRequest(f"{invitee.display(ten.server_name)} is on this server: a federated "
                          "DM needs a participant of another server", code="SW_NOT_FOREIGN")
-    decide_peer(ten.policy, invitee.server_name)
-    await _check_foreign_user(invitee)
-    room = await act(rooms_db.create_dm_txn, user.fqid, user.display_name, invitee)
+    async with recorded_refusal(ten, invitee.server_name, actor=user.fqid):
+        decide_peer(ten.policy, invitee.server_name)
+        await _check_foreign_user(invitee)
+        room = await act(rooms_db.create_dm_txn, user.fqid, user.display_name, invitee)
     return room_json(room), 201
 
 

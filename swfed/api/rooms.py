@@ -14,11 +14,15 @@ from swfed.api.common import (
     page,
     page_limit,
     read,
+    recorded_refusal,
     tenant,
 )
 from swfed.api.me import room_json
 from swfed.core import events
+from swfed.core.errors import BadRequest
 from swfed.storage import rooms as rooms_db
+from swfed.storage.audit import audit_txn
+from swfed.storage.rooms import Ctx
 
 bp = Blueprint("rooms", __name__)
 
@@ -37,6 +41,37 @@ async def get_room(room_id: str) -> dict[str, Any]:
     return room_json(await read(rooms_db.joined_room_txn, tenant(), room_id, user.fqid))
 
 
+@bp.patch("/v1/rooms/<room_id>")
+async def update_room(room_id: str) -> dict[str, Any]:
+    """``{"federate": bool}``: this server's half of the per-room federation switch.
+
+    A room federates only while the flag is on at the host *and* at each
+    member server; the room's creator or a tenant admin sets it.
+    """
+    user = await current_user()
+    body = await json_body()
+    unknown = sorted(set(body) - {"federate"})
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; PATCH /v1/rooms/{{room_id}} takes "
+                         "federate", code="SW_UNKNOWN_FIELD")
+    if not isinstance(body.get("federate"), bool):
+        raise BadRequest("federate: expected true or false", code="SW_BAD_TYPE")
+    federate = body["federate"]
+    ten = tenant()
+
+    def txn(conn: Any, ctx: Ctx) -> rooms_db.Room:
+        before = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, user.fqid)
+        room = rooms_db.set_federate_txn(conn, ctx, room_id, user.fqid, user.admin, federate)
+        audit_txn(conn, ctx.tenant, "federation.room.federate", ctx.now, outcome="ok",
+                  actor=user.fqid, room_id=room_id,
+                  details={"before": before.federate, "after": federate})
+        return room
+
+    async with recorded_refusal(ten, None, actor=user.fqid, room_id=room_id):
+        room = await act(txn)
+    return room_json(room)
+
+
 @bp.get("/v1/rooms/<room_id>/members")
 async def members(room_id: str) -> dict[str, Any]:
     user = await current_user()
@@ -47,7 +82,9 @@ async def members(room_id: str) -> dict[str, Any]:
 async def invite(room_id: str) -> tuple[dict[str, Any], int]:
     user = await current_user()
     invitee = events.parse_fqid_body(await json_body(), tenant().server_name)
-    result = await act(rooms_db.invite_txn, room_id, user.fqid, invitee)
+    async with recorded_refusal(tenant(), invitee.server_name, actor=user.fqid,
+                                room_id=room_id):
+        result = await act(rooms_db.invite_txn, room_id, user.fqid, invitee)
     return result, 201
 
 
@@ -69,7 +106,8 @@ async def leave(room_id: str) -> dict[str, Any]:
 async def send_message(room_id: str) -> tuple[dict[str, Any], int]:
     user = await current_user()
     spec = events.parse_message(await json_body(), tenant().server_name)
-    event = await act(rooms_db.send_message_txn, room_id, user.fqid, spec)
+    async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
+        event = await act(rooms_db.send_message_txn, room_id, user.fqid, spec)
     return {"event_id": event["event_id"]}, 201
 
 

@@ -181,11 +181,10 @@ async def profile(local_id: str) -> dict[str, Any]:
 @bp.get(FED_PREFIX + "/rooms/<room_id>/members")
 async def members(room_id: str) -> dict[str, Any]:
     tenant, origin, _ = await authenticated(with_body=False)
-    room = await read(rooms_db.room_txn, tenant, room_id)
-    servers = await read(rooms_db.member_servers_txn, tenant, room_id, ("join", "invite"))
-    if room is None or room.host != tenant.server_name or origin not in servers:
-        raise FederationError(f"{origin} has no member in a room {room_id} hosted here",
-                              code="SW_FED_NOT_MEMBER", status=403)
+    try:
+        await read(rooms_db.hosted_room_for_peer_txn, tenant, room_id, origin)
+    except FederationError as exc:
+        raise await _refuse(tenant, origin, exc) from None
     data = await read(rooms_db.members_txn_for_peer, tenant, room_id)
     return {"room_id": room_id, "members": data}
 
@@ -195,10 +194,10 @@ async def backfill(room_id: str) -> dict[str, Any]:
     tenant, origin, _ = await authenticated(with_body=False)
     try:
         limit = backfill_limit(tenant.policy, int_arg("limit", 100, low=1, high=1000) or 100)
+        events, nxt = await read(rooms_db.backfill_page_txn, tenant, room_id, origin,
+                                 int_arg("before", None), limit)
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None
-    events, nxt = await read(rooms_db.backfill_page_txn, tenant, room_id, origin,
-                             int_arg("before", None), limit)
     out: dict[str, Any] = {"room_id": room_id, "events": events}
     if nxt is not None:
         out["next"] = nxt

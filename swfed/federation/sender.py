@@ -29,6 +29,7 @@ from swfed import logs
 from swfed.core.backoff import retry_delay
 from swfed.core.errors import FederationError
 from swfed.core.ids import room_host
+from swfed.core.policy import decide_peer
 from swfed.storage import peers as peers_db
 from swfed.storage.audit import audit_txn, reject_txn
 from swfed.storage.rooms import set_host_seq_txn
@@ -81,6 +82,9 @@ class PeerQueue:
                 await self._sleep()
                 continue
             try:
+                # Our own policy holds the queue (nothing is dropped) while it
+                # refuses this peer: tenant-wide off, closed, denied, not allowed.
+                decide_peer(tenant.policy, self.destination)
                 resp = await fed.post(tenant, self.destination, "/send", {
                     "origin": tenant.server_name,
                     "txn_id": f"{batch[0].id}-{batch[-1].id}",
@@ -184,6 +188,12 @@ class Sender:
 
     def kick(self, tenant_id: int, destination: str) -> None:
         self.queue(tenant_id, destination).poke()
+
+    def policy_changed(self, tenant_id: int) -> None:
+        """A tenant's policy changed: queues held by it try again now."""
+        for (tid, _), q in list(self.queues.items()):
+            if tid == tenant_id and q.failures:
+                q.poke(reset=True)
 
     def heard_from(self, tenant_id: int, destination: str) -> None:
         q = self.queues.get((tenant_id, destination))

@@ -321,6 +321,15 @@ def _route_txn(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, 
         targets -= {ctx.me, event["origin"]}
     else:
         targets = {room.host} if event["origin"] == ctx.me else set()
+    if targets and not room.federate:
+        if room.host != ctx.me:
+            # The room lives on its host: a write that cannot reach it is refused.
+            raise FederationError(
+                f"this server's copy of {room.room_id} has its federate flag off, so nothing "
+                f"reaches its host {room.host}: a room admin turns it on with "
+                f"PATCH /v1/rooms/{{room_id}} {{\"federate\": true}}",
+                code="SW_FED_ROOM_NOT_FEDERATED", status=403)
+        targets = set()  # we host it and keep it local while the flag is off
     if targets and signed is None:
         raise no_key()
     if targets:
@@ -600,6 +609,8 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
         return {"seq": row[0]} if host == ctx.me else {}
     room = room_txn(conn, ctx.tenant, room_id)
     content = event["content"]
+    if room is not None:
+        check_room_federates(room, ctx.me)
     if event["type"] == "invite":
         room = _receive_invite(conn, ctx, request_origin, host, room, event)
     elif room is None:
@@ -668,14 +679,47 @@ def _receive_invite(conn: sqlite3.Connection, ctx: Ctx, request_origin: str, hos
     return new_room
 
 
-def backfill_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, requester: str,
-                      before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
-    """Signed history of a room we host, for a server with a member in it."""
+def check_room_federates(room: Room, me: str) -> None:
+    """Raises SW_FED_ROOM_NOT_FEDERATED when this server's copy has the flag off."""
+    if not room.federate:
+        raise FederationError(
+            f"room {room.room_id} has federation switched off on {me} (its federate flag); "
+            f"an admin of the room there can turn it on", code="SW_FED_ROOM_NOT_FEDERATED",
+            status=403)
+
+
+def hosted_room_for_peer_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+                             requester: str) -> Room:
+    """A room we host in which ``requester`` has a member, federating; else refuses."""
     room = room_txn(conn, tenant, room_id)
     if room is None or room.host != tenant.server_name or requester not in member_servers_txn(
             conn, tenant, room_id, ("join", "invite")):
         raise FederationError(f"{requester} has no member in a room {room_id} hosted here",
                               code="SW_FED_NOT_MEMBER", status=403)
+    check_room_federates(room, tenant.server_name)
+    return room
+
+
+def set_federate_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, actor: str,
+                     actor_is_admin: bool, federate: bool) -> Room:
+    """Set this server's federate flag of a room (its creator or a tenant admin)."""
+    room = joined_room_txn(conn, ctx.tenant, room_id, actor)
+    if not actor_is_admin and room.creator != actor:
+        raise Forbidden("only the room's creator or a tenant admin can change its federate "
+                        "flag", code="SW_NOT_ROOM_ADMIN")
+    if federate:
+        decide_room(room.type, True)
+    conn.execute("UPDATE rooms SET federate = ? WHERE tenant_id = ? AND room_id = ?",
+                 (int(federate), ctx.tenant.tenant_id, room_id))
+    updated = room_txn(conn, ctx.tenant, room_id)
+    assert updated is not None
+    return updated
+
+
+def backfill_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, requester: str,
+                      before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """Signed history of a room we host, for a server with a member in it."""
+    hosted_room_for_peer_txn(conn, tenant, room_id, requester)
     rows = conn.execute(
         "SELECT signed, seq FROM events WHERE tenant_id = ? AND room_id = ? AND seq < ?"
         " AND signed IS NOT NULL ORDER BY seq DESC LIMIT ?",
