@@ -149,6 +149,47 @@ def cmd_key_show(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
+    """Run the troubleshooting guide's checks against one peer (swfed.doctor)."""
+    import attrs
+    import trio
+
+    from swfed.doctor import Doctor, Local, exit_status
+    from swfed.federation.client import FederationClient
+    from swfed.federation.keys import load_tenant_keys_txn
+    from swfed.storage.keys import peer_keys_txn
+    from swfed.storage.peers import peers_view_txn
+
+    try:
+        peer = validate_server_name(args.peer)
+    except ValueError as exc:
+        raise SwfedError(f"PEER {args.peer!r}: {exc}", code="SW_BAD_SERVER_NAME") from exc
+    conn = _db(config)
+    tenant = _tenant(conn, config, args.tenant)
+    rows = [r for r in peers_view_txn(conn, tenant, _now()) if r["server_name"] == peer]
+    local = Local(tenant, load_tenant_keys_txn(conn, tenant), peer_keys_txn(conn, tenant, peer),
+                  rows[0] if rows else None)
+    conn.close()
+
+    async def run() -> list[Any]:
+        # Our own descriptor is fetched the way a peer would, but it may well
+        # live on a private address in a homelab: allow that for this one check.
+        own_cfg = attrs.evolve(config.federation, allow_private_addresses=True)
+        async with FederationClient(config.federation) as client, \
+                FederationClient(own_cfg) as own_client:
+            return await Doctor(config, local, peer, client=client, own_client=own_client,
+                                clock=_now).run()
+
+    checks = trio.run(run)
+    status = exit_status(checks)
+    _print(args, {"server_name": tenant.server_name, "peer": peer, "ok": status == 0,
+                  "checks": [c.to_json() for c in checks]},
+           "\n".join(c.line() for c in checks)
+           + ("\nno problem found" if status == 0 else
+              f"\n{sum(c.status == 'problem' for c in checks)} problem(s) found"))
+    return status
+
+
 def _print(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
     if getattr(args, "json", False):
         print(json.dumps(obj))
@@ -209,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tenant", help="tenant server name (default: [server] name)")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
+    doctor = commands.add_parser(
+        "doctor", help="check federation with one peer, step by step, and say what to fix")
+    doctor.add_argument("peer", metavar="PEER_SERVER_NAME")
+    doctor.add_argument("--tenant", help="our tenant to check from (default: [server] name)")
+    doctor.add_argument("--json", action="store_true", help="one JSON object for machines")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 

@@ -16,6 +16,7 @@ were acknowledged had already committed, so nothing acknowledged is lost.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -70,6 +71,20 @@ async def _watch_signals(shutdown: trio.Event) -> None:
             return
 
 
+#: Test hook: shift this server's clock (ms) to reproduce skew between peers.
+CLOCK_OFFSET_ENV = "SWFED_TEST_CLOCK_OFFSET_MS"
+
+
+def _clock() -> Callable[[], int]:
+    raw = os.environ.get(CLOCK_OFFSET_ENV, "").strip()
+    if not raw:
+        return now_ms
+    offset = int(raw)
+    logs.log("server.clock_offset", level="warning", offset_ms=offset,
+             message=f"{CLOCK_OFFSET_ENV} is set: this server's clock is shifted (tests only)")
+    return lambda: now_ms() + offset
+
+
 async def serve(config: Config, *, services: list[Service] | None = None,
                 shutdown: trio.Event | None = None,
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -83,7 +98,8 @@ async def serve(config: Config, *, services: list[Service] | None = None,
         db.on_commit(notifier.wake)
         directory = TenantDirectory(db, config.server.name)
         await directory.refresh()
-        state = State(config=config, db=db, tenants=directory, notifier=notifier)
+        state = State(config=config, db=db, tenants=directory, notifier=notifier,
+                      clock=_clock())
         client = FederationClient(config.federation)
         state.federation = Federation(state, client)
         app = create_app(state)

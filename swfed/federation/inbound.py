@@ -23,7 +23,7 @@ from quart import Blueprint, g, request
 from swfed import logs
 from swfed.api.common import int_arg, read, state
 from swfed.core.canonical import decode_json_object
-from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX
+from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, PROTOCOL_VERSIONS
 from swfed.core.errors import FederationError, NotFound
 from swfed.core.events import check_federated_event
 from swfed.core.ids import LOCAL_ID_RE
@@ -105,6 +105,27 @@ async def authenticated(with_body: bool) -> tuple[Tenant, str, dict[str, Any] | 
 async def descriptor() -> dict[str, Any]:
     st = state()
     return st.federation.keyring.descriptor(g.tenant, st.clock())  # type: ignore[no-any-return]
+
+
+@bp.get(FED_PREFIX + "/probe")
+async def probe() -> dict[str, Any]:
+    """What a request from the signing server meets here, for ``swfed doctor``.
+
+    Always 200: our time (for the clock-skew check), our versions, and the
+    outcome of the same checks every federation request passes, in order:
+    signature header, our policy toward the origin, the origin's signature.
+    A refusal is recorded like any other; the probe stores nothing else.
+    """
+    st = state()
+    out: dict[str, Any] = {"server_name": g.tenant.server_name,
+                           "protocol_versions": list(PROTOCOL_VERSIONS)}
+    try:
+        tenant, origin, _ = await authenticated(with_body=False)
+        out.update(server_name=tenant.server_name, result={"ok": True, "origin": origin})
+    except FederationError as exc:
+        out["result"] = {"ok": False, "code": exc.code, "message": exc.message}
+    out["server_time_ms"] = st.clock()
+    return out
 
 
 @bp.post(FED_PREFIX + "/send")
