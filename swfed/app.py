@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from swfed import logs
 from swfed.config import Config
 from swfed.core.errors import SwfedError
+from swfed.metrics import Metrics
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database
 from swfed.storage.tenants import Tenant
@@ -103,6 +104,7 @@ class State:
     clock: Callable[[], int] = now_ms
     #: swfed.federation.service.Federation once the server runs.
     federation: Any = None
+    metrics: Metrics = attrs.Factory(Metrics)
 
     async def act(self, tenant: Tenant, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, ctx, *args)`` as ``tenant``; wake delivery after the commit."""
@@ -181,4 +183,7 @@ def create_app(state: State) -> QuartTrio:
 
     for module in (me, rooms, stream, search, admin, inbound):
         app.register_blueprint(module.bp)
+    from swfed.api import ops
+
+    app.register_blueprint(ops.bp)
     return app

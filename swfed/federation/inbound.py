@@ -54,6 +54,8 @@ def log_refusal(tenant: Tenant, peer: str, exc: FederationError, **fields: Any) 
         event = "federation.event_rejected"
     logs.log(event, level="warning", tenant=tenant.server_name, peer=peer, reason=exc.code,
              message=exc.message, **fields)
+    if not fields.get("local"):
+        state().metrics.rejected.inc(tenant=tenant.server_name, peer=peer, reason=exc.code)
 
 
 async def _refuse(tenant: Tenant, peer: str, exc: FederationError) -> FederationError:
@@ -182,6 +184,7 @@ async def send() -> dict[str, Any]:
 
     late = await st.db.write(txn)
     st.federation.kick(tenant, ctx.kicks)
+    st.metrics.received.inc(len(verified) - len(late), tenant=tenant.server_name, peer=origin)
     for key, room_id, exc in refused + late:
         results[key] = {"error": {"code": exc.code, "message": exc.message}}
         log_refusal(tenant, origin, exc, event_id=key, room_id=room_id)

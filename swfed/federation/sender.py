@@ -105,6 +105,9 @@ class PeerQueue:
         dest = self.destination
         tenant_name = tenant.server_name
 
+        metrics = state.metrics
+        labels = {"tenant": tenant_name, "peer": dest}
+
         def txn(conn: Any) -> tuple[int, int]:
             now = state.clock()
             done: list[int] = []
@@ -117,12 +120,14 @@ class PeerQueue:
                 error = result.get("error")
                 if isinstance(error, dict):
                     refused += 1
+                    metrics.refused_by_peer.inc(**labels, reason=str(error.get("code")))
                     reject_txn(conn, tenant, dest, now, reason=str(error.get("code")),
                                message=str(error.get("message", "")), event_id=q.event_id,
                                room_id=q.payload.get("room_id"),
                                action="federation.send.refused")
                     continue
                 ok += 1
+                metrics.latency.observe(max(0, now - q.created_at) / 1000, **labels)
                 seq = result.get("seq")
                 if (isinstance(seq, int) and not isinstance(seq, bool)
                         and room_host(str(q.payload.get("room_id", ""))) == dest):
@@ -135,6 +140,7 @@ class PeerQueue:
             return ok, refused
 
         ok, refused = await state.db.write(txn)
+        metrics.sent.inc(ok, **labels)
         self.failures = 0
         self.retry_at = None
         self.last_error = None
@@ -151,6 +157,8 @@ class PeerQueue:
         delay = retry_delay(self.failures, random.random())
         self.retry_at = trio.current_time() + delay
         self.last_error = f"{exc.code}: {exc.message}"
+        state.metrics.send_failures.inc(tenant=tenant.server_name, peer=self.destination,
+                                        reason=exc.code)
         now = state.clock()
         await state.db.write(peers_db.peer_failed_txn, tenant.tenant_id, self.destination, now,
                              self.last_error, self.failures, now + int(delay * 1000))
@@ -175,6 +183,10 @@ class Sender:
                 self.kick(tenant_id, destination)
             task_status.started()
             await trio.sleep_forever()
+
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None
 
     def queue(self, tenant_id: int, destination: str) -> PeerQueue:
         key = (tenant_id, destination)

@@ -255,3 +255,9 @@ def backup_file(source: Path, target: Path) -> None:
             dst.close()
     finally:
         src.close()
+
+
+def health_write_txn(conn: sqlite3.Connection, now: int) -> None:
+    """A real write, for /healthz: fails if the file or its disk is not writable."""
+    conn.execute("INSERT INTO health (id, checked_at) VALUES (1, ?)"
+                 " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at", (now,))

@@ -222,10 +222,19 @@ CREATE INDEX sw_audit_by_tenant ON sw_audit(tenant_id, id);
 CREATE INDEX sw_audit_by_action ON sw_audit(tenant_id, action, id);
 """
 
+_V3 = """
+-- /healthz proves the file is writable by writing this one row.
+CREATE TABLE health (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at INTEGER NOT NULL
+);
+"""
+
 #: (version, SQL script); versions are consecutive from 1.
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _V1),
     (2, _V2),
+    (3, _V3),
 ]
 
 

@@ -18,14 +18,22 @@ class Queued:
     id: int
     event_id: str
     payload: dict[str, Any]
+    created_at: int
 
 
 def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
                      limit: int) -> list[Queued]:
-    rows = conn.execute("SELECT id, event_id, payload FROM outbox WHERE tenant_id = ?"
-                        " AND destination = ? ORDER BY id LIMIT ?",
+    rows = conn.execute("SELECT id, event_id, payload, created_at FROM outbox"
+                        " WHERE tenant_id = ? AND destination = ? ORDER BY id LIMIT ?",
                         (tenant_id, destination, limit)).fetchall()
-    return [Queued(r["id"], r["event_id"], json.loads(r["payload"])) for r in rows]
+    return [Queued(r["id"], r["event_id"], json.loads(r["payload"]), r["created_at"])
+            for r in rows]
+
+
+def queue_depths_txn(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:
+    """(tenant_id, destination, queued events) for every non-empty queue."""
+    return [(r[0], r[1], r[2]) for r in conn.execute(
+        "SELECT tenant_id, destination, COUNT(*) FROM outbox GROUP BY tenant_id, destination")]
 
 
 def outbox_destinations_txn(conn: sqlite3.Connection) -> list[tuple[int, str]]:
