@@ -185,3 +185,60 @@ async def test_healthz_without_a_key(tmp_path: Path) -> None:
         assert body["checks"]["storage"]["ok"] is True
     finally:
         server.kill()
+
+
+async def test_spec_log_events(setup: Setup, clients: Any, tokens: dict[str, str]) -> None:
+    """The troubleshooting guide's greppable names, each with tenant, peer and reason."""
+    _, a, _ = setup
+    ca, cb = clients
+    await ca.put("/v1/admin/federation/policy", headers=bearer(tokens["ra"]),
+                 json={"allowed_peers": ["b.test", "nowhere.invalid"]})
+    await cb.put("/v1/admin/federation/policy", headers=bearer(tokens["rb"]),
+                 json={"allowed_peers": ["a.test"]})
+    # delivered: an invite to bob
+    r = await ca.post("/v1/rooms", json={"name": "logs", "federate": True},
+                      headers=bearer(tokens["alice"]))
+    r = await ca.post(f"/v1/rooms/{r.json()['room_id']}/invites", json={"fqid": "@bob:b.test"},
+                      headers=bearer(tokens["alice"]))
+    assert r.status_code == 201
+    # refused by our policy, and an unsigned request
+    r = await ca.post("/v1/me/federated-dms", json={"fqid": "@eve:evil.test"},
+                      headers=bearer(tokens["alice"]))
+    assert r.status_code == 403
+    r = await ca.post("/_scaiwave/federation/v1/send", json={"origin": "b.test", "events": []},
+                      headers={"Host": "a.test"})
+    assert r.status_code == 401
+    # a peer that does not exist: discovery fails, and so does sending to it
+    r = await ca.post("/v1/rooms", json={"name": "nowhere", "federate": True},
+                      headers=bearer(tokens["alice"]))
+    r = await ca.post(f"/v1/rooms/{r.json()['room_id']}/invites",
+                      json={"fqid": "@x:nowhere.invalid"}, headers=bearer(tokens["alice"]))
+    assert r.status_code == 201
+    await wait_for(lambda: a.logs("federation.send.success"), what="a delivered send")
+    await wait_for(lambda: [line for line in a.logs("federation.send.failed")
+                            if line["peer"] == "nowhere.invalid"], what="a failed send")
+    names = ["federation.send.success", "federation.send.failed",
+             "federation.signature_verify_failed", "federation.peer_discovery_failed",
+             "federation.policy_rejected"]
+    for name in names:
+        lines = a.logs(name)
+        assert lines, name
+        for line in lines:
+            assert {"tenant", "peer", "reason", "ts", "level"} <= set(line), line
+    assert any(line["peer"] == "nowhere.invalid"
+               and line["reason"] == "SW_FED_PEER_UNREACHABLE"
+               for line in a.logs("federation.peer_discovery_failed"))
+
+
+def test_text_log_format(capsys: pytest.CaptureFixture[str]) -> None:
+    from swfed import logs
+
+    logs.setup("text", "info")
+    try:
+        logs.log("federation.send.failed", level="warning", tenant="a.test", peer="b.test",
+                 reason="SW_FED_PEER_UNREACHABLE")
+    finally:
+        logs.setup("json", "info")
+    line = capsys.readouterr().err.strip()
+    assert " warning federation.send.failed tenant=a.test peer=b.test " \
+           "reason=SW_FED_PEER_UNREACHABLE" in line

@@ -145,8 +145,8 @@ class PeerQueue:
         self.retry_at = None
         self.last_error = None
         self.sent += ok
-        logs.log("federation.send.success", tenant=tenant_name, peer=dest, events=ok,
-                 refused=refused)
+        logs.log("federation.send.success", tenant=tenant_name, peer=dest, reason="delivered",
+                 events=ok, refused=refused)
         if refused:
             logs.log("federation.send.refused", level="warning", tenant=tenant_name, peer=dest,
                      events=refused)
