@@ -183,7 +183,8 @@ def create_app(state: State) -> QuartTrio:
 
     for module in (me, rooms, stream, search, admin, inbound):
         app.register_blueprint(module.bp)
-    from swfed.api import ops
+    from swfed.api import calls, ops
 
     app.register_blueprint(ops.bp)
+    app.register_blueprint(calls.bp)
     return app

@@ -123,11 +123,26 @@ class FederationConfig:
 
 
 @attrs.frozen
+class CallsConfig:
+    """The LiveKit server calls in rooms we host run on ("" URL: calls off)."""
+
+    livekit_url: str = ""
+    livekit_api_key: str = ""
+    livekit_api_secret: str = attrs.field(default="", repr=False)
+    token_ttl_seconds: int = 600
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.livekit_url)
+
+
+@attrs.frozen
 class Config:
     path: Path
     server: ServerConfig
     storage: StorageConfig = StorageConfig()
     federation: FederationConfig = FederationConfig()
+    calls: CallsConfig = CallsConfig()
 
 
 # -- the schema: (key, parser, default) per table; each check written once ------
@@ -201,6 +216,15 @@ def _url(value: Any) -> str:
     return str(value)
 
 
+def _livekit_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    if value and not value.startswith(("ws://", "wss://", "http://", "https://")):
+        raise ValueError(f"expected a URL starting with wss:// (or ws://, https://, http://), "
+                         f"got {value!r}")
+    return value
+
+
 def _resolve(value: Any) -> Mapping[str, str]:
     if not isinstance(value, dict):
         raise ValueError(f"expected a table, got {_describe(value)}")
@@ -239,6 +263,10 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "max_response_bytes": _ranged(int, 1024, 268_435_456), "proxy": _url,
     },
     "federation.resolve": {},
+    "calls": {
+        "livekit_url": _livekit_url, "livekit_api_key": _typed(str),
+        "livekit_api_secret": _typed(str), "token_ttl_seconds": _ranged(int, 60, 86_400),
+    },
 }
 SUBTABLES = {"server": ("tls",), "federation": ("resolve",)}
 
@@ -265,11 +293,12 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         return ConfigError(f"{shown}: [{table}] {key}: {why}")
 
     parsed: dict[str, dict[str, Any]] = {t: {} for t in SCHEMA}
-    unknown_tables = sorted(set(doc) - {"server", "storage", "federation"})
+    tops = ["server", "storage", "federation", "calls"]
+    unknown_tables = sorted(set(doc) - set(tops))
     if unknown_tables:
         raise ConfigError(f"{shown}: [{unknown_tables[0]}]: unknown table"
-                          f"{_hint(unknown_tables[0], ['server', 'storage', 'federation'])}")
-    for top in ("server", "storage", "federation"):
+                          f"{_hint(unknown_tables[0], tops)}")
+    for top in tops:
         table = doc.get(top, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{shown}: {top}: expected a table [{top}]")
@@ -319,9 +348,16 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     server.setdefault("data_dir", Path("data").absolute())
     if server["data_dir"] is None:
         raise fail("server", "data_dir", "must not be empty")
+    calls = parsed["calls"]
+    if calls.get("livekit_url"):
+        for key in ("livekit_api_key", "livekit_api_secret"):
+            if not calls.get(key):
+                raise fail("calls", key, "required when livekit_url is set (from your "
+                                         "LiveKit server's keys)")
     return Config(
         path=Path(path).absolute(),
         server=ServerConfig(tls=TlsConfig(**tls), **server),
         storage=StorageConfig(**parsed["storage"]),
         federation=FederationConfig(**parsed["federation"], **parsed["federation.resolve"]),
+        calls=CallsConfig(**calls),
     )

@@ -213,6 +213,28 @@ async def members(room_id: str) -> dict[str, Any]:
     return {"room_id": room_id, "members": data}
 
 
+@bp.post(FED_PREFIX + "/rooms/<room_id>/call")
+async def call(room_id: str) -> dict[str, Any]:
+    """A LiveKit token from our LiveKit for a member of the origin, in a room we host."""
+    from swfed.api.calls import call_token
+
+    tenant, origin, body = await authenticated(with_body=True)
+    assert body is not None
+    user, name = body.get("user"), body.get("display_name")
+    try:
+        if not isinstance(user, str) or rooms_db.server_of(user) != origin:
+            raise FederationError(f"user must be the fqid of a user of {origin}",
+                                  code="SW_FED_BAD_REQUEST", status=400)
+        await read(rooms_db.hosted_room_for_peer_txn, tenant, room_id, origin)
+        if await read(rooms_db.membership_txn, tenant, room_id, user) != "join":
+            raise FederationError(f"{user} has not joined {room_id}", code="SW_FED_NOT_MEMBER",
+                                  status=403)
+    except FederationError as exc:
+        raise await _refuse(tenant, origin, exc) from None
+    shown = name[:100] if isinstance(name, str) and name else user
+    return call_token(state(), tenant.server_name, room_id, user, shown)
+
+
 @bp.get(FED_PREFIX + "/rooms/<room_id>/backfill")
 async def backfill(room_id: str) -> dict[str, Any]:
     tenant, origin, _ = await authenticated(with_body=False)
