@@ -55,14 +55,21 @@ class Notifier:
 class TenantDirectory:
     """server_name -> Tenant, cached; requests are routed by their Host."""
 
-    def __init__(self, db: Database, default_name: str) -> None:
+    def __init__(self, db: Database, default_name: str, *,
+                 federation_enabled: bool = True) -> None:
         self._db = db
         self._default_name = default_name
+        #: [federation] enabled = false switches federation off for every tenant.
+        self._federation_enabled = federation_enabled
         self._by_name: dict[str, Tenant] = {}
         self._loaded_at = -1e9
 
     async def refresh(self) -> None:
         tenants = await self._db.read(tenants_db.list_tenants_txn)
+        if not self._federation_enabled:
+            tenants = [attrs.evolve(t, federation_enabled=False,
+                                    policy=attrs.evolve(t.policy, federation_enabled=False))
+                       for t in tenants]
         self._by_name = {t.server_name: t for t in tenants}
         self._loaded_at = trio.current_time()
 

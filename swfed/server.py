@@ -96,7 +96,8 @@ async def serve(config: Config, *, services: list[Service] | None = None,
         await db.write(tenants_db.ensure_default_tenant_txn, config.server.name, now_ms())
         notifier = Notifier()
         db.on_commit(notifier.wake)
-        directory = TenantDirectory(db, config.server.name)
+        directory = TenantDirectory(db, config.server.name,
+                                    federation_enabled=config.federation.enabled)
         await directory.refresh()
         state = State(config=config, db=db, tenants=directory, notifier=notifier,
                       clock=_clock())

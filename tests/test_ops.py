@@ -242,3 +242,18 @@ def test_text_log_format(capsys: pytest.CaptureFixture[str]) -> None:
     line = capsys.readouterr().err.strip()
     assert " warning federation.send.failed tenant=a.test peer=b.test " \
            "reason=SW_FED_PEER_UNREACHABLE" in line
+
+
+async def test_federation_off_in_config(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "off", "off.test",
+                           extra={"federation": {"enabled": False}}).start()
+    try:
+        admin = server.create_user("root", admin=True)
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            r = await client.get("/v1/admin/federation/policy", headers=bearer(admin))
+            assert r.json()["federation_enabled"] is False
+            r = await client.post("/v1/me/federated-dms", json={"fqid": "@bob:b.test"},
+                                  headers=bearer(admin))
+            assert r.status_code == 403 and r.json()["error"]["code"] == "SW_FED_DISABLED"
+    finally:
+        server.kill()
