@@ -9,6 +9,7 @@ with a deadline (:func:`wait_for`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,18 @@ class TlsNet:
         ctx = ssl.create_default_context()
         self.ca.configure_trust(ctx)
         return ctx
+
+
+@contextlib.contextmanager
+def running(*servers: ServerProcess) -> Iterator[None]:
+    """Start the servers; SIGKILL them at the end whatever happened."""
+    try:
+        for server in servers:
+            server.start()
+        yield
+    finally:
+        for server in servers:
+            server.kill()
 
 
 def federated_servers(root: Path, names: list[str], *,

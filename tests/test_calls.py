@@ -18,7 +18,7 @@ import pytest
 from swfed.config import ConfigError, load_config
 from swfed.core.livekit import access_token, livekit_room_name
 from tests.conftest import bearer
-from tests.harness import ServerProcess, TlsNet, federated_servers
+from tests.harness import ServerProcess, TlsNet, federated_servers, running
 from tests.test_federation_policy import shared_room
 
 SECRET = "a-test-livekit-secret-of-enough-length"
@@ -68,11 +68,8 @@ def test_calls_config_errors(tmp_path: Path, table: str, expected: str) -> None:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     net, (a, b) = federated_servers(tmp_path_factory.mktemp("calls"), ["a.test", "b.test"],
                                     extra={"a.test": {"calls": CALLS}})
-    a.start()
-    b.start()
-    yield net, a, b
-    a.kill()
-    b.kill()
+    with running(a, b):
+        yield net, a, b
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from hypercorn.trio import serve
 
 from swfed.core.signing import generate_keypair
 from tests.conftest import bearer
-from tests.harness import ServerProcess, TlsNet, federated_servers, wait_for
+from tests.harness import ServerProcess, TlsNet, federated_servers, running, wait_for
 from tests.test_federation_refusals import fake_peer_app
 
 Setup = tuple[TlsNet, ServerProcess, ServerProcess, ServerProcess]
@@ -31,11 +31,8 @@ Setup = tuple[TlsNet, ServerProcess, ServerProcess, ServerProcess]
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     net, (a, b, c) = federated_servers(tmp_path_factory.mktemp("doctor"),
                                        ["a.test", "b.test", "c.test"])
-    a.start()
-    b.start()
-    yield net, a, b, c  # c is never started: a fake v2-only peer takes its port
-    a.kill()
-    b.kill()
+    with running(a, b):
+        yield net, a, b, c  # c is never started: a fake v2-only peer takes its port
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,15 @@ import httpx
 import pytest
 
 from tests.conftest import bearer
-from tests.harness import ServerProcess, TlsNet, federated_servers, wait_for
+from tests.harness import ServerProcess, TlsNet, federated_servers, running, wait_for
 
 
 @pytest.fixture(scope="module")
 def net_and_servers(tmp_path_factory: pytest.TempPathFactory
                     ) -> Iterator[tuple[TlsNet, ServerProcess, ServerProcess]]:
     net, (a, b) = federated_servers(tmp_path_factory.mktemp("fed"), ["a.test", "b.test"])
-    a.start()
-    b.start()
-    yield net, a, b
-    a.kill()
-    b.kill()
+    with running(a, b):
+        yield net, a, b
 
 
 @pytest.fixture(scope="module")

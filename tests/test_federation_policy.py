@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import bearer
-from tests.harness import ServerProcess, TlsNet, federated_servers, wait_for
+from tests.harness import ServerProcess, TlsNet, federated_servers, running, wait_for
 from tests.test_federation import accept_invite, bodies
 
 Servers = tuple[TlsNet, ServerProcess, ServerProcess]
@@ -28,11 +28,8 @@ OPEN_TO = {"default_mode": "invite_only", "denied_peers": [], "federation_enable
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     net, (a, b) = federated_servers(tmp_path_factory.mktemp("policy"), ["a.test", "b.test"])
-    a.start()
-    b.start()
-    yield net, a, b
-    a.kill()
-    b.kill()
+    with running(a, b):
+        yield net, a, b
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from swfed.core.signing import (
     sign_request,
 )
 from tests.conftest import bearer
-from tests.harness import ServerProcess, TlsNet, federated_servers, wait_for
+from tests.harness import ServerProcess, TlsNet, federated_servers, running, wait_for
 
 SEND = "/_scaiwave/federation/v1/send"
 
@@ -41,11 +41,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[TlsNet, ServerProcess, ServerProcess, ServerProcess]]:
     net, (a, b, c) = federated_servers(tmp_path_factory.mktemp("ref"),
                                        ["a.test", "b.test", "c.test"])
-    a.start()
-    b.start()
-    yield net, a, b, c  # c is never started: the fake peer takes its port
-    a.kill()
-    b.kill()
+    with running(a, b):
+        yield net, a, b, c  # c is never started: the fake peer takes its port
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import bearer
-from tests.harness import ServerProcess, TlsNet, federated_servers, wait_for
+from tests.harness import ServerProcess, TlsNet, federated_servers, running, wait_for
 from tests.test_federation import accept_invite, bodies
 
 Setup = tuple[TlsNet, ServerProcess, ServerProcess]
@@ -20,12 +20,9 @@ Setup = tuple[TlsNet, ServerProcess, ServerProcess]
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     net, (a, b) = federated_servers(tmp_path_factory.mktemp("ops"), ["a.test", "b.test"])
-    a.start()
-    b.start()
-    a.cli("admin", "tenant", "create", "other.test")
-    yield net, a, b
-    a.kill()
-    b.kill()
+    with running(a, b):
+        a.cli("admin", "tenant", "create", "other.test")
+        yield net, a, b
 
 
 @pytest.fixture(scope="module")
