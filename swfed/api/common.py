@@ -46,12 +46,18 @@ async def recorded_refusal(ten: Tenant, peer: str | None, *, actor: str,
     """A local action refused by federation policy is logged and audited, then raised.
 
     Refusals of what peers send are recorded in ``swfed.federation.inbound``;
-    this covers our own users' invites, DMs and posts that policy stops.
+    this covers our own users' invites, DMs, posts and backfills that our
+    policy, or the peer's answer, stops. Failing to reach the peer is not a
+    refusal: it is raised as it is.
     """
     try:
         yield
     except FederationError as exc:
+        from swfed.federation.client import TRANSPORT_CODES
         from swfed.federation.inbound import log_refusal
+
+        if exc.code in TRANSPORT_CODES:
+            raise
         from swfed.storage.audit import audit_txn
 
         log_refusal(ten, peer or "(local)", exc, actor=actor, room_id=room_id, local=True)

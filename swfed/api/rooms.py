@@ -21,8 +21,6 @@ from swfed.api.me import room_json
 from swfed.core import events
 from swfed.core.errors import BadRequest
 from swfed.storage import rooms as rooms_db
-from swfed.storage.audit import audit_txn
-from swfed.storage.rooms import Ctx
 
 bp = Blueprint("rooms", __name__)
 
@@ -56,19 +54,9 @@ async def update_room(room_id: str) -> dict[str, Any]:
                          "federate", code="SW_UNKNOWN_FIELD")
     if not isinstance(body.get("federate"), bool):
         raise BadRequest("federate: expected true or false", code="SW_BAD_TYPE")
-    federate = body["federate"]
-    ten = tenant()
-
-    def txn(conn: Any, ctx: Ctx) -> rooms_db.Room:
-        before = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, user.fqid)
-        room = rooms_db.set_federate_txn(conn, ctx, room_id, user.fqid, user.admin, federate)
-        audit_txn(conn, ctx.tenant, "federation.room.federate", ctx.now, outcome="ok",
-                  actor=user.fqid, room_id=room_id,
-                  details={"before": before.federate, "after": federate})
-        return room
-
-    async with recorded_refusal(ten, None, actor=user.fqid, room_id=room_id):
-        room = await act(txn)
+    async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
+        room = await act(rooms_db.set_federate_txn, room_id, user.fqid, user.admin,
+                         body["federate"])
     return room_json(room)
 
 

@@ -36,6 +36,11 @@ from swfed.core.errors import FederationError
 
 Auth = Callable[[str, str, Any], str]
 
+#: Failures to reach a peer, as opposed to a peer's refusal.
+TRANSPORT_CODES = frozenset({"SW_FED_PEER_UNREACHABLE", "SW_FED_PEER_TIMEOUT",
+                             "SW_FED_TLS_FAILED", "SW_FED_PRIVATE_ADDRESS",
+                             "SW_FED_RESPONSE_TOO_LARGE", "SW_FED_BAD_RESPONSE"})
+
 
 @attrs.frozen
 class FedResponse:

@@ -30,6 +30,7 @@ from swfed.core.errors import BadRequest, Conflict, FederationError, Forbidden, 
 from swfed.core.events import MessageSpec, RoomSpec, message_mentions
 from swfed.core.ids import Fqid, new_room_id, new_uuid, room_host
 from swfed.core.policy import decide_foreign_count, decide_peer, decide_room
+from swfed.storage.audit import audit_txn
 from swfed.storage.tenants import Tenant
 
 #: Events of ours in rooms hosted elsewhere sort after everything the host
@@ -324,11 +325,7 @@ def _route_txn(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, 
     if targets and not room.federate:
         if room.host != ctx.me:
             # The room lives on its host: a write that cannot reach it is refused.
-            raise FederationError(
-                f"this server's copy of {room.room_id} has its federate flag off, so nothing "
-                f"reaches its host {room.host}: a room admin turns it on with "
-                f"PATCH /v1/rooms/{{room_id}} {{\"federate\": true}}",
-                code="SW_FED_ROOM_NOT_FEDERATED", status=403)
+            check_room_federates(room, ctx.me)
         targets = set()  # we host it and keep it local while the flag is off
     if targets and signed is None:
         raise no_key()
@@ -683,8 +680,9 @@ def check_room_federates(room: Room, me: str) -> None:
     """Raises SW_FED_ROOM_NOT_FEDERATED when this server's copy has the flag off."""
     if not room.federate:
         raise FederationError(
-            f"room {room.room_id} has federation switched off on {me} (its federate flag); "
-            f"an admin of the room there can turn it on", code="SW_FED_ROOM_NOT_FEDERATED",
+            f"room {room.room_id} has federation switched off on {me} (its federate flag): "
+            "the room's creator or a tenant admin there turns it on with "
+            'PATCH /v1/rooms/{room_id} {"federate": true}', code="SW_FED_ROOM_NOT_FEDERATED",
             status=403)
 
 
@@ -702,7 +700,7 @@ def hosted_room_for_peer_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: 
 
 def set_federate_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, actor: str,
                      actor_is_admin: bool, federate: bool) -> Room:
-    """Set this server's federate flag of a room (its creator or a tenant admin)."""
+    """Set this server's federate flag of a room (its creator or a tenant admin); audited."""
     room = joined_room_txn(conn, ctx.tenant, room_id, actor)
     if not actor_is_admin and room.creator != actor:
         raise Forbidden("only the room's creator or a tenant admin can change its federate "
@@ -711,6 +709,8 @@ def set_federate_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, actor: st
         decide_room(room.type, True)
     conn.execute("UPDATE rooms SET federate = ? WHERE tenant_id = ? AND room_id = ?",
                  (int(federate), ctx.tenant.tenant_id, room_id))
+    audit_txn(conn, ctx.tenant, "federation.room.federate", ctx.now, outcome="ok", actor=actor,
+              room_id=room_id, details={"before": room.federate, "after": federate})
     updated = room_txn(conn, ctx.tenant, room_id)
     assert updated is not None
     return updated
