@@ -217,11 +217,20 @@ def _url(value: Any) -> str:
 
 
 def _livekit_url(value: Any) -> str:
+    value = str(_typed(str)(value))
+    scheme, sep, rest = value.partition("://")
+    if value and (scheme not in ("ws", "wss", "http", "https") or not sep
+                  or not rest.split("/", 1)[0]):
+        raise ValueError("expected the LiveKit server's URL, like \"wss://livekit.example.com\" "
+                         f"(ws://, wss://, http:// or https://), got {value!r}")
+    return value
+
+
+def _secret(value: Any) -> str:
+    # Like _typed(str), but a wrong value is not echoed: it may be the secret.
     if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {_describe(value)}")
-    if value and not value.startswith(("ws://", "wss://", "http://", "https://")):
-        raise ValueError(f"expected a URL starting with wss:// (or ws://, https://, http://), "
-                         f"got {value!r}")
+        kind = _describe(value).split(" ", 1)[0]
+        raise ValueError(f"expected a string in quotes, got {kind} (value not shown)")
     return value
 
 
@@ -265,7 +274,7 @@ SCHEMA: dict[str, dict[str, Parser]] = {
     "federation.resolve": {},
     "calls": {
         "livekit_url": _livekit_url, "livekit_api_key": _typed(str),
-        "livekit_api_secret": _typed(str), "token_ttl_seconds": _ranged(int, 60, 86_400),
+        "livekit_api_secret": _secret, "token_ttl_seconds": _ranged(int, 60, 86_400),
     },
 }
 SUBTABLES = {"server": ("tls",), "federation": ("resolve",)}
