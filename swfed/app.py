@@ -115,7 +115,7 @@ class State:
 
     async def act(self, tenant: Tenant, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, ctx, *args)`` as ``tenant``; wake delivery after the commit."""
-        from swfed.storage.rooms import Ctx
+        from swfed.storage.context import Ctx
 
         sign = self.federation.signer(tenant) if self.federation else None
         ctx = Ctx(tenant, self.clock(), sign)

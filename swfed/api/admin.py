@@ -29,14 +29,16 @@ from swfed.core.errors import BadRequest, FederationError
 from swfed.core.events import check_federated_event
 from swfed.core.ids import parse_participant, room_host
 from swfed.core.policy import decide_peer, parse_policy_update
+from swfed.core.rooms import check_room_federates, room_not_found
 from swfed.federation.inbound import log_refusal
 from swfed.federation.service import error_of
 from swfed.storage import peers as peers_db
+from swfed.storage import protocol
 from swfed.storage import rooms as rooms_db
-from swfed.storage import tenants as tenants_db
-from swfed.storage.audit import audit_page_txn, audit_txn, rejected_page_txn
+from swfed.storage.audit import audit_page_txn, rejected_page_txn
+from swfed.storage.context import Ctx
 from swfed.storage.keys import peer_keys_txn
-from swfed.storage.rooms import Ctx
+from swfed.storage.policy import update_policy_txn
 
 bp = Blueprint("admin", __name__)
 
@@ -62,15 +64,7 @@ async def put_policy() -> dict[str, Any]:
     st = state()
     current = tenant()
     new = parse_policy_update(current.policy, await json_body())
-
-    def txn(conn: Any) -> tenants_db.Tenant:
-        updated = tenants_db.set_policy_txn(conn, current, new)
-        audit_txn(conn, current, "federation.policy.update", st.clock(), outcome="ok",
-                  actor=admin.fqid, details={"before": current.policy.to_json(),
-                                             "after": new.to_json()})
-        return updated
-
-    await write(txn)
+    await write(update_policy_txn, current, new, admin.fqid, st.clock())
     await st.tenants.refresh()
     st.federation.sender.policy_changed(current.tenant_id)
     logs.log("federation.policy.updated", tenant=current.server_name, actor=admin.fqid)
@@ -129,13 +123,13 @@ async def backfill(room_id: str) -> dict[str, Any]:
     ten = tenant()
     room = await read(rooms_db.room_txn, ten, room_id)
     if room is None:
-        raise rooms_db.room_not_found(room_id)
+        raise room_not_found(room_id)
     host = room_host(room_id)
     if room.host == ten.server_name or host is None:
         raise BadRequest("this server hosts the room: its history is already here",
                          code="SW_BACKFILL_LOCAL_ROOM")
     async with recorded_refusal(ten, room.host, actor=admin.fqid, room_id=room_id):
-        rooms_db.check_room_federates(room, ten.server_name)
+        check_room_federates(room, ten.server_name)
         decide_peer(ten.policy, room.host)
     fed = st.federation
     pulled: list[dict[str, Any]] = []
@@ -168,15 +162,8 @@ async def backfill(room_id: str) -> dict[str, Any]:
             break
         before = nxt
     ctx = Ctx(ten, st.clock(), fed.signer(ten))
-
-    def txn(conn: Any) -> int:
-        stored = rooms_db.store_backfilled_txn(conn, ctx, room_id, pulled)
-        audit_txn(conn, ten, "federation.backfill", ctx.now, outcome="ok", actor=admin.fqid,
-                  peer=room.host, room_id=room_id,
-                  details={"pulled": len(pulled), "stored": stored, "refused": refused})
-        return stored
-
-    stored = await write(txn)
+    stored = await write(protocol.store_backfill_txn, ctx, room_id, pulled, actor=admin.fqid,
+                         peer=room.host, refused=refused)
     logs.log("federation.backfill", tenant=ten.server_name, peer=room.host, room_id=room_id,
              pulled=len(pulled), stored=stored, refused=refused)
     return {"events": stored, "pulled": len(pulled), "refused": refused}

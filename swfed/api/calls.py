@@ -22,6 +22,7 @@ from swfed.api.common import current_user, read, state, tenant
 from swfed.app import State
 from swfed.core.errors import SwfedError
 from swfed.core.livekit import access_token, livekit_room_name
+from swfed.core.rooms import check_room_federates
 from swfed.federation.service import error_of
 from swfed.storage import rooms as rooms_db
 
@@ -57,7 +58,7 @@ async def join_call(room_id: str) -> dict[str, Any]:
     room = await read(rooms_db.joined_room_txn, ten, room_id, user.fqid)
     if room.host == ten.server_name:
         return call_token(st, room.host, room_id, user.fqid, user.display_name)
-    rooms_db.check_room_federates(room, ten.server_name)
+    check_room_federates(room, ten.server_name)
     resp = await st.federation.post(ten, room.host, f"/rooms/{room_id}/call",
                                     {"user": user.fqid, "display_name": user.display_name})
     if resp.status != 200:

@@ -31,8 +31,8 @@ async def read(fn: Callable[..., T], *args: Any) -> T:
     return await state().db.read(fn, *args)
 
 
-async def write(fn: Callable[..., T], *args: Any) -> T:
-    return await state().db.write(fn, *args)
+async def write(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await state().db.write(fn, *args, **kwargs)
 
 
 async def act(fn: Callable[..., T], *args: Any) -> T:
@@ -58,15 +58,12 @@ async def recorded_refusal(ten: Tenant, peer: str | None, *, actor: str,
 
         if exc.code in TRANSPORT_CODES:
             raise
-        from swfed.storage.audit import audit_txn
+        from swfed.storage.audit import local_refusal_txn
 
         log_refusal(ten, peer or "(local)", exc, actor=actor, room_id=room_id, local=True)
-        # the lambda runs on the writer thread: take everything it needs here
-        code, now = exc.code, state().clock()
         details = {"request": f"{request.method} {request.path}", "message": exc.message}
-        await write(lambda conn: audit_txn(
-            conn, ten, "federation.local.refused", now, outcome="refused", actor=actor,
-            peer=peer, room_id=room_id, reason=code, details=details))
+        await write(local_refusal_txn, ten, state().clock(), actor=actor, peer=peer,
+                    room_id=room_id, reason=exc.code, details=details)
         raise
 
 

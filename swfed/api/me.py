@@ -22,13 +22,16 @@ from swfed.core.errors import BadRequest, FederationError, NotFound
 from swfed.core.events import parse_fqid_body
 from swfed.core.ids import Fqid
 from swfed.core.policy import decide_peer
+from swfed.core.rooms import Room
 from swfed.federation.service import error_of
+from swfed.storage import notifications as notifications_db
+from swfed.storage import protocol
 from swfed.storage import rooms as rooms_db
 
 bp = Blueprint("me", __name__)
 
 
-def room_json(room: rooms_db.Room) -> dict[str, Any]:
+def room_json(room: Room) -> dict[str, Any]:
     return {"room_id": room.room_id, "name": room.name, "type": room.type,
             "federate": room.federate, "federated": room.federated, "host": room.host}
 
@@ -50,14 +53,14 @@ async def my_rooms() -> dict[str, Any]:
 @bp.get("/v1/me/notifications")
 async def notifications() -> dict[str, Any]:
     user = await current_user()
-    data, nxt = await read(rooms_db.notifications_txn, tenant(), user.local_id,
+    data, nxt = await read(notifications_db.notifications_txn, tenant(), user.local_id,
                            int_arg("before", None), page_limit())
     return page(data, nxt)
 
 
 async def _answer(invite_id: str, accept: bool) -> dict[str, Any]:
     user = await current_user()
-    room_id = await act(rooms_db.answer_invite_txn, invite_id, user.fqid, accept,
+    room_id = await act(protocol.answer_invite_txn, invite_id, user.fqid, accept,
                         user.display_name)
     return {"room_id": room_id}
 
@@ -84,7 +87,7 @@ async def federated_dm() -> tuple[dict[str, Any], int]:
     async with recorded_refusal(ten, invitee.server_name, actor=user.fqid):
         decide_peer(ten.policy, invitee.server_name)
         await _check_foreign_user(invitee)
-        room = await act(rooms_db.create_dm_txn, user.fqid, user.display_name, invitee)
+        room = await act(protocol.create_dm_txn, user.fqid, user.display_name, invitee)
     return room_json(room), 201
 
 

@@ -20,6 +20,8 @@ from swfed.api.common import (
 from swfed.api.me import room_json
 from swfed.core import events
 from swfed.core.errors import BadRequest
+from swfed.storage import members as members_db
+from swfed.storage import protocol
 from swfed.storage import rooms as rooms_db
 
 bp = Blueprint("rooms", __name__)
@@ -29,7 +31,7 @@ bp = Blueprint("rooms", __name__)
 async def create_room() -> tuple[dict[str, Any], int]:
     user = await current_user()
     spec = events.parse_room_spec(await json_body())
-    room = await act(rooms_db.create_room_txn, spec, user.fqid, user.display_name)
+    room = await act(protocol.create_room_txn, spec, user.fqid, user.display_name)
     return room_json(room), 201
 
 
@@ -55,7 +57,7 @@ async def update_room(room_id: str) -> dict[str, Any]:
     if not isinstance(body.get("federate"), bool):
         raise BadRequest("federate: expected true or false", code="SW_BAD_TYPE")
     async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
-        room = await act(rooms_db.set_federate_txn, room_id, user.fqid, user.admin,
+        room = await act(protocol.set_federate_txn, room_id, user.fqid, user.admin,
                          body["federate"])
     return room_json(room)
 
@@ -63,7 +65,7 @@ async def update_room(room_id: str) -> dict[str, Any]:
 @bp.get("/v1/rooms/<room_id>/members")
 async def members(room_id: str) -> dict[str, Any]:
     user = await current_user()
-    return {"data": await read(rooms_db.members_txn, tenant(), room_id, user.fqid)}
+    return {"data": await read(members_db.members_txn, tenant(), room_id, user.fqid)}
 
 
 @bp.post("/v1/rooms/<room_id>/invites")
@@ -72,21 +74,21 @@ async def invite(room_id: str) -> tuple[dict[str, Any], int]:
     invitee = events.parse_fqid_body(await json_body(), tenant().server_name)
     async with recorded_refusal(tenant(), invitee.server_name, actor=user.fqid,
                                 room_id=room_id):
-        result = await act(rooms_db.invite_txn, room_id, user.fqid, invitee)
+        result = await act(protocol.invite_txn, room_id, user.fqid, invitee)
     return result, 201
 
 
 @bp.post("/v1/rooms/<room_id>/join")
 async def join(room_id: str) -> dict[str, Any]:
     user = await current_user()
-    await act(rooms_db.join_txn, room_id, user.fqid, user.display_name)
+    await act(protocol.join_txn, room_id, user.fqid, user.display_name)
     return {"room_id": room_id}
 
 
 @bp.post("/v1/rooms/<room_id>/leave")
 async def leave(room_id: str) -> dict[str, Any]:
     user = await current_user()
-    await act(rooms_db.leave_txn, room_id, user.fqid)
+    await act(protocol.leave_txn, room_id, user.fqid)
     return {"room_id": room_id}
 
 
@@ -95,14 +97,14 @@ async def send_message(room_id: str) -> tuple[dict[str, Any], int]:
     user = await current_user()
     spec = events.parse_message(await json_body(), tenant().server_name)
     async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
-        event = await act(rooms_db.send_message_txn, room_id, user.fqid, spec)
+        event = await act(protocol.send_message_txn, room_id, user.fqid, spec)
     return {"event_id": event["event_id"]}, 201
 
 
 @bp.get("/v1/rooms/<room_id>/messages")
 async def messages(room_id: str) -> dict[str, Any]:
     user = await current_user()
-    data, nxt = await read(rooms_db.messages_page_txn, tenant(), room_id, user.fqid,
+    data, nxt = await read(protocol.messages_page_txn, tenant(), room_id, user.fqid,
                            int_arg("before", None), page_limit())
     return page(data, nxt)
 
@@ -111,5 +113,5 @@ async def messages(room_id: str) -> dict[str, Any]:
 async def react(room_id: str, event_id: str) -> tuple[dict[str, Any], int]:
     user = await current_user()
     key = events.parse_reaction_key(await json_body())
-    event = await act(rooms_db.react_txn, room_id, user.fqid, event_id, key)
+    event = await act(protocol.react_txn, room_id, user.fqid, event_id, key)
     return {"event_id": event["event_id"]}, 201

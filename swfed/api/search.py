@@ -11,7 +11,7 @@ from typing import Any
 from quart import Blueprint, request
 
 from swfed.api.common import current_user, page_limit, read, tenant
-from swfed.storage import rooms as rooms_db
+from swfed.storage import search as search_db
 
 bp = Blueprint("search", __name__)
 
@@ -20,4 +20,4 @@ bp = Blueprint("search", __name__)
 async def search() -> dict[str, Any]:
     user = await current_user()
     q = request.args.get("q", "")
-    return {"data": await read(rooms_db.search_txn, tenant(), user.fqid, q, page_limit(20))}
+    return {"data": await read(search_db.search_txn, tenant(), user.fqid, q, page_limit(20))}

@@ -18,7 +18,7 @@ from quart import Blueprint, Response, request
 
 from swfed.api.common import current_user, int_arg, read, state, tenant
 from swfed.core.errors import BadRequest
-from swfed.storage import rooms as rooms_db
+from swfed.storage import stream as stream_db
 
 bp = Blueprint("stream", __name__)
 
@@ -47,14 +47,14 @@ async def stream() -> Response:
     st = state()
     after = _resume_point()
     if after is None:
-        after = await read(rooms_db.stream_head_txn, ten)
+        after = await read(stream_db.stream_head_txn, ten)
 
     async def events() -> AsyncIterator[bytes]:
         last = after
         yield b"retry: 2000\n: connected\n\n"
         while True:
             wake = st.notifier.current()
-            batch = await st.db.read(rooms_db.stream_txn, ten, user.local_id, last, BATCH)
+            batch = await st.db.read(stream_db.stream_txn, ten, user.local_id, last, BATCH)
             for pos, kind, payload in batch:
                 data = json.dumps(payload, ensure_ascii=False)
                 yield f"id: {pos}\nevent: {kind}\ndata: {data}\n\n".encode()

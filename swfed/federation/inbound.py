@@ -28,12 +28,13 @@ from swfed.core.errors import FederationError, NotFound
 from swfed.core.events import check_federated_event
 from swfed.core.ids import LOCAL_ID_RE
 from swfed.core.policy import backfill_limit, decide_peer
+from swfed.core.rooms import server_of
 from swfed.core.signing import parse_auth_header
-from swfed.storage import peers as peers_db
-from swfed.storage import rooms as rooms_db
+from swfed.storage import members as members_db
+from swfed.storage import protocol
 from swfed.storage import tenants as tenants_db
-from swfed.storage.audit import audit_txn, reject_txn
-from swfed.storage.rooms import Ctx
+from swfed.storage.audit import reject_txn
+from swfed.storage.context import Ctx
 from swfed.storage.tenants import Tenant
 
 bp = Blueprint("federation", __name__)
@@ -160,29 +161,8 @@ async def send() -> dict[str, Any]:
             refused.append((key, room_id if isinstance(room_id, str) else None, exc))
 
     ctx = Ctx(tenant, st.clock(), st.federation.signer(tenant))
-
-    def txn(conn: Any) -> list[tuple[str, str | None, FederationError]]:
-        late: list[tuple[str, str | None, FederationError]] = []
-        accepted = 0
-        for event in verified:
-            conn.execute("SAVEPOINT ev")
-            try:
-                results[event["event_id"]] = rooms_db.receive_event_txn(conn, ctx, origin, event)
-                conn.execute("RELEASE ev")
-                accepted += 1
-                audit_txn(conn, tenant, "federation.event.accepted", ctx.now, outcome="ok",
-                          peer=origin, event_id=event["event_id"], room_id=event["room_id"])
-            except FederationError as exc:
-                conn.execute("ROLLBACK TO ev")
-                conn.execute("RELEASE ev")
-                late.append((event["event_id"], event["room_id"], exc))
-        for key, room_id, exc in refused + late:
-            reject_txn(conn, tenant, origin, ctx.now, reason=exc.code, message=exc.message,
-                       event_id=None if key.startswith("#") else key, room_id=room_id)
-        peers_db.count_txn(conn, tenant.tenant_id, origin, ctx.now, received=accepted)
-        return late
-
-    late = await st.db.write(txn)
+    late = await st.db.write(protocol.receive_batch_txn, ctx, origin, verified, refused,
+                             results)
     st.federation.kick(tenant, ctx.kicks)
     st.metrics.received.inc(len(verified) - len(late), tenant=tenant.server_name, peer=origin)
     for key, room_id, exc in refused + late:
@@ -206,10 +186,10 @@ async def profile(local_id: str) -> dict[str, Any]:
 async def members(room_id: str) -> dict[str, Any]:
     tenant, origin, _ = await authenticated(with_body=False)
     try:
-        await read(rooms_db.hosted_room_for_peer_txn, tenant, room_id, origin)
+        await read(protocol.hosted_room_for_peer_txn, tenant, room_id, origin)
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None
-    data = await read(rooms_db.members_txn_for_peer, tenant, room_id)
+    data = await read(members_db.members_for_peer_txn, tenant, room_id)
     return {"room_id": room_id, "members": data}
 
 
@@ -222,11 +202,11 @@ async def call(room_id: str) -> dict[str, Any]:
     assert body is not None
     user, name = body.get("user"), body.get("display_name")
     try:
-        if not isinstance(user, str) or rooms_db.server_of(user) != origin:
+        if not isinstance(user, str) or server_of(user) != origin:
             raise FederationError(f"user must be the fqid of a user of {origin}",
                                   code="SW_FED_BAD_REQUEST", status=400)
-        await read(rooms_db.hosted_room_for_peer_txn, tenant, room_id, origin)
-        if await read(rooms_db.membership_txn, tenant, room_id, user) != "join":
+        await read(protocol.hosted_room_for_peer_txn, tenant, room_id, origin)
+        if await read(members_db.membership_txn, tenant, room_id, user) != "join":
             raise FederationError(f"{user} has not joined {room_id}", code="SW_FED_NOT_MEMBER",
                                   status=403)
     except FederationError as exc:
@@ -240,7 +220,7 @@ async def backfill(room_id: str) -> dict[str, Any]:
     tenant, origin, _ = await authenticated(with_body=False)
     try:
         limit = backfill_limit(tenant.policy, int_arg("limit", 100, low=1, high=1000) or 100)
-        events, nxt = await read(rooms_db.backfill_page_txn, tenant, room_id, origin,
+        events, nxt = await read(protocol.backfill_page_txn, tenant, room_id, origin,
                                  int_arg("before", None), limit)
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None

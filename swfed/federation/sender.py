@@ -28,11 +28,9 @@ import trio
 from swfed import logs
 from swfed.core.backoff import retry_delay
 from swfed.core.errors import FederationError
-from swfed.core.ids import room_host
 from swfed.core.policy import decide_peer
 from swfed.storage import peers as peers_db
-from swfed.storage.audit import audit_txn, reject_txn
-from swfed.storage.rooms import set_host_seq_txn
+from swfed.storage.delivery import record_delivery_txn
 
 BATCH = 100
 
@@ -107,39 +105,13 @@ class PeerQueue:
 
         metrics = state.metrics
         labels = {"tenant": tenant_name, "peer": dest}
-
-        def txn(conn: Any) -> tuple[int, int]:
-            now = state.clock()
-            done: list[int] = []
-            ok = refused = 0
-            for q in batch:
-                result = results.get(q.event_id)
-                if not isinstance(result, dict):
-                    continue  # not answered for: stays queued, sent again
-                done.append(q.id)
-                error = result.get("error")
-                if isinstance(error, dict):
-                    refused += 1
-                    metrics.refused_by_peer.inc(**labels, reason=str(error.get("code")))
-                    reject_txn(conn, tenant, dest, now, reason=str(error.get("code")),
-                               message=str(error.get("message", "")), event_id=q.event_id,
-                               room_id=q.payload.get("room_id"),
-                               action="federation.send.refused")
-                    continue
-                ok += 1
-                metrics.latency.observe(max(0, now - q.created_at) / 1000, **labels)
-                seq = result.get("seq")
-                if (isinstance(seq, int) and not isinstance(seq, bool)
-                        and room_host(str(q.payload.get("room_id", ""))) == dest):
-                    set_host_seq_txn(conn, tenant, q.event_id, seq)
-            peers_db.outbox_done_txn(conn, tenant.tenant_id, done)
-            peers_db.count_txn(conn, tenant.tenant_id, dest, now, sent=ok)
-            peers_db.peer_ok_txn(conn, tenant.tenant_id, dest, now)
-            audit_txn(conn, tenant, "federation.send", now, outcome="ok", peer=dest,
-                      details={"events": ok, "refused": refused})
-            return ok, refused
-
-        ok, refused = await state.db.write(txn)
+        now = state.clock()
+        outcome = await state.db.write(record_delivery_txn, tenant, dest, batch, results, now)
+        for code in outcome.refused:
+            metrics.refused_by_peer.inc(**labels, reason=code)
+        for created_at in outcome.delivered:
+            metrics.latency.observe(max(0, now - created_at) / 1000, **labels)
+        ok, refused = len(outcome.delivered), len(outcome.refused)
         metrics.sent.inc(ok, **labels)
         self.failures = 0
         self.retry_at = None

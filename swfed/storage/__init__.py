@@ -1,8 +1,20 @@
 """Storage: the only package with SQL (DESIGN §6, §9).
 
 ``db.py`` is the engine (writer thread with group commit, read pool,
-online backup); ``migrations.py`` the numbered schema; the other modules
-hold sync ``*_txn(conn, …)`` functions, one transaction each, that
-``Database.write``/``Database.read`` run on a database thread and the CLI
-runs directly. Nothing outside this package builds SQL.
+online backup); ``migrations.py`` the numbered schema. The other modules
+hold sync ``*_txn(conn, …)`` functions that ``Database.write``/``Database.read``
+run on a database thread and the CLI runs directly. Nothing outside this
+package builds SQL, and no function here decides room rules: those are
+:mod:`swfed.core.rooms`.
+
+One concern per module:
+
+- ``rooms``, ``members``, ``events``, ``invites``, ``notifications``,
+  ``stream``, ``search``: the room tables, read and written, nothing decided;
+- ``protocol``: the room protocol's named write transactions (a local
+  user's action, a peer's ``/send``, a backfill), which read the facts, ask
+  ``core.rooms`` and write the outcome through the modules above;
+- ``delivery``: what a peer answered for a batch we sent;
+- ``peers`` (outbox, per-peer state, counters), ``keys``, ``tenants``,
+  ``policy``, ``audit``: the rest of a tenant's state.
 """

@@ -32,6 +32,14 @@ def reject_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str, now: int, *,
               room_id=room_id, reason=reason, details={"message": message[:500]})
 
 
+def local_refusal_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, *, actor: str,
+                      peer: str | None, room_id: str | None, reason: str,
+                      details: dict[str, Any]) -> None:
+    """Our own user's action that federation policy (ours or the peer's) refused."""
+    audit_txn(conn, tenant, "federation.local.refused", now, outcome="refused", actor=actor,
+              peer=peer, room_id=room_id, reason=reason, details=details)
+
+
 def _page(conn: sqlite3.Connection, table: str, tenant: Tenant, filters: dict[str, Any],
           before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
     where = ["tenant_id = ?", "id < ?"]

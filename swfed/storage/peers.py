@@ -114,3 +114,12 @@ def peers_view_txn(conn: sqlite3.Connection, tenant: Tenant, now: int) -> list[d
             "key_id": descriptor.get("key_id"),
         })
     return out
+
+
+def enqueue_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
+                payload: dict[str, Any], now: int) -> None:
+    """Queue one event for ``destination`` (the sender is woken after the commit)."""
+    conn.execute("INSERT INTO outbox (tenant_id, destination, event_id, payload, created_at)"
+                 " VALUES (?, ?, ?, ?, ?)",
+                 (tenant_id, destination, payload["event_id"],
+                  json.dumps(payload, ensure_ascii=False), now))

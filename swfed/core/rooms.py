@@ -1,0 +1,332 @@
+"""The room protocol: who may do what in which room, and what follows (DESIGN §5, §10).
+
+Everything that decides the state of a room lives here, as plain functions
+over plain values, in the spirit of h11's ``_state.py``; storage only reads
+what these functions ask for and writes what they answer.
+
+The host model, in short:
+
+- The tenant that created a room *hosts* it (its server name is in the room
+  id). It decides membership and the order of events: each event it accepts
+  gets the room's next sequence number (``seq``).
+- A member server sends its own users' events to the host; the host checks
+  them (:func:`admit`), orders them and relays them, origin signature intact,
+  to every other server with members (:func:`route_targets`).
+- A member server accepts an event of a room hosted elsewhere when the host
+  relays it, or when the event's own origin sends it (:func:`check_relay`).
+- Each stored event has effects on membership, invites and notifications
+  (:func:`effects`), computed from the event and the memberships it touches
+  (:func:`touched_members`).
+
+Nothing here does I/O; every refusal is a :class:`FederationError` with its
+``SW_FED_…`` code, so the same rules answer a peer over HTTP and a table of
+cases in ``tests/core/test_rooms.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from swfed.core.errors import Conflict, FederationError, Forbidden, NotFound
+from swfed.core.events import message_mentions
+from swfed.core.ids import room_host
+from swfed.core.policy import Policy, decide_foreign_count, decide_room
+
+#: Events of ours in rooms hosted elsewhere sort after everything the host
+#: has ordered until the host's sequence number comes back.
+PENDING_SEQ = 2**40
+
+
+@attrs.frozen
+class Room:
+    """A room as one tenant knows it."""
+
+    room_id: str
+    name: str
+    type: str
+    federate: bool
+    host: str
+    creator: str
+    created_at: int
+    federated: bool
+
+
+def server_of(fqid: str) -> str:
+    """``@local_id:server`` → ``server`` (ports included)."""
+    return fqid[1:].partition(":")[2]
+
+
+def local_part(fqid: str) -> str:
+    return fqid[1:].partition(":")[0]
+
+
+def room_not_found(room_id: str) -> NotFound:
+    return NotFound(f"no room {room_id} that you are a member of", code="SW_ROOM_NOT_FOUND")
+
+
+def not_federated(room_id: str, server: str) -> FederationError:
+    return FederationError(
+        f"room {room_id} has federation switched off on {server} (its federate flag): "
+        "the room's creator or a tenant admin there turns it on with "
+        'PATCH /v1/rooms/{room_id} {"federate": true}', code="SW_FED_ROOM_NOT_FEDERATED",
+        status=403)
+
+
+def check_room_federates(room: Room, me: str) -> None:
+    """Raises SW_FED_ROOM_NOT_FEDERATED when this server's copy has the flag off."""
+    if not room.federate:
+        raise not_federated(room.room_id, me)
+
+
+# -- admission of what peers send ------------------------------------------------
+
+
+@attrs.frozen
+class Facts:
+    """What :func:`admit` needs to know about the room, read before deciding.
+
+    ``room`` is None when we have no copy of it; ``sender_membership`` is
+    the event sender's membership in our copy; ``foreign_count`` the foreign
+    participants (joined or invited) in our copy; ``invitee_exists`` whether
+    an invite's invitee is a user of ours.
+    """
+
+    me: str
+    request_origin: str
+    room: Room | None
+    policy: Policy
+    sender_membership: str | None = None
+    foreign_count: int = 0
+    invitee_exists: bool = False
+
+
+@attrs.frozen
+class Admission:
+    """An event may enter. ``new_room``: an invite that creates our copy of a room."""
+
+    new_room: Room | None = None
+
+
+def check_relay(event: dict[str, Any], request_origin: str) -> str:
+    """A server sends its own events, or relays others' in rooms it hosts; returns the host.
+
+    Raises SW_FED_NOT_HOST.
+    """
+    host = room_host(event["room_id"]) or ""
+    origin = event["origin"]
+    if origin != request_origin and request_origin != host:
+        raise FederationError(f"{request_origin} relayed an event of {origin} in a room "
+                              "it does not host", code="SW_FED_NOT_HOST", status=403)
+    return host
+
+
+def admit(event: dict[str, Any], facts: Facts) -> Admission:
+    """May this verified event, sent by ``facts.request_origin``, enter its room here?
+
+    Raises FederationError: SW_FED_NOT_HOST (a relay or invite from a server
+    that does not host the room), SW_FED_ROOM_NOT_FEDERATED, SW_FED_UNKNOWN_ROOM,
+    SW_FED_NOT_INVITED, SW_FED_NOT_MEMBER, SW_FED_ROOM_FULL, SW_FED_BAD_EVENT,
+    SW_FED_USER_NOT_FOUND, SW_FED_ROOM_NOT_FEDERATABLE.
+    """
+    room_id = event["room_id"]
+    host = check_relay(event, facts.request_origin)
+    me = facts.me
+    room = facts.room
+    if room is not None:
+        check_room_federates(room, me)
+    if event["type"] == "invite":
+        return _admit_invite(event, facts, host)
+    if room is None:
+        raise FederationError(f"no room {room_id} here", code="SW_FED_UNKNOWN_ROOM",
+                              status=404)
+    if room.host != me:
+        return Admission()
+    current = facts.sender_membership
+    content = event["content"]
+    if event["type"] == "member" and content.get("membership") == "join":
+        if current not in ("invite", "join"):
+            raise FederationError(f"{event['sender']} has no invite to {room_id}",
+                                  code="SW_FED_NOT_INVITED", status=403)
+        decide_foreign_count(facts.policy, facts.foreign_count + (0 if current else 1))
+    elif event["type"] == "member":
+        if current not in ("invite", "join"):
+            raise FederationError(f"{event['sender']} is not in {room_id}",
+                                  code="SW_FED_NOT_MEMBER", status=403)
+    elif current != "join":
+        raise FederationError(f"{event['sender']} is not a member of {room_id}",
+                              code="SW_FED_NOT_MEMBER", status=403)
+    return Admission()
+
+
+def _admit_invite(event: dict[str, Any], facts: Facts, host: str) -> Admission:
+    content = event["content"]
+    if facts.request_origin != host or event["origin"] != host:
+        raise FederationError("only the room's host may send invites",
+                              code="SW_FED_NOT_HOST", status=403)
+    for field in ("invitee", "invite_id", "room_name", "room_type"):
+        if not isinstance(content.get(field), str):
+            raise FederationError(f"invite content lacks {field}", code="SW_FED_BAD_EVENT",
+                                  status=400)
+    if facts.room is not None:
+        return Admission()  # an invite for someone else, relayed to us as a member server
+    invitee = content["invitee"]
+    if server_of(invitee) != facts.me:
+        raise FederationError(f"invite for {invitee} sent to {facts.me}",
+                              code="SW_FED_BAD_EVENT", status=400)
+    if not facts.invitee_exists:
+        raise FederationError(f"no user {invitee} here", code="SW_FED_USER_NOT_FOUND",
+                              status=404)
+    decide_room(content["room_type"], True)
+    members = content.get("members") if isinstance(content.get("members"), list) else []
+    foreign = {m for m in members if isinstance(m, str) and server_of(m) != facts.me}
+    decide_foreign_count(facts.policy, len(foreign))
+    return Admission(new_room=Room(
+        event["room_id"], content["room_name"][:200], content["room_type"], True, host,
+        event["sender"], 0, False))
+
+
+def host_seq(room: Room, me: str, request_origin: str, event: dict[str, Any]) -> int | None:
+    """The host's order number a relayed event carries, if we may take it."""
+    unsigned = event.get("unsigned")
+    if room.host == me or request_origin != room.host or not isinstance(unsigned, dict):
+        return None
+    raw = unsigned.get("seq")
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw < PENDING_SEQ:
+        return raw
+    return None
+
+
+# -- what local users may do ------------------------------------------------------
+
+
+def check_invite(room: Room, me: str, invitee: str, invitee_membership: str | None) -> None:
+    """May a member of ours invite ``invitee`` into ``room``? (Policy is checked apart.)"""
+    if room.host != me:
+        raise Forbidden(f"only members on the hosting server ({room.host}) can invite "
+                        "into this room", code="SW_NOT_HOST")
+    if invitee_membership == "join":
+        raise Conflict(f"{invitee} is already a member of this room", code="SW_ALREADY_MEMBER")
+
+
+def check_set_federate(room: Room, actor: str, actor_is_admin: bool, federate: bool) -> None:
+    """Only the creator or a tenant admin sets the flag; some rooms never federate."""
+    if not actor_is_admin and room.creator != actor:
+        raise Forbidden("only the room's creator or a tenant admin can change its federate "
+                        "flag", code="SW_NOT_ROOM_ADMIN")
+    if federate:
+        decide_room(room.type, True)
+
+
+# -- routing -------------------------------------------------------------------------
+
+
+def route_targets(room: Room, event: dict[str, Any], me: str,
+                  member_servers: set[str]) -> set[str]:
+    """The servers an event stored here must be sent to (DESIGN §5).
+
+    The host relays to every server with a joined member (and an invite's
+    invitee), except itself and the event's origin; a member server sends
+    only its own users' events, to the host. ``member_servers``: servers with
+    a joined member in our copy, after the event's effects.
+
+    Raises SW_FED_ROOM_NOT_FEDERATED for a write of ours to a room hosted
+    elsewhere while our flag is off: the room lives on its host, and a write
+    that cannot reach it is refused.
+    """
+    if room.host == me:
+        targets = set(member_servers)
+        if event["type"] == "invite":
+            targets.add(server_of(str(event["content"]["invitee"])))
+        targets -= {me, event["origin"]}
+    else:
+        targets = {room.host} if event["origin"] == me else set()
+    if targets and not room.federate:
+        if room.host != me:
+            check_room_federates(room, me)
+        targets = set()  # we host it and keep it local while the flag is off
+    return targets
+
+
+def needs_membership_snapshot(room: Room, event: dict[str, Any], me: str,
+                              joined_before: set[str]) -> bool:
+    """A server whose first member just joined a room we host gets its members so far."""
+    return (room.host == me and event["type"] == "member"
+            and event["origin"] not in joined_before and event["origin"] != me
+            and event["content"].get("membership") == "join")
+
+
+# -- effects ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class SetMembership:
+    member: str
+    membership: str
+    display_name: str | None = None
+
+
+@attrs.frozen
+class RecordInvite:
+    """Keep the invite (if its id is new) and notify ``notify`` (a local id of ours)."""
+
+    invite_id: str
+    invitee: str
+    inviter: str
+    notify: str | None
+
+
+@attrs.frozen
+class CloseInvites:
+    """The member answered: their pending invites to the room become ``state``."""
+
+    invitee: str
+    state: str
+
+
+@attrs.frozen
+class Notify:
+    local_id: str
+    type: str
+    sender: str
+
+
+Effect = SetMembership | RecordInvite | CloseInvites | Notify
+
+
+def touched_members(event: dict[str, Any]) -> list[str]:
+    """Whose membership :func:`effects` needs to know, besides nothing else."""
+    if event["type"] == "invite":
+        return [str(event["content"]["invitee"])]
+    if event["type"] == "message":
+        return message_mentions(event["content"])
+    return []
+
+
+def effects(event: dict[str, Any], me: str, memberships: dict[str, str | None]) -> list[Effect]:
+    """What a newly stored event changes here: membership, invites, notifications.
+
+    ``memberships``: the current membership of each of :func:`touched_members`.
+    """
+    content = event["content"]
+    sender = event["sender"]
+    out: list[Effect] = []
+    if event["type"] == "invite":
+        invitee = str(content["invitee"])
+        if memberships.get(invitee) != "join":
+            out.append(SetMembership(invitee, "invite"))
+        out.append(RecordInvite(str(content["invite_id"]), invitee, sender,
+                                local_part(invitee) if server_of(invitee) == me else None))
+    elif event["type"] == "member":
+        name = content.get("display_name")
+        joined = content.get("membership") == "join"
+        out.append(SetMembership(sender, "join" if joined else "leave",
+                                 name if isinstance(name, str) else None))
+        out.append(CloseInvites(sender, "accepted" if joined else "declined"))
+    elif event["type"] == "message":
+        for fqid in message_mentions(content):
+            if server_of(fqid) != me or fqid == sender or memberships.get(fqid) != "join":
+                continue
+            out.append(Notify(local_part(fqid), "mention", sender))
+    return out

@@ -1,0 +1,44 @@
+"""The ``notifications`` table: invites and mentions, per local user."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from swfed.core.ids import new_uuid
+from swfed.storage.tenants import Tenant
+
+
+def add_notification_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, type_: str,
+                         sender: str, now: int, pos: int, *, room_id: str | None = None,
+                         event_id: str | None = None, invite_id: str | None = None) -> str:
+    notification_id = new_uuid()
+    conn.execute(
+        "INSERT INTO notifications (notification_id, tenant_id, local_id, pos, type, room_id,"
+        " event_id, invite_id, sender, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (notification_id, tenant.tenant_id, local_id, pos, type_, room_id, event_id, invite_id,
+         sender, now))
+    return notification_id
+
+
+def notification_json(row: sqlite3.Row) -> dict[str, Any]:
+    out: dict[str, Any] = {"notification_id": row["notification_id"], "type": row["type"],
+                           "room_id": row["room_id"], "from": row["sender"],
+                           "created_at": row["created_at"]}
+    if row["event_id"] is not None:
+        out["event_id"] = row["event_id"]
+    if row["invite_id"] is not None:
+        out["invite_id"] = row["invite_id"]
+    return out
+
+
+def notifications_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str,
+                      before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    rows = conn.execute(
+        "SELECT * FROM notifications WHERE tenant_id = ? AND local_id = ? AND pos < ?"
+        " ORDER BY pos DESC LIMIT ?",
+        (tenant.tenant_id, local_id, before if before is not None else 2**62, limit + 1),
+    ).fetchall()
+    out = [notification_json(r) for r in rows[:limit]]
+    nxt = rows[limit - 1]["pos"] if len(rows) > limit else None
+    return out, nxt

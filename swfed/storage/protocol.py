@@ -1,0 +1,407 @@
+"""The room protocol's write transactions: read the facts, ask the rules, write.
+
+Each public ``*_txn`` here is one named transaction of the room protocol
+(run with ``State.act`` or ``Database.write``). None of them decides
+anything on its own: who may do what, where an event goes and what it
+changes are :mod:`swfed.core.rooms`; the tables are read and written through
+the one-concern modules beside this one (rooms, members, events, invites,
+notifications, stream, search, peers).
+
+Every event, ours or received, takes one path, inside one transaction:
+store it (idempotent on ``event_id``) → apply its effects → queue it for
+the servers that must get it. So an event, its stream position, its search
+entry, its effects and its outbox rows are stored together or not at all.
+
+Visibility: a user sees a room's events and members while their membership
+is ``join``. Rooms a user is not in answer exactly like rooms that do not
+exist (``SW_ROOM_NOT_FOUND``), so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import attrs
+
+from swfed.core import rooms as rules
+from swfed.core.errors import FederationError, NotFound
+from swfed.core.events import MessageSpec, RoomSpec
+from swfed.core.ids import Fqid, new_room_id, new_uuid
+from swfed.core.policy import decide_foreign_count, decide_peer, decide_room
+from swfed.core.rooms import PENDING_SEQ, Room, room_not_found
+from swfed.storage import events as events_db
+from swfed.storage import invites as invites_db
+from swfed.storage import members as members_db
+from swfed.storage import peers as peers_db
+from swfed.storage import rooms as rooms_db
+from swfed.storage.audit import audit_txn, reject_txn
+from swfed.storage.context import Ctx
+from swfed.storage.notifications import add_notification_txn
+from swfed.storage.search import index_body_txn
+from swfed.storage.stream import next_pos_txn
+from swfed.storage.tenants import Tenant, user_txn
+
+#: A refused event: (event id or "#index", room id, why).
+Refusal = tuple[str, str | None, FederationError]
+
+
+def no_key() -> FederationError:
+    return FederationError("this server has no federation key: run "
+                           "'swfed admin federation key generate'", code="SW_FED_NO_KEY",
+                           status=503)
+
+
+# -- the event path ------------------------------------------------------------
+
+
+def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
+           signed: dict[str, Any] | None, host_seq: int | None = None) -> int | None:
+    """Store one event; return its seq, or None if it was already stored.
+
+    The seq is the host's order: taken here if we host the room, else the one
+    the host gave (``host_seq``), else pending until the host answers.
+    """
+    if events_db.has_event_txn(conn, ctx.tenant, event["event_id"]):
+        return None
+    pos = next_pos_txn(conn, ctx.tenant)
+    if room.host == ctx.me:
+        seq = rooms_db.next_seq_txn(conn, ctx.tenant, room.room_id)
+    else:
+        seq = host_seq if host_seq is not None else PENDING_SEQ + pos
+    rowid = events_db.insert_event_txn(conn, ctx.tenant, event, signed, seq, pos, ctx.now)
+    body = event["content"].get("body") if event["type"] == "message" else None
+    if isinstance(body, str):
+        index_body_txn(conn, rowid, body)
+    return seq
+
+
+def _apply(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]) -> None:
+    """Write the effects (core.rooms.effects) of a newly stored event."""
+    touched = members_db.memberships_txn(conn, ctx.tenant, room.room_id,
+                                         rules.touched_members(event))
+    for effect in rules.effects(event, ctx.me, touched):
+        if isinstance(effect, rules.SetMembership):
+            members_db.set_membership_txn(conn, ctx.tenant, room.room_id, effect.member,
+                                          effect.membership, ctx.now, effect.display_name)
+        elif isinstance(effect, rules.RecordInvite):
+            new = invites_db.add_invite_txn(conn, ctx.tenant, room, effect.invite_id,
+                                            effect.invitee, effect.inviter, event["event_id"],
+                                            ctx.now)
+            if new and effect.notify is not None:
+                add_notification_txn(conn, ctx.tenant, effect.notify, "invite", effect.inviter,
+                                     ctx.now, next_pos_txn(conn, ctx.tenant),
+                                     room_id=room.room_id, invite_id=effect.invite_id)
+        elif isinstance(effect, rules.CloseInvites):
+            invites_db.close_invites_txn(conn, ctx.tenant, room.room_id, effect.invitee,
+                                         effect.state)
+        elif isinstance(effect, rules.Notify):
+            add_notification_txn(conn, ctx.tenant, effect.local_id, effect.type, effect.sender,
+                                 ctx.now, next_pos_txn(conn, ctx.tenant), room_id=room.room_id,
+                                 event_id=event["event_id"])
+
+
+def _route(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
+           signed: dict[str, Any] | None, seq: int, joined_before: set[str]) -> None:
+    """Queue the event for the servers that must get it (core.rooms.route_targets)."""
+    targets = rules.route_targets(room, event, ctx.me, members_db.member_servers_txn(
+        conn, ctx.tenant, room.room_id))
+    if targets and signed is None:
+        raise no_key()
+    if targets:
+        assert signed is not None
+        payload = {**signed, "unsigned": {"seq": seq}} if room.host == ctx.me else signed
+        for destination in sorted(targets):
+            _enqueue(conn, ctx, destination, payload)
+    if rules.needs_membership_snapshot(room, event, ctx.me, joined_before):
+        for snap in members_db.membership_snapshot_txn(conn, ctx.tenant, room.room_id,
+                                                       exclude=event["event_id"]):
+            _enqueue(conn, ctx, event["origin"], snap)
+
+
+def _enqueue(conn: sqlite3.Connection, ctx: Ctx, destination: str,
+             payload: dict[str, Any]) -> None:
+    peers_db.enqueue_txn(conn, ctx.tenant.tenant_id, destination, payload, ctx.now)
+    ctx.kicks.add(destination)
+
+
+def _take(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
+          signed: dict[str, Any] | None, host_seq: int | None = None) -> int:
+    """Store, apply and route a new event; returns its seq."""
+    joined_before = members_db.member_servers_txn(conn, ctx.tenant, room.room_id)
+    seq = _store(conn, ctx, room, event, signed, host_seq)
+    assert seq is not None
+    _apply(conn, ctx, room, event)
+    _route(conn, ctx, room, event, signed, seq, joined_before)
+    return seq
+
+
+def emit_txn(conn: sqlite3.Connection, ctx: Ctx, room: Room, type_: str, sender: str,
+             content: dict[str, Any]) -> dict[str, Any]:
+    """Create an event of ours: sign, store, apply, route. Returns the event."""
+    event = {"event_id": new_uuid(), "room_id": room.room_id, "type": type_,
+             "sender": sender, "origin": ctx.me, "origin_ts": ctx.now, "content": content}
+    signed = ctx.sign(event) if ctx.sign is not None else None
+    _take(conn, ctx, room, event, signed)
+    return event
+
+
+# -- what local users do ---------------------------------------------------------
+
+
+def create_room_txn(conn: sqlite3.Connection, ctx: Ctx, spec: RoomSpec, creator: str,
+                    display_name: str) -> Room:
+    room_id = new_room_id(ctx.me)
+    rooms_db.insert_room_txn(conn, ctx.tenant, Room(room_id, spec.name, spec.type,
+                                                    spec.federate, ctx.me, creator, ctx.now,
+                                                    False))
+    room = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    assert room is not None
+    emit_txn(conn, ctx, room, "member", creator,
+             {"membership": "join", "display_name": display_name, "name": spec.name,
+              "room_type": spec.type})
+    return room
+
+
+def create_dm_txn(conn: sqlite3.Connection, ctx: Ctx, creator: str, display_name: str,
+                  invitee: Fqid) -> Room:
+    """A federated 1:1 room and the invite of its foreign participant, atomically."""
+    spec = RoomSpec(name=f"{creator} & {invitee}"[:200], type="dm", federate=True)
+    room = create_room_txn(conn, ctx, spec, creator, display_name)
+    invite_txn(conn, ctx, room.room_id, creator, invitee)
+    found = rooms_db.room_txn(conn, ctx.tenant, room.room_id)
+    assert found is not None
+    return found
+
+
+def send_message_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, sender: str,
+                     spec: MessageSpec) -> dict[str, Any]:
+    """Raises SW_ROOM_NOT_FOUND, SW_EVENT_NOT_FOUND (reply target)."""
+    room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, sender)
+    if spec.in_reply_to is not None and events_db.event_in_room_txn(
+            conn, ctx.tenant, room_id, spec.in_reply_to) is None:
+        raise NotFound(f"in_reply_to: no event {spec.in_reply_to} in this room",
+                       code="SW_EVENT_NOT_FOUND")
+    return emit_txn(conn, ctx, room, "message", sender, spec.content(ctx.me))
+
+
+def react_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, sender: str, target: str,
+              key: str) -> dict[str, Any]:
+    """React to a message; reacting twice with the same key returns the first."""
+    room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, sender)
+    target_event = events_db.event_in_room_txn(conn, ctx.tenant, room_id, target)
+    if target_event is None or target_event["type"] != "message":
+        raise NotFound(f"no message {target} in this room", code="SW_EVENT_NOT_FOUND")
+    content = {"relates_to": target, "key": key}
+    earlier = events_db.reaction_of_txn(conn, ctx.tenant, room_id, sender, content)
+    if earlier is not None:
+        return earlier
+    return emit_txn(conn, ctx, room, "reaction", sender, content)
+
+
+def messages_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, viewer: str,
+                      before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """Events newest first (host order) for a joined ``viewer``."""
+    rooms_db.joined_room_txn(conn, tenant, room_id, viewer)
+    return events_db.messages_page_txn(conn, tenant, room_id, before, limit)
+
+
+def invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, inviter: str,
+               invitee: Fqid) -> dict[str, Any]:
+    """Invite someone, local or foreign, into a room we host; idempotent while pending.
+
+    Raises SW_ROOM_NOT_FOUND, SW_USER_NOT_FOUND, SW_ALREADY_MEMBER, SW_NOT_HOST
+    and, for a foreign invitee, the policy's SW_FED_… refusals.
+    """
+    room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, inviter)
+    target = str(invitee)
+    rules.check_invite(room, ctx.me, target,
+                       members_db.membership_txn(conn, ctx.tenant, room_id, target))
+    if invitee.server_name == ctx.me and user_txn(conn, ctx.tenant, invitee.local_id) is None:
+        raise NotFound(f"no user {invitee.display(ctx.me)} on this server",
+                       code="SW_USER_NOT_FOUND")
+    pending = invites_db.pending_invite_to_room_txn(conn, ctx.tenant, room_id, target)
+    if pending is not None:
+        return {"invite_id": pending, "room_id": room_id}
+    content: dict[str, Any] = {"invitee": target, "invite_id": new_uuid(),
+                               "room_name": room.name, "room_type": room.type}
+    if invitee.server_name != ctx.me:
+        decide_room(room.type, room.federate)
+        decide_peer(ctx.tenant.policy, invitee.server_name)
+        decide_foreign_count(ctx.tenant.policy,
+                             members_db.foreign_count_txn(conn, ctx.tenant, room_id) + 1)
+        if ctx.sign is None:
+            raise no_key()
+        content["members"] = members_db.joined_members_txn(conn, ctx.tenant, room_id)
+    emit_txn(conn, ctx, room, "invite", inviter, content)
+    return {"invite_id": content["invite_id"], "room_id": room_id}
+
+
+def answer_invite_txn(conn: sqlite3.Connection, ctx: Ctx, invite_id: str, invitee: str,
+                      accept: bool, display_name: str) -> str:
+    """Accept or decline a pending invite; returns the room id.
+
+    In a room hosted elsewhere the answer is a signed member event that goes
+    to the host; it holds here at once.
+    """
+    row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, invitee)
+    room = rooms_db.room_txn(conn, ctx.tenant, row["room_id"])
+    if room is None:
+        raise room_not_found(row["room_id"])
+    content: dict[str, Any] = {"membership": "join" if accept else "decline",
+                               "invite_id": invite_id}
+    if accept:
+        content["display_name"] = display_name
+    emit_txn(conn, ctx, room, "member", invitee, content)
+    return room.room_id
+
+
+def join_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str,
+             display_name: str) -> str:
+    """Join a room: accepts the member's pending invite to it.
+
+    Raises SW_ROOM_NOT_FOUND when there is none (rooms are invite-only).
+    """
+    if members_db.membership_txn(conn, ctx.tenant, room_id, member) == "join":
+        return room_id
+    invite_id = invites_db.pending_invite_to_room_txn(conn, ctx.tenant, room_id, member)
+    if invite_id is None:
+        raise room_not_found(room_id)
+    return answer_invite_txn(conn, ctx, invite_id, member, True, display_name)
+
+
+def leave_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str) -> None:
+    room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, member)
+    emit_txn(conn, ctx, room, "member", member, {"membership": "leave"})
+
+
+def set_federate_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, actor: str,
+                     actor_is_admin: bool, federate: bool) -> Room:
+    """Set this server's federate flag of a room (its creator or a tenant admin); audited."""
+    room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, actor)
+    rules.check_set_federate(room, actor, actor_is_admin, federate)
+    rooms_db.set_federate_flag_txn(conn, ctx.tenant, room_id, federate)
+    audit_txn(conn, ctx.tenant, "federation.room.federate", ctx.now, outcome="ok", actor=actor,
+              room_id=room_id, details={"before": room.federate, "after": federate})
+    updated = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    assert updated is not None
+    return updated
+
+
+# -- what peers send ---------------------------------------------------------------
+
+
+def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
+                      event: dict[str, Any]) -> dict[str, Any]:
+    """Check and store one verified event from ``request_origin``.
+
+    The signature was verified before; :func:`swfed.core.rooms.admit`
+    decides whether the event may enter its room. Returns ``{}`` or
+    ``{"seq": n}`` (we host: our order); raises FederationError to refuse.
+    Replays of a stored event id are no-ops that succeed.
+    """
+    room_id = event["room_id"]
+    seq = events_db.event_seq_txn(conn, ctx.tenant, event["event_id"])
+    room = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    if seq is not None:
+        # a replay, once the relay itself was allowed
+        rules.check_relay(event, request_origin)
+        return {"seq": seq} if room is not None and room.host == ctx.me else {}
+    invitee = event["content"].get("invitee") if event["type"] == "invite" else None
+    facts = rules.Facts(
+        me=ctx.me, request_origin=request_origin, room=room, policy=ctx.tenant.policy,
+        sender_membership=(members_db.membership_txn(conn, ctx.tenant, room_id,
+                                                     event["sender"]) if room else None),
+        foreign_count=members_db.foreign_count_txn(conn, ctx.tenant, room_id) if room else 0,
+        invitee_exists=(isinstance(invitee, str) and rules.server_of(invitee) == ctx.me
+                        and user_txn(conn, ctx.tenant, rules.local_part(invitee)) is not None))
+    admission = rules.admit(event, facts)
+    if admission.new_room is not None:
+        rooms_db.insert_room_txn(conn, ctx.tenant,
+                                 attrs.evolve(admission.new_room, created_at=ctx.now))
+        room = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    assert room is not None
+    host_seq = rules.host_seq(room, ctx.me, request_origin, event)
+    signed = {k: v for k, v in event.items() if k != "unsigned"}
+    seq = _take(conn, ctx, room, signed, signed, host_seq)
+    return {"seq": seq} if room.host == ctx.me else {}
+
+
+def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
+                      verified: list[dict[str, Any]], refused: list[Refusal],
+                      results: dict[str, Any]) -> list[Refusal]:
+    """One ``/send``: take each verified event on its own, record every refusal.
+
+    ``refused``: events already refused before (shape, signature). Each
+    event runs in its own savepoint, so a refused one leaves nothing behind.
+    Fills ``results`` for the accepted ones; returns the ones refused here.
+    """
+    late: list[Refusal] = []
+    accepted = 0
+    for event in verified:
+        conn.execute("SAVEPOINT ev")
+        try:
+            results[event["event_id"]] = receive_event_txn(conn, ctx, origin, event)
+            conn.execute("RELEASE ev")
+            accepted += 1
+            audit_txn(conn, ctx.tenant, "federation.event.accepted", ctx.now, outcome="ok",
+                      peer=origin, event_id=event["event_id"], room_id=event["room_id"])
+        except FederationError as exc:
+            conn.execute("ROLLBACK TO ev")
+            conn.execute("RELEASE ev")
+            late.append((event["event_id"], event["room_id"], exc))
+    for key, room_id, exc in refused + late:
+        reject_txn(conn, ctx.tenant, origin, ctx.now, reason=exc.code, message=exc.message,
+                   event_id=None if key.startswith("#") else key, room_id=room_id)
+    peers_db.count_txn(conn, ctx.tenant.tenant_id, origin, ctx.now, received=accepted)
+    return late
+
+
+def hosted_room_for_peer_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+                             requester: str) -> Room:
+    """A room we host in which ``requester`` has a member, federating; else refuses."""
+    room = rooms_db.room_txn(conn, tenant, room_id)
+    if room is None or room.host != tenant.server_name or requester not in (
+            members_db.member_servers_txn(conn, tenant, room_id, ("join", "invite"))):
+        raise FederationError(f"{requester} has no member in a room {room_id} hosted here",
+                              code="SW_FED_NOT_MEMBER", status=403)
+    rules.check_room_federates(room, tenant.server_name)
+    return room
+
+
+def backfill_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, requester: str,
+                      before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """Signed history of a room we host, for a server with a member in it."""
+    hosted_room_for_peer_txn(conn, tenant, room_id, requester)
+    return events_db.signed_page_txn(conn, tenant, room_id, before, limit)
+
+
+def store_backfill_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
+                       events: list[dict[str, Any]], *, actor: str, peer: str,
+                       refused: int) -> int:
+    """An admin's backfill pull: store it (:func:`store_backfilled_txn`) and audit it."""
+    stored = store_backfilled_txn(conn, ctx, room_id, events)
+    audit_txn(conn, ctx.tenant, "federation.backfill", ctx.now, outcome="ok", actor=actor,
+              peer=peer, room_id=room_id,
+              details={"pulled": len(events), "stored": stored, "refused": refused})
+    return stored
+
+
+def store_backfilled_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
+                         events: list[dict[str, Any]]) -> int:
+    """Store verified history from the host; returns how many were new.
+
+    History does not re-run effects (no notifications for old mentions) and
+    is never routed on.
+    """
+    room = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    if room is None:
+        raise room_not_found(room_id)
+    stored = 0
+    for event in sorted(events, key=lambda e: e.get("unsigned", {}).get("seq", 0)):
+        seq = event.get("unsigned", {}).get("seq")
+        signed = {k: v for k, v in event.items() if k != "unsigned"}
+        if _store(conn, ctx, room, signed, signed,
+                  seq if isinstance(seq, int) else None) is not None:
+            stored += 1
+    return stored

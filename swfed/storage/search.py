@@ -1,0 +1,44 @@
+"""Full-text search over message bodies (SQLite FTS5), limited to rooms one has joined."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Any
+
+from swfed.core.errors import BadRequest
+from swfed.storage.events import event_json
+from swfed.storage.tenants import Tenant
+
+_TOKEN_RE = re.compile(r"\w+\*?", re.UNICODE)
+
+
+def fts_query(q: str) -> str:
+    """Turn what a user typed into a safe FTS5 query: all words must match.
+
+    Every word becomes a quoted phrase, so FTS5 operators in user input are
+    just text; a trailing ``*`` keeps prefix search. Raises SW_BAD_QUERY.
+    """
+    words = _TOKEN_RE.findall(q)
+    if not words:
+        raise BadRequest("q: give at least one word to search for", code="SW_BAD_QUERY")
+    parts = []
+    for w in words[:20]:
+        star = w.endswith("*")
+        parts.append('"' + w.rstrip("*") + '"' + ("*" if star else ""))
+    return " ".join(parts)
+
+
+def index_body_txn(conn: sqlite3.Connection, rowid: int, body: str) -> None:
+    conn.execute("INSERT INTO events_fts (rowid, body) VALUES (?, ?)", (rowid, body))
+
+
+def search_txn(conn: sqlite3.Connection, tenant: Tenant, viewer: str, q: str,
+               limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT e.* FROM events_fts f JOIN events e ON e.rowid_ = f.rowid"
+        " JOIN members m ON m.tenant_id = e.tenant_id AND m.room_id = e.room_id"
+        " AND m.member = ? AND m.membership = 'join'"
+        " WHERE events_fts MATCH ? AND e.tenant_id = ? ORDER BY f.rank LIMIT ?",
+        (viewer, fts_query(q), tenant.tenant_id, limit)).fetchall()
+    return [event_json(r) for r in rows]

@@ -1,0 +1,48 @@
+"""A tenant's stream: positions (SSE ids) and what one user's stream holds."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from swfed.storage.events import event_json
+from swfed.storage.notifications import notification_json
+from swfed.storage.tenants import Tenant
+
+
+def next_pos_txn(conn: sqlite3.Connection, tenant: Tenant) -> int:
+    """Take the tenant's next stream position (SSE id)."""
+    row = conn.execute("UPDATE tenants SET stream_pos = stream_pos + 1 WHERE tenant_id = ?"
+                       " RETURNING stream_pos", (tenant.tenant_id,)).fetchone()
+    return int(row[0])
+
+
+def stream_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, after: int,
+               limit: int) -> list[tuple[int, str, dict[str, Any]]]:
+    """Everything for one user after stream position ``after``, in order.
+
+    Returns (pos, kind, payload) with kind ``event`` or ``notification``.
+    Each kind is read up to ``limit`` and the merge cut to ``limit``: if an
+    item at or below the last returned position were missing, its kind's
+    list would be full with items all below it, and then the merge would
+    hold more than ``limit`` items. So nothing is skipped.
+    """
+    fqid = f"@{local_id}:{tenant.server_name}"
+    events = conn.execute(
+        "SELECT e.* FROM events e JOIN members m ON m.tenant_id = e.tenant_id"
+        " AND m.room_id = e.room_id AND m.member = ? AND m.membership = 'join'"
+        " WHERE e.tenant_id = ? AND e.pos > ? ORDER BY e.pos LIMIT ?",
+        (fqid, tenant.tenant_id, after, limit)).fetchall()
+    notes = conn.execute(
+        "SELECT * FROM notifications WHERE tenant_id = ? AND local_id = ? AND pos > ?"
+        " ORDER BY pos LIMIT ?", (tenant.tenant_id, local_id, after, limit)).fetchall()
+    merged = [(r["pos"], "event", event_json(r)) for r in events]
+    merged += [(r["pos"], "notification", notification_json(r)) for r in notes]
+    merged.sort(key=lambda item: item[0])
+    return merged[:limit]
+
+
+def stream_head_txn(conn: sqlite3.Connection, tenant: Tenant) -> int:
+    row = conn.execute("SELECT stream_pos FROM tenants WHERE tenant_id = ?",
+                       (tenant.tenant_id,)).fetchone()
+    return int(row[0])

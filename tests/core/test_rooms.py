@@ -1,0 +1,222 @@
+"""The room rules as tables of cases: who, what, which room state → admitted, or which code.
+
+No I/O: :mod:`swfed.core.rooms` is plain functions over plain values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from swfed.core.errors import SwfedError
+from swfed.core.policy import Policy
+from swfed.core.rooms import (
+    CloseInvites,
+    Facts,
+    Notify,
+    RecordInvite,
+    Room,
+    SetMembership,
+    admit,
+    check_invite,
+    check_set_federate,
+    effects,
+    host_seq,
+    route_targets,
+)
+
+HOSTED = "!abcdefgh:h.test"
+OPEN = Policy(default_mode="open", max_foreign_participants_per_room=2)
+
+
+def room(host: str = "h.test", federate: bool = True, type_: str = "standard") -> Room:
+    return Room(HOSTED, "r", type_, federate, host, "@c:h.test", 0, True)
+
+
+def event(type_: str, sender: str, content: dict[str, Any] | None = None,
+          room_id: str = HOSTED) -> dict[str, Any]:
+    return {"event_id": "e", "room_id": room_id, "type": type_, "sender": sender,
+            "origin": sender.partition(":")[2], "origin_ts": 1, "content": content or {}}
+
+
+def invite(invitee: str, members: list[str] | None = None) -> dict[str, Any]:
+    content = {"invitee": invitee, "invite_id": "i", "room_name": "r", "room_type": "standard"}
+    if members is not None:
+        content["members"] = members
+    return event("invite", "@c:h.test", content)
+
+
+JOIN = {"membership": "join"}
+LEAVE = {"membership": "leave"}
+MSG = {"body": "hi"}
+
+# (what happens, the event, facts) -> None (admitted) or the SW_ code
+ADMIT_CASES: list[tuple[str, dict[str, Any], Facts, str | None]] = [
+    # -- at the host
+    ("member's own message", event("message", "@b:m.test", MSG),
+     Facts("h.test", "m.test", room(), OPEN, sender_membership="join"), None),
+    ("message of an invited, not joined sender", event("message", "@b:m.test", MSG),
+     Facts("h.test", "m.test", room(), OPEN, sender_membership="invite"), "SW_FED_NOT_MEMBER"),
+    ("message of someone who left", event("message", "@b:m.test", MSG),
+     Facts("h.test", "m.test", room(), OPEN, sender_membership="leave"), "SW_FED_NOT_MEMBER"),
+    ("join with an invite", event("member", "@b:m.test", JOIN),
+     Facts("h.test", "m.test", room(), OPEN, sender_membership="invite", foreign_count=2),
+     None),
+    ("join without an invite", event("member", "@b:m.test", JOIN),
+     Facts("h.test", "m.test", room(), OPEN, sender_membership=None), "SW_FED_NOT_INVITED"),
+    ("join after leaving, no new invite", event("member", "@b:m.test", JOIN),
+     Facts("h.test", "m.test", room(), OPEN, sender_membership="leave"),
+     "SW_FED_NOT_INVITED"),
+    ("leave of a member", event("member", "@b:m.test", LEAVE),
+     Facts("h.test", "m.test", room(), OPEN, sender_membership="join"), None),
+    ("decline of an invitee", event("member", "@b:m.test", {"membership": "decline"}),
+     Facts("h.test", "m.test", room(), OPEN, sender_membership="invite"), None),
+    ("leave of a stranger", event("member", "@b:m.test", LEAVE),
+     Facts("h.test", "m.test", room(), OPEN, sender_membership=None), "SW_FED_NOT_MEMBER"),
+    ("host's flag is off", event("message", "@b:m.test", MSG),
+     Facts("h.test", "m.test", room(federate=False), OPEN, sender_membership="join"),
+     "SW_FED_ROOM_NOT_FEDERATED"),
+    ("unknown room", event("message", "@b:m.test", MSG),
+     Facts("h.test", "m.test", None, OPEN), "SW_FED_UNKNOWN_ROOM"),
+    ("a member server relays someone else's event", event("message", "@x:o.test", MSG),
+     Facts("h.test", "m.test", room(), OPEN, sender_membership="join"), "SW_FED_NOT_HOST"),
+    # -- at a member server
+    ("host relays a third server's message", event("message", "@x:o.test", MSG),
+     Facts("m.test", "h.test", room(), OPEN), None),
+    ("member server's flag is off", event("message", "@x:o.test", MSG),
+     Facts("m.test", "h.test", room(federate=False), OPEN), "SW_FED_ROOM_NOT_FEDERATED"),
+    ("invite from the host", invite("@b:m.test", ["@c:h.test"]),
+     Facts("m.test", "h.test", None, OPEN, invitee_exists=True), None),
+    ("invite for a user who does not exist", invite("@nobody:m.test"),
+     Facts("m.test", "h.test", None, OPEN, invitee_exists=False), "SW_FED_USER_NOT_FOUND"),
+    ("invite addressed to another server", invite("@b:x.test"),
+     Facts("m.test", "h.test", None, OPEN, invitee_exists=True), "SW_FED_BAD_EVENT"),
+    ("invite into a full room (our limit)",
+     invite("@b:m.test", ["@c:h.test", "@d:x.test", "@e:y.test"]),
+     Facts("m.test", "h.test", None, OPEN, invitee_exists=True), "SW_FED_ROOM_FULL"),
+    ("invite relayed by a server that does not host the room",
+     {**invite("@b:m.test"), "origin": "o.test", "sender": "@c:o.test"},
+     Facts("m.test", "o.test", None, OPEN, invitee_exists=True), "SW_FED_NOT_HOST"),
+]
+
+
+@pytest.mark.parametrize(("what", "ev", "facts", "code"), ADMIT_CASES,
+                         ids=[c[0] for c in ADMIT_CASES])
+def test_admit(what: str, ev: dict[str, Any], facts: Facts, code: str | None) -> None:
+    if code is None:
+        admit(ev, facts)
+    else:
+        with pytest.raises(SwfedError) as info:
+            admit(ev, facts)
+        assert info.value.code == code
+
+
+def test_an_invite_creates_our_copy_of_the_room() -> None:
+    admission = admit(invite("@b:m.test", ["@c:h.test"]),
+                      Facts("m.test", "h.test", None, OPEN, invitee_exists=True))
+    assert admission.new_room is not None
+    assert (admission.new_room.host, admission.new_room.federate) == ("h.test", True)
+
+
+ROUTE_CASES = [
+    ("host relays to other member servers, not to the origin",
+     room(), event("message", "@b:m.test", MSG), "h.test", {"h.test", "m.test", "o.test"},
+     {"o.test"}),
+    ("host's own message to every member server", room(), event("message", "@c:h.test", MSG),
+     "h.test", {"h.test", "m.test"}, {"m.test"}),
+    ("an invite also goes to the invitee's server", room(), invite("@b:n.test"), "h.test",
+     {"h.test", "m.test"}, {"m.test", "n.test"}),
+    ("host keeps it local while its flag is off", room(federate=False),
+     event("message", "@c:h.test", MSG), "h.test", {"h.test", "m.test"}, set()),
+    ("a member server sends its own users' events to the host", room(),
+     event("message", "@b:m.test", MSG), "m.test", {"h.test", "m.test", "o.test"},
+     {"h.test"}),
+    ("a member server never relays", room(), event("message", "@x:o.test", MSG), "m.test",
+     {"h.test", "m.test", "o.test"}, set()),
+]
+
+
+@pytest.mark.parametrize(("what", "rm", "ev", "me", "servers", "targets"), ROUTE_CASES,
+                         ids=[c[0] for c in ROUTE_CASES])
+def test_route_targets(what: str, rm: Room, ev: dict[str, Any], me: str, servers: set[str],
+                       targets: set[str]) -> None:
+    assert route_targets(rm, ev, me, servers) == targets
+
+
+def test_a_member_servers_write_with_its_flag_off_is_refused() -> None:
+    with pytest.raises(SwfedError) as info:
+        route_targets(room(federate=False), event("message", "@b:m.test", MSG), "m.test",
+                      {"h.test", "m.test"})
+    assert info.value.code == "SW_FED_ROOM_NOT_FEDERATED"
+
+
+EFFECT_CASES = [
+    ("an invite to one of ours", invite("@b:m.test"), "m.test", {"@b:m.test": None},
+     [SetMembership("@b:m.test", "invite"), RecordInvite("i", "@b:m.test", "@c:h.test", "b")]),
+    ("an invite for a foreign user", invite("@b:m.test"), "h.test", {"@b:m.test": None},
+     [SetMembership("@b:m.test", "invite"), RecordInvite("i", "@b:m.test", "@c:h.test", None)]),
+    ("an invite of someone already joined leaves them joined", invite("@b:m.test"), "h.test",
+     {"@b:m.test": "join"}, [RecordInvite("i", "@b:m.test", "@c:h.test", None)]),
+    ("a join", event("member", "@b:m.test", {**JOIN, "display_name": "Bob"}), "h.test", {},
+     [SetMembership("@b:m.test", "join", "Bob"), CloseInvites("@b:m.test", "accepted")]),
+    ("a decline", event("member", "@b:m.test", {"membership": "decline"}), "h.test", {},
+     [SetMembership("@b:m.test", "leave"), CloseInvites("@b:m.test", "declined")]),
+    ("mentions notify joined local members, not the sender nor foreign ones",
+     event("message", "@c:h.test", {"body": "x", "mentions": [
+         "@a:h.test", "@c:h.test", "@z:m.test", "@gone:h.test"]}), "h.test",
+     {"@a:h.test": "join", "@c:h.test": "join", "@z:m.test": "join", "@gone:h.test": "leave"},
+     [Notify("a", "mention", "@c:h.test")]),
+    ("a reaction changes nothing", event("reaction", "@c:h.test",
+                                         {"relates_to": "e", "key": "+"}), "h.test", {}, []),
+]
+
+
+@pytest.mark.parametrize(("what", "ev", "me", "memberships", "expected"), EFFECT_CASES,
+                         ids=[c[0] for c in EFFECT_CASES])
+def test_effects(what: str, ev: dict[str, Any], me: str,
+                 memberships: dict[str, str | None], expected: list[Any]) -> None:
+    assert effects(ev, me, memberships) == expected
+
+
+def test_host_seq_only_from_the_host() -> None:
+    ev = {**event("message", "@x:o.test", MSG), "unsigned": {"seq": 7}}
+    assert host_seq(room(), "m.test", "h.test", ev) == 7
+    assert host_seq(room(), "m.test", "o.test", ev) is None  # not relayed by the host
+    assert host_seq(room(), "h.test", "m.test", ev) is None  # we are the host
+    for bad in (True, 0, -1, 2**40, "7"):
+        assert host_seq(room(), "m.test", "h.test", {**ev, "unsigned": {"seq": bad}}) is None
+
+
+@pytest.mark.parametrize(("rm", "me", "membership", "code"), [
+    (room(), "h.test", None, None),
+    (room(), "h.test", "invite", None),
+    (room(), "h.test", "leave", None),
+    (room(), "h.test", "join", "SW_ALREADY_MEMBER"),
+    (room(), "m.test", None, "SW_NOT_HOST"),
+])
+def test_check_invite(rm: Room, me: str, membership: str | None, code: str | None) -> None:
+    if code is None:
+        check_invite(rm, me, "@b:m.test", membership)
+    else:
+        with pytest.raises(SwfedError) as info:
+            check_invite(rm, me, "@b:m.test", membership)
+        assert info.value.code == code
+
+
+@pytest.mark.parametrize(("actor", "admin", "type_", "federate", "code"), [
+    ("@c:h.test", False, "standard", True, None),
+    ("@x:h.test", True, "standard", True, None),
+    ("@x:h.test", False, "standard", False, "SW_NOT_ROOM_ADMIN"),
+    ("@c:h.test", False, "incognito", True, "SW_FED_ROOM_NOT_FEDERATABLE"),
+    ("@c:h.test", False, "incognito", False, None),
+])
+def test_check_set_federate(actor: str, admin: bool, type_: str, federate: bool,
+                            code: str | None) -> None:
+    rm = room(type_=type_)
+    if code is None:
+        check_set_federate(rm, actor, admin, federate)
+    else:
+        with pytest.raises(SwfedError) as info:
+            check_set_federate(rm, actor, admin, federate)
+        assert info.value.code == code
