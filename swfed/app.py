@@ -120,8 +120,8 @@ class State:
         sign = self.federation.signer(tenant) if self.federation else None
         ctx = Ctx(tenant, self.clock(), sign)
         result = await self.db.write(fn, ctx, *args)
-        if ctx.kicks and self.federation is not None:
-            self.federation.kick(tenant, ctx.kicks)
+        if self.federation is not None:
+            self.federation.committed(tenant, ctx)
         return result
 
 

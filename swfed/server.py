@@ -118,6 +118,7 @@ async def serve(config: Config, *, services: list[Service] | None = None,
             await nursery.start(run_key_scheduler, state)
             binds = await nursery.start(run_http)
             await nursery.start(state.federation.sender.run)
+            await nursery.start(state.federation.repairer.run)
             for service in services or []:
                 await nursery.start(service, state)
             logs.log("server.listening", addresses=binds, server_name=config.server.name,

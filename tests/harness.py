@@ -136,7 +136,17 @@ class ServerProcess:
             rc = self.proc.wait()
         if self._reader:
             self._reader.join(5)
+        self._report_errors()
         return rc
+
+    def _report_errors(self) -> None:
+        """Print the server's internal errors to stderr: pytest shows them with a failure."""
+        errors = [line for line in self.log_lines if "internal_error" in line
+                  or "Traceback" in line]
+        if errors:
+            print(f"--- {self.name}: internal errors in the server log ---", file=sys.stderr)
+            for line in errors[:5]:
+                print(line[:4000], file=sys.stderr)
 
     def kill(self) -> None:
         """SIGKILL: the crash case."""
@@ -145,6 +155,7 @@ class ServerProcess:
             self.proc.wait()
         if self._reader:
             self._reader.join(5)
+        self._report_errors()
 
     def restart(self) -> ServerProcess:
         if self.proc is not None and self.proc.poll() is None:

@@ -23,6 +23,7 @@ from swfed.core.events import parse_fqid_body
 from swfed.core.ids import Fqid
 from swfed.core.policy import decide_peer
 from swfed.core.rooms import Room
+from swfed.federation import membership
 from swfed.federation.service import error_of
 from swfed.storage import notifications as notifications_db
 from swfed.storage import protocol
@@ -59,9 +60,14 @@ async def notifications() -> dict[str, Any]:
 
 
 async def _answer(invite_id: str, accept: bool) -> dict[str, Any]:
+    """In a room hosted elsewhere, the answer holds once the host has ordered it."""
     user = await current_user()
-    room_id = await act(protocol.answer_invite_txn, invite_id, user.fqid, accept,
-                        user.display_name)
+    room_id = await membership.change(state(), tenant(), "accept" if accept else "decline",
+                                      user.fqid, invite_id=invite_id,
+                                      display_name=user.display_name)
+    if room_id is None:
+        room_id = await act(protocol.answer_invite_txn, invite_id, user.fqid, accept,
+                            user.display_name)
     return {"room_id": room_id}
 
 

@@ -15,11 +15,14 @@ from swfed.api.common import (
     page_limit,
     read,
     recorded_refusal,
+    state,
     tenant,
 )
 from swfed.api.me import room_json
 from swfed.core import events
 from swfed.core.errors import BadRequest
+from swfed.core.rooms import Room
+from swfed.federation import membership
 from swfed.storage import members as members_db
 from swfed.storage import protocol
 from swfed.storage import rooms as rooms_db
@@ -59,6 +62,12 @@ async def update_room(room_id: str) -> dict[str, Any]:
     async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
         room = await act(protocol.set_federate_txn, room_id, user.fqid, user.admin,
                          body["federate"])
+    fed = state().federation
+    if room.federate and fed is not None:
+        if room.host == tenant().server_name:
+            fed.sender.flag_on(tenant().tenant_id)  # held rows go now
+        else:
+            fed.repairer.request(tenant(), room_id)  # what was refused while off
     return room_json(room)
 
 
@@ -72,23 +81,51 @@ async def members(room_id: str) -> dict[str, Any]:
 async def invite(room_id: str) -> tuple[dict[str, Any], int]:
     user = await current_user()
     invitee = events.parse_fqid_body(await json_body(), tenant().server_name)
+    room = await read(rooms_db.joined_room_txn, tenant(), room_id, user.fqid)
     async with recorded_refusal(tenant(), invitee.server_name, actor=user.fqid,
                                 room_id=room_id):
+        if room.host != tenant().server_name:
+            # a member on another server: the host applies its rules and invites
+            return await _through_host(room, "/invites", {"inviter": user.fqid,
+                                                          "invitee": str(invitee)}), 201
         result = await act(protocol.invite_txn, room_id, user.fqid, invitee)
     return result, 201
 
 
+@bp.delete("/v1/rooms/<room_id>/invites/<invite_id>")
+async def cancel_invite(room_id: str, invite_id: str) -> dict[str, Any]:
+    """Cancel a pending invite: its inviter, the room's creator or a tenant admin."""
+    user = await current_user()
+    room = await read(rooms_db.joined_room_txn, tenant(), room_id, user.fqid)
+    if room.host != tenant().server_name:
+        return await _through_host(room, f"/invites/{invite_id}/cancel", {"actor": user.fqid})
+    result: dict[str, Any] = await act(protocol.cancel_invite_txn, room_id, invite_id,
+                                       user.fqid, user.admin)
+    return result
+
+
+async def _through_host(room: Room, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Ask the room's host to do something for one of our members; its answer, or its code."""
+    return await membership.ask_host(state(), tenant(), room, path, body)
+
+
 @bp.post("/v1/rooms/<room_id>/join")
 async def join(room_id: str) -> dict[str, Any]:
+    """Accepts my pending invite; in a room hosted elsewhere, once the host has ordered it."""
     user = await current_user()
-    await act(protocol.join_txn, room_id, user.fqid, user.display_name)
+    if await membership.change(state(), tenant(), "join", user.fqid, room_id=room_id,
+                               display_name=user.display_name) is None:
+        await act(protocol.join_txn, room_id, user.fqid, user.display_name)
     return {"room_id": room_id}
 
 
 @bp.post("/v1/rooms/<room_id>/leave")
 async def leave(room_id: str) -> dict[str, Any]:
+    """In a room hosted elsewhere, answers once the host has ordered the leave."""
     user = await current_user()
-    await act(protocol.leave_txn, room_id, user.fqid)
+    if await membership.change(state(), tenant(), "leave", user.fqid,
+                               room_id=room_id) is None:
+        await act(protocol.leave_txn, room_id, user.fqid)
     return {"room_id": room_id}
 
 

@@ -6,10 +6,14 @@ An event is a plain dict, the same locally and over federation::
      "sender": "@bob:origin", "origin": "origin", "origin_ts": ms,
      "content": {…}, "signatures": {origin: {key_id: sig}}}
 
-Types (v1): ``invite``, ``member`` (join, leave, decline), ``message`` (body,
-optional ``in_reply_to`` and ``mentions``), ``reaction`` (``relates_to``,
-``key``). Validation raises :class:`~swfed.core.errors.BadRequest` with the
-offending field named; nothing here touches storage.
+Types (v1): ``invite``, ``uninvite`` (an invite that ended: refused by the
+invitee's server or cancelled), ``member`` (join, leave, decline),
+``message`` (body, optional ``in_reply_to`` and ``mentions``), ``reaction``
+(``relates_to``, ``key``). Invites and uninvites are made and signed by the
+room's host on behalf of their sender, who may be a member on another
+server; every other event is signed by its sender's own server. Validation
+raises :class:`~swfed.core.errors.BadRequest` with the offending field named;
+nothing here touches storage.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from swfed.core.errors import BadRequest
 from swfed.core.ids import Fqid, is_uuid, parse_participant
 
 ROOM_TYPES = ("standard", "dm", "incognito", "bridge", "sidekick")
-EVENT_TYPES = ("invite", "member", "message", "reaction")
+EVENT_TYPES = ("invite", "uninvite", "member", "message", "reaction")
+#: Events the room's host signs for a sender of any server.
+HOST_SIGNED = ("invite", "uninvite")
 MEMBERSHIPS = ("join", "leave", "decline")
 
 MAX_BODY_CHARS = 32_768
@@ -171,7 +177,12 @@ def check_federated_event(event: Any) -> dict[str, Any]:
         sender = parse_participant(event["sender"], "", field="sender")
     except BadRequest as exc:
         raise bad(exc.message) from None
-    if sender.server_name != event["origin"] or ":" not in event["sender"]:
+    if ":" not in event["sender"]:
+        raise bad("sender is not a fully qualified participant id")
+    if event["type"] in HOST_SIGNED:
+        if event["origin"] != room_host(event["room_id"]):
+            raise bad(f"only the room's host signs {event['type']} events")
+    elif sender.server_name != event["origin"]:
         raise bad("sender is not a participant of origin")
     content = event["content"]
     if event["type"] == "message":
@@ -184,4 +195,8 @@ def check_federated_event(event: Any) -> dict[str, Any]:
     elif event["type"] == "member":
         if content.get("membership") not in MEMBERSHIPS:
             raise bad("membership must be join, leave or decline")
+    elif event["type"] == "uninvite":
+        if not isinstance(content.get("invitee"), str) or not isinstance(
+                content.get("invite_id"), str):
+            raise bad("uninvite needs invitee and invite_id")
     return event

@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 
 from swfed.core.errors import Conflict, FederationError, Forbidden, NotFound
-from swfed.core.events import message_mentions
+from swfed.core.events import HOST_SIGNED, message_mentions
 from swfed.core.ids import room_host
 from swfed.core.policy import Policy, decide_foreign_count, decide_room
 
@@ -51,6 +51,8 @@ class Room:
     creator: str
     created_at: int
     federated: bool
+    #: In a room hosted elsewhere: every host seq up to here is in our copy.
+    synced_seq: int = 0
 
 
 def server_of(fqid: str) -> str:
@@ -141,6 +143,9 @@ def admit(event: dict[str, Any], facts: Facts) -> Admission:
     if room is None:
         raise FederationError(f"no room {room_id} here", code="SW_FED_UNKNOWN_ROOM",
                               status=404)
+    if event["type"] in HOST_SIGNED and (room.host == me or facts.request_origin != host):
+        raise FederationError(f"only the room's host sends {event['type']} events",
+                              code="SW_FED_NOT_HOST", status=403)
     if room.host != me:
         return Admission()
     current = facts.sender_membership
@@ -210,6 +215,19 @@ def check_invite(room: Room, me: str, invitee: str, invitee_membership: str | No
         raise Conflict(f"{invitee} is already a member of this room", code="SW_ALREADY_MEMBER")
 
 
+def check_cancel_invite(room: Room, me: str, inviter: str, state: str, actor: str,
+                        actor_is_admin: bool) -> None:
+    """Its inviter, the room's creator or a tenant admin of the host cancels a pending invite."""
+    if room.host != me:
+        raise Forbidden(f"invites into this room are kept by its host ({room.host})",
+                        code="SW_NOT_HOST")
+    if state != "pending":
+        raise Conflict(f"this invite was already {state}", code="SW_INVITE_NOT_PENDING")
+    if actor not in (inviter, room.creator) and not actor_is_admin:
+        raise Forbidden("only the inviter, the room's creator or a tenant admin can cancel "
+                        "this invite", code="SW_NOT_ROOM_ADMIN")
+
+
 def check_set_federate(room: Room, actor: str, actor_is_admin: bool, federate: bool) -> None:
     """Only the creator or a tenant admin sets the flag; some rooms never federate."""
     if not actor_is_admin and room.creator != actor:
@@ -237,24 +255,18 @@ def route_targets(room: Room, event: dict[str, Any], me: str,
     """
     if room.host == me:
         targets = set(member_servers)
-        if event["type"] == "invite":
-            targets.add(server_of(str(event["content"]["invitee"])))
+        content = event["content"]
+        if event["type"] == "invite" or (event["type"] == "uninvite"
+                                         and content.get("reason") == CANCELLED):
+            targets.add(server_of(str(content["invitee"])))
         targets -= {me, event["origin"]}
     else:
         targets = {room.host} if event["origin"] == me else set()
-    if targets and not room.federate:
-        if room.host != me:
-            check_room_federates(room, me)
-        targets = set()  # we host it and keep it local while the flag is off
+    if targets and not room.federate and room.host != me:
+        check_room_federates(room, me)
+    # A host whose flag is off still queues: the rows wait (held), and go
+    # when the flag is on again. A hold, never a fork.
     return targets
-
-
-def needs_membership_snapshot(room: Room, event: dict[str, Any], me: str,
-                              joined_before: set[str]) -> bool:
-    """A server whose first member just joined a room we host gets its members so far."""
-    return (room.host == me and event["type"] == "member"
-            and event["origin"] not in joined_before and event["origin"] != me
-            and event["content"].get("membership") == "join")
 
 
 # -- effects ---------------------------------------------------------------------
@@ -286,18 +298,31 @@ class CloseInvites:
 
 
 @attrs.frozen
+class EndInvite:
+    """One invite ended: ``state`` is ``refused`` or ``cancelled``."""
+
+    invite_id: str
+    state: str
+
+
+@attrs.frozen
 class Notify:
     local_id: str
     type: str
     sender: str
+    details: dict[str, Any] | None = None
 
 
-Effect = SetMembership | RecordInvite | CloseInvites | Notify
+Effect = SetMembership | RecordInvite | CloseInvites | EndInvite | Notify
+
+#: An uninvite's ``reason`` when the inviter or a room admin cancelled it;
+#: otherwise the reason is the invitee's server's refusal code.
+CANCELLED = "cancelled"
 
 
 def touched_members(event: dict[str, Any]) -> list[str]:
     """Whose membership :func:`effects` needs to know, besides nothing else."""
-    if event["type"] == "invite":
+    if event["type"] in HOST_SIGNED:
         return [str(event["content"]["invitee"])]
     if event["type"] == "message":
         return message_mentions(event["content"])
@@ -324,6 +349,20 @@ def effects(event: dict[str, Any], me: str, memberships: dict[str, str | None]) 
         out.append(SetMembership(sender, "join" if joined else "leave",
                                  name if isinstance(name, str) else None))
         out.append(CloseInvites(sender, "accepted" if joined else "declined"))
+    elif event["type"] == "uninvite":
+        invitee = str(content["invitee"])
+        cancelled = content.get("reason") == CANCELLED
+        if memberships.get(invitee) == "invite":
+            out.append(SetMembership(invitee, "leave"))
+        out.append(EndInvite(str(content["invite_id"]), "cancelled" if cancelled else "refused"))
+        if cancelled and server_of(invitee) == me:
+            out.append(Notify(local_part(invitee), "invite_cancelled", sender,
+                              {"invite_id": content["invite_id"]}))
+        elif not cancelled and server_of(sender) == me:
+            out.append(Notify(local_part(sender), "invite_refused", sender, {
+                "invite_id": content["invite_id"], "invitee": invitee,
+                "error": {"code": str(content.get("reason")),
+                          "message": str(content.get("message", ""))[:500]}}))
     elif event["type"] == "message":
         for fqid in message_mentions(content):
             if server_of(fqid) != me or fqid == sender or memberships.get(fqid) != "join":

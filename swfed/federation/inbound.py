@@ -24,9 +24,9 @@ from swfed import logs
 from swfed.api.common import int_arg, read, state
 from swfed.core.canonical import decode_json_object
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, PROTOCOL_VERSIONS
-from swfed.core.errors import FederationError, NotFound
+from swfed.core.errors import FederationError, NotFound, SwfedError
 from swfed.core.events import check_federated_event
-from swfed.core.ids import LOCAL_ID_RE
+from swfed.core.ids import LOCAL_ID_RE, Fqid, parse_participant
 from swfed.core.policy import backfill_limit, decide_peer
 from swfed.core.rooms import server_of
 from swfed.core.signing import parse_auth_header
@@ -163,12 +163,83 @@ async def send() -> dict[str, Any]:
     ctx = Ctx(tenant, st.clock(), st.federation.signer(tenant))
     late = await st.db.write(protocol.receive_batch_txn, ctx, origin, verified, refused,
                              results)
-    st.federation.kick(tenant, ctx.kicks)
+    st.federation.committed(tenant, ctx)
     st.metrics.received.inc(len(verified) - len(late), tenant=tenant.server_name, peer=origin)
     for key, room_id, exc in refused + late:
         results[key] = {"error": {"code": exc.code, "message": exc.message}}
         log_refusal(tenant, origin, exc, event_id=key, room_id=room_id)
     return {"results": results}
+
+
+async def _write_as_host(tenant: Tenant, origin: str, fn: Any, *args: Any) -> Any:
+    """Run one of the host's transactions for a peer; its refusals are recorded."""
+    st = state()
+    ctx = Ctx(tenant, st.clock(), st.federation.signer(tenant))
+    try:
+        result = await st.db.write(fn, ctx, origin, *args)
+    except FederationError as exc:
+        raise await _refuse(tenant, origin, exc) from None
+    st.federation.committed(tenant, ctx)
+    return result
+
+
+@bp.post(FED_PREFIX + "/rooms/<room_id>/membership")
+async def membership(room_id: str) -> dict[str, Any]:
+    """A member server's join, leave or decline, ordered now; answers the room's state."""
+    from swfed.federation.membership import STATE_EVENTS
+
+    tenant, origin, body = await authenticated(with_body=True)
+    assert body is not None
+    try:
+        event = check_federated_event(body.get("event"))
+        if event["room_id"] != room_id or event["origin"] != origin:
+            raise FederationError(f"the event must be {origin}'s own, in room {room_id}",
+                                  code="SW_FED_BAD_REQUEST", status=400)
+        await state().federation.verify_event(tenant, event)
+    except FederationError as exc:
+        raise await _refuse(tenant, origin, exc) from None
+    answer: dict[str, Any] = await _write_as_host(
+        tenant, origin, protocol.host_membership_txn, event, STATE_EVENTS)
+    state().metrics.received.inc(1, tenant=tenant.server_name, peer=origin)
+    return answer
+
+
+def _participant(body: dict[str, Any], field: str) -> Fqid:
+    try:
+        return parse_participant(body.get(field), "", field=field)
+    except SwfedError as exc:
+        raise FederationError(exc.message, code="SW_FED_BAD_REQUEST", status=400) from None
+
+
+@bp.post(FED_PREFIX + "/rooms/<room_id>/invites")
+async def remote_invite(room_id: str) -> dict[str, Any]:
+    """A member on another server invites someone into a room we host (our rules apply)."""
+    tenant, origin, body = await authenticated(with_body=True)
+    assert body is not None
+    try:
+        inviter, invitee = _participant(body, "inviter"), _participant(body, "invitee")
+    except FederationError as exc:
+        raise await _refuse(tenant, origin, exc) from None
+    result: dict[str, Any] = await _write_as_host(
+        tenant, origin, protocol.remote_invite_txn, room_id, str(inviter), invitee)
+    return result
+
+
+@bp.post(FED_PREFIX + "/rooms/<room_id>/invites/<invite_id>/cancel")
+async def remote_cancel(room_id: str, invite_id: str) -> dict[str, Any]:
+    """A member on another server cancels an invite it made."""
+    tenant, origin, body = await authenticated(with_body=True)
+    assert body is not None
+    try:
+        actor = _participant(body, "actor")
+        if actor.server_name != origin:
+            raise FederationError(f"actor must be a user of {origin}",
+                                  code="SW_FED_BAD_REQUEST", status=400)
+    except FederationError as exc:
+        raise await _refuse(tenant, origin, exc) from None
+    result: dict[str, Any] = await _write_as_host(
+        tenant, origin, protocol.remote_cancel_txn, room_id, invite_id, str(actor))
+    return result
 
 
 @bp.get(FED_PREFIX + "/profile/<local_id>")
@@ -217,7 +288,16 @@ async def call(room_id: str) -> dict[str, Any]:
 
 @bp.get(FED_PREFIX + "/rooms/<room_id>/backfill")
 async def backfill(room_id: str) -> dict[str, Any]:
+    """History (``before``, newest first) or, with ``after``, gap repair (oldest first)."""
     tenant, origin, _ = await authenticated(with_body=False)
+    after = int_arg("after", None)
+    if after is not None:
+        try:
+            events, last_seq = await read(protocol.repair_page_txn, tenant, room_id, origin,
+                                          after, int_arg("limit", 100, low=1, high=100) or 100)
+        except FederationError as exc:
+            raise await _refuse(tenant, origin, exc) from None
+        return {"room_id": room_id, "events": events, "last_seq": last_seq}
     try:
         limit = backfill_limit(tenant.policy, int_arg("limit", 100, low=1, high=1000) or 100)
         events, nxt = await read(protocol.backfill_page_txn, tenant, room_id, origin,

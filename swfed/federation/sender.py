@@ -30,6 +30,7 @@ from swfed.core.backoff import retry_delay
 from swfed.core.errors import FederationError
 from swfed.core.policy import decide_peer
 from swfed.storage import peers as peers_db
+from swfed.storage.context import Ctx
 from swfed.storage.delivery import record_delivery_txn
 
 BATCH = 100
@@ -106,7 +107,9 @@ class PeerQueue:
         metrics = state.metrics
         labels = {"tenant": tenant_name, "peer": dest}
         now = state.clock()
-        outcome = await state.db.write(record_delivery_txn, tenant, dest, batch, results, now)
+        ctx = Ctx(tenant, now, self.sender.fed.signer(tenant))
+        outcome = await state.db.write(record_delivery_txn, ctx, dest, batch, results)
+        self.sender.fed.committed(tenant, ctx)
         for code in outcome.refused:
             metrics.refused_by_peer.inc(**labels, reason=code)
         for created_at in outcome.delivered:
@@ -178,6 +181,12 @@ class Sender:
         for (tid, _), q in list(self.queues.items()):
             if tid == tenant_id and q.failures:
                 q.poke(reset=True)
+
+    def flag_on(self, tenant_id: int) -> None:
+        """A room's federate flag went on at its host: its held rows may go now."""
+        for (tid, _), q in list(self.queues.items()):
+            if tid == tenant_id:
+                q.poke()
 
     def heard_from(self, tenant_id: int, destination: str) -> None:
         q = self.queues.get((tenant_id, destination))

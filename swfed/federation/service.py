@@ -46,12 +46,14 @@ def mismatch(message: str) -> FederationError:
 
 class Federation:
     def __init__(self, state: Any, client: FederationClient) -> None:
+        from swfed.federation.repair import Repairer
         from swfed.federation.sender import Sender
 
         self.state = state
         self.client = client
         self.keyring = KeyRing()
         self.sender = Sender(self)
+        self.repairer = Repairer(self)
         self.scheduler_heartbeat: float | None = None
         self._fetched_at: dict[tuple[int, str], float] = {}
         self._fetch_locks: dict[tuple[int, str], trio.Lock] = {}
@@ -64,6 +66,12 @@ class Federation:
     def kick(self, tenant: Tenant, destinations: set[str]) -> None:
         for destination in destinations:
             self.sender.kick(tenant.tenant_id, destination)
+
+    def committed(self, tenant: Tenant, ctx: Any) -> None:
+        """A write as ``tenant`` committed: wake delivery, start gap repair it asked for."""
+        self.kick(tenant, ctx.kicks)
+        for room_id in ctx.repairs:
+            self.repairer.request(tenant, room_id)
 
     # -- peers' keys -----------------------------------------------------------
 

@@ -16,13 +16,16 @@ class Ctx:
 
     ``sign`` signs an event with the tenant's current key (None: no key,
     so nothing can federate). ``kicks`` collects the destinations that got
-    new outbox rows, so the sender can be woken after the commit.
+    new outbox rows, so the sender can be woken after the commit;
+    ``repairs`` the rooms hosted elsewhere in which a gap was seen, so gap
+    repair can start after the commit.
     """
 
     tenant: Tenant
     now: int
     sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     kicks: set[str] = attrs.Factory(set)
+    repairs: set[str] = attrs.Factory(set)
 
     @property
     def me(self) -> str:

@@ -220,8 +220,10 @@ class Database:
 
     # -- reads ---------------------------------------------------------------
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on a read connection in a worker thread."""
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` on a read connection in a worker thread."""
+        if kwargs:
+            fn = functools.partial(fn, **kwargs)
         async with self._read_slots:
             conn = self._readers.pop()
             try:

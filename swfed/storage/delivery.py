@@ -12,10 +12,11 @@ from typing import Any
 import attrs
 
 from swfed.core.ids import room_host
+from swfed.core.rooms import PENDING_SEQ
 from swfed.storage import peers as peers_db
+from swfed.storage import protocol
 from swfed.storage.audit import audit_txn, reject_txn
-from swfed.storage.events import set_host_seq_txn
-from swfed.storage.tenants import Tenant
+from swfed.storage.context import Ctx
 
 
 @attrs.frozen
@@ -26,15 +27,18 @@ class Delivery:
     refused: list[str]
 
 
-def record_delivery_txn(conn: sqlite3.Connection, tenant: Tenant, dest: str,
-                        batch: list[peers_db.Queued], results: dict[str, Any],
-                        now: int) -> Delivery:
+def record_delivery_txn(conn: sqlite3.Connection, ctx: Ctx, dest: str,
+                        batch: list[peers_db.Queued], results: dict[str, Any]) -> Delivery:
     """Settle each queued event the peer answered for; the rest stay queued.
 
-    Stored (or already had): it leaves the outbox, and when ``dest`` hosts
-    the room we adopt the host's sequence number. Refused for good: it
-    leaves the outbox and is recorded (``fed_rejected``, ``sw_audit``).
+    Stored (or already had): it leaves the outbox; when ``dest`` hosts the
+    room, our event takes the host's place in the order (``sent``).
+    Refused for good: it leaves the outbox and is recorded (``fed_rejected``,
+    ``sw_audit``); when ``dest`` hosts the room our event is ``refused`` with
+    the host's error, and when we host it and ``dest`` refused an invite,
+    the invite ends.
     """
+    tenant, now = ctx.tenant, ctx.now
     done: list[int] = []
     delivered: list[int] = []
     refused: list[str] = []
@@ -43,18 +47,26 @@ def record_delivery_txn(conn: sqlite3.Connection, tenant: Tenant, dest: str,
         if not isinstance(result, dict):
             continue  # not answered for: stays queued, sent again
         done.append(q.id)
+        to_host = room_host(str(q.payload.get("room_id", ""))) == dest
         error = result.get("error")
         if isinstance(error, dict):
-            refused.append(str(error.get("code")))
-            reject_txn(conn, tenant, dest, now, reason=str(error.get("code")),
-                       message=str(error.get("message", "")), event_id=q.event_id,
-                       room_id=q.payload.get("room_id"), action="federation.send.refused")
+            code, message = str(error.get("code")), str(error.get("message", ""))[:500]
+            refused.append(code)
+            reject_txn(conn, tenant, dest, now, reason=code, message=message,
+                       event_id=q.event_id, room_id=q.payload.get("room_id"),
+                       action="federation.send.refused")
+            if to_host:
+                protocol.settle_txn(conn, ctx, q.event_id,
+                                    error={"code": code, "message": message})
+            elif q.payload.get("type") == "invite":
+                protocol.end_refused_invite_txn(conn, ctx, q.payload,
+                                                {"code": code, "message": message})
             continue
         delivered.append(q.created_at)
         seq = result.get("seq")
-        if (isinstance(seq, int) and not isinstance(seq, bool)
-                and room_host(str(q.payload.get("room_id", ""))) == dest):
-            set_host_seq_txn(conn, tenant, q.event_id, seq)
+        if (to_host and isinstance(seq, int) and not isinstance(seq, bool)
+                and 0 < seq < PENDING_SEQ):
+            protocol.settle_txn(conn, ctx, q.event_id, seq=seq)
     peers_db.outbox_done_txn(conn, tenant.tenant_id, done)
     peers_db.count_txn(conn, tenant.tenant_id, dest, now, sent=len(delivered))
     peers_db.peer_ok_txn(conn, tenant.tenant_id, dest, now)

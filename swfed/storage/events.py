@@ -14,11 +14,18 @@ from typing import Any
 from swfed.core.rooms import PENDING_SEQ
 from swfed.storage.tenants import Tenant
 
+#: Who sees an event: everyone in the room, except a refused one, which
+#: only its sender still sees (marked). One parameter: the viewer's fqid.
+VISIBLE = "(e.status != 'refused' OR e.sender = ?)"
+
 
 def event_json(row: sqlite3.Row) -> dict[str, Any]:
-    return {"event_id": row["event_id"], "room_id": row["room_id"], "type": row["type"],
-            "sender": row["sender"], "origin_ts": row["origin_ts"],
-            "content": json.loads(row["content"]), "seq": row["seq"]}
+    out = {"event_id": row["event_id"], "room_id": row["room_id"], "type": row["type"],
+           "sender": row["sender"], "origin_ts": row["origin_ts"],
+           "content": json.loads(row["content"]), "seq": row["seq"], "status": row["status"]}
+    if row["error"] is not None:
+        out["error"] = json.loads(row["error"])
+    return out
 
 
 def has_event_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str) -> bool:
@@ -33,22 +40,61 @@ def event_seq_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str) -> in
 
 
 def insert_event_txn(conn: sqlite3.Connection, tenant: Tenant, event: dict[str, Any],
-                     signed: dict[str, Any] | None, seq: int, pos: int, now: int) -> int:
+                     signed: dict[str, Any] | None, seq: int, pos: int, now: int,
+                     status: str = "sent") -> int:
     """Insert one event row; returns its rowid (for the search index)."""
     cur = conn.execute(
         "INSERT INTO events (tenant_id, pos, room_id, event_id, seq, type, sender, origin,"
-        " origin_ts, content, signed, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " origin_ts, content, signed, received_at, status)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (tenant.tenant_id, pos, event["room_id"], event["event_id"], seq, event["type"],
          event["sender"], event["origin"], event["origin_ts"],
          json.dumps(event["content"], ensure_ascii=False),
-         None if signed is None else json.dumps(signed, ensure_ascii=False), now))
+         None if signed is None else json.dumps(signed, ensure_ascii=False), now, status))
     return int(cur.lastrowid or 0)
 
 
-def set_host_seq_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str, seq: int) -> None:
-    """The host ordered one of our events: adopt its sequence number."""
-    conn.execute("UPDATE events SET seq = ? WHERE tenant_id = ? AND event_id = ? AND seq >= ?",
-                 (seq, tenant.tenant_id, event_id, PENDING_SEQ))
+def pending_event_txn(conn: sqlite3.Connection, tenant: Tenant,
+                      event_id: str) -> sqlite3.Row | None:
+    """Our event awaiting the host's answer (room_id, seq), if it still is."""
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT room_id, seq FROM events WHERE tenant_id = ? AND event_id = ?"
+        " AND status = 'pending'", (tenant.tenant_id, event_id)).fetchone()
+    return row
+
+
+def settle_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str, pos: int, *,
+               seq: int | None = None, error: dict[str, str] | None = None) -> None:
+    """The host answered for one of our pending events: ordered (``seq``) or refused.
+
+    The event takes a new stream position, so streams carry the change.
+    """
+    if error is None:
+        conn.execute("UPDATE events SET seq = ?, status = 'sent', pos = ? WHERE tenant_id = ?"
+                     " AND event_id = ? AND status = 'pending'",
+                     (seq, pos, tenant.tenant_id, event_id))
+    else:
+        conn.execute("UPDATE events SET status = 'refused', error = ?, pos = ?"
+                     " WHERE tenant_id = ? AND event_id = ? AND status = 'pending'",
+                     (json.dumps(error, ensure_ascii=False), pos, tenant.tenant_id, event_id))
+
+
+def has_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, seq: int) -> bool:
+    return conn.execute("SELECT 1 FROM events WHERE tenant_id = ? AND room_id = ? AND seq = ?",
+                        (tenant.tenant_id, room_id, seq)).fetchone() is not None
+
+
+def events_after_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+                         seq: int) -> list[str]:
+    """Ids of the room's host-ordered events after ``seq``, in order."""
+    return [r[0] for r in conn.execute(
+        "SELECT event_id FROM events WHERE tenant_id = ? AND room_id = ? AND seq > ?"
+        " AND seq < ? ORDER BY seq", (tenant.tenant_id, room_id, seq, PENDING_SEQ))]
+
+
+def set_pos_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str, pos: int) -> None:
+    conn.execute("UPDATE events SET pos = ? WHERE tenant_id = ? AND event_id = ?",
+                 (pos, tenant.tenant_id, event_id))
 
 
 def event_in_room_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
@@ -69,14 +115,14 @@ def reaction_of_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, send
     return None
 
 
-def messages_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def messages_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, viewer: str,
                       before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
-    """Events newest first (host order), ``limit`` of them before seq ``before``."""
+    """Events ``viewer`` sees, newest first (host order), ``limit`` of them before ``before``."""
     rows = conn.execute(
-        "SELECT * FROM events WHERE tenant_id = ? AND room_id = ? AND seq < ?"
+        f"SELECT * FROM events e WHERE tenant_id = ? AND room_id = ? AND seq < ? AND {VISIBLE}"
         " ORDER BY seq DESC LIMIT ?",
-        (tenant.tenant_id, room_id, before if before is not None else 2**62, limit + 1),
-    ).fetchall()
+        (tenant.tenant_id, room_id, before if before is not None else 2**62, viewer,
+         limit + 1)).fetchall()
     events = [event_json(r) for r in rows[:limit]]
     nxt = events[-1]["seq"] if len(rows) > limit else None
     return events, nxt
@@ -87,9 +133,36 @@ def signed_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     """Signed history of a room, newest first, each with its ``unsigned.seq``."""
     rows = conn.execute(
         "SELECT signed, seq FROM events WHERE tenant_id = ? AND room_id = ? AND seq < ?"
-        " AND signed IS NOT NULL ORDER BY seq DESC LIMIT ?",
-        (tenant.tenant_id, room_id, before if before is not None else 2**62, limit + 1),
-    ).fetchall()
+        " AND signed IS NOT NULL AND status = 'sent' ORDER BY seq DESC LIMIT ?",
+        (tenant.tenant_id, room_id, min(before if before is not None else 2**62, PENDING_SEQ),
+         limit + 1)).fetchall()
     events = [{**json.loads(r["signed"]), "unsigned": {"seq": r["seq"]}} for r in rows[:limit]]
     nxt = rows[limit - 1]["seq"] if len(rows) > limit else None
     return events, nxt
+
+
+def signed_after_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, after: int,
+                     limit: int) -> list[dict[str, Any]]:
+    """Signed events of a room after seq ``after``, oldest first (gap repair)."""
+    rows = conn.execute(
+        "SELECT signed, seq FROM events WHERE tenant_id = ? AND room_id = ? AND seq > ?"
+        " AND seq < ? AND signed IS NOT NULL AND status = 'sent' ORDER BY seq LIMIT ?",
+        (tenant.tenant_id, room_id, after, PENDING_SEQ, limit)).fetchall()
+    return [{**json.loads(r["signed"]), "unsigned": {"seq": r["seq"]}} for r in rows]
+
+
+def max_host_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> int:
+    """The highest host-ordered seq of the room in our copy (0 if none)."""
+    row = conn.execute("SELECT MAX(seq) FROM events WHERE tenant_id = ? AND room_id = ?"
+                       " AND seq < ?", (tenant.tenant_id, room_id, PENDING_SEQ)).fetchone()
+    return int(row[0] or 0)
+
+
+def first_join_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+                       server: str) -> int | None:
+    """The seq of the first join of a member of ``server`` in the room, if any."""
+    row = conn.execute(
+        "SELECT MIN(seq) FROM events WHERE tenant_id = ? AND room_id = ? AND type = 'member'"
+        " AND origin = ? AND json_extract(content, '$.membership') = 'join'",
+        (tenant.tenant_id, room_id, server)).fetchone()
+    return None if row[0] is None else int(row[0])

@@ -31,6 +31,20 @@ def close_invites_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, in
                  (state, tenant.tenant_id, room_id, invitee))
 
 
+def end_invite_txn(conn: sqlite3.Connection, tenant: Tenant, invite_id: str,
+                   state: str) -> None:
+    """A pending invite ended (refused by the invitee's server, or cancelled)."""
+    conn.execute("UPDATE invites SET state = ? WHERE tenant_id = ? AND invite_id = ?"
+                 " AND state = 'pending'", (state, tenant.tenant_id, invite_id))
+
+
+def invite_txn(conn: sqlite3.Connection, tenant: Tenant, invite_id: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM invites WHERE tenant_id = ? AND invite_id = ?",
+        (tenant.tenant_id, invite_id)).fetchone()
+    return row
+
+
 def pending_invite_txn(conn: sqlite3.Connection, tenant: Tenant, invite_id: str,
                        invitee: str) -> sqlite3.Row:
     """A pending invite addressed to ``invitee``; raises SW_INVITE_NOT_FOUND."""

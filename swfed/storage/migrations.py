@@ -230,11 +230,85 @@ CREATE TABLE health (
 );
 """
 
+_V4 = """
+-- Rooms that converge (DESIGN §10).
+-- status: 'sent' once the host has ordered the event (always, in rooms we
+-- host); 'pending' for ours in a room hosted elsewhere until the host
+-- answers; 'refused' when it said no (error: its {code, message}).
+ALTER TABLE events ADD COLUMN status TEXT NOT NULL DEFAULT 'sent'
+    CHECK (status IN ('pending', 'sent', 'refused'));
+ALTER TABLE events ADD COLUMN error TEXT;
+UPDATE events SET status = 'pending' WHERE seq >= 1099511627776;  -- core.rooms.PENDING_SEQ
+
+-- In a room hosted elsewhere: every host seq up to synced_seq is here (from
+-- our first join on); a relayed event beyond synced_seq + 1 is a gap that
+-- we repair from the host.
+ALTER TABLE rooms ADD COLUMN synced_seq INTEGER NOT NULL DEFAULT 0;
+
+-- The room an outbox row belongs to: the host holds a room's rows while
+-- its federate flag is off, and sends them when it is on again.
+ALTER TABLE outbox ADD COLUMN room_id TEXT;
+
+-- Invites and notifications are keyed per tenant: two tenants of one
+-- process share a room exactly as two servers do, so both hold the same
+-- invite id. Invites also end: refused by the invitee's server, cancelled.
+CREATE TABLE invites_v4 (
+    tenant_id  INTEGER NOT NULL,
+    invite_id  TEXT NOT NULL,
+    room_id    TEXT NOT NULL,
+    room_name  TEXT NOT NULL,
+    room_type  TEXT NOT NULL,
+    host       TEXT NOT NULL,
+    invitee    TEXT NOT NULL,
+    inviter    TEXT NOT NULL,
+    state      TEXT NOT NULL
+        CHECK (state IN ('pending', 'accepted', 'declined', 'refused', 'cancelled')),
+    event_id   TEXT,
+    signed     TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, invite_id)
+);
+INSERT INTO invites_v4 (tenant_id, invite_id, room_id, room_name, room_type, host, invitee,
+    inviter, state, event_id, signed, created_at)
+    SELECT tenant_id, invite_id, room_id, room_name, room_type, host, invitee, inviter, state,
+    event_id, signed, created_at FROM invites;
+DROP TABLE invites;
+ALTER TABLE invites_v4 RENAME TO invites;
+CREATE INDEX invites_by_invitee ON invites(tenant_id, invitee, state);
+CREATE INDEX invites_by_room ON invites(tenant_id, room_id, invitee, state);
+
+-- details: what the notification says beyond its type (JSON), e.g. the
+-- invitee and the peer's error of an invite that ended.
+CREATE TABLE notifications_v4 (
+    tenant_id  INTEGER NOT NULL,
+    notification_id TEXT NOT NULL,
+    local_id   TEXT NOT NULL,
+    pos        INTEGER NOT NULL,
+    type       TEXT NOT NULL,
+    room_id    TEXT,
+    event_id   TEXT,
+    invite_id  TEXT,
+    sender     TEXT NOT NULL,
+    details    TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, notification_id),
+    UNIQUE (tenant_id, pos)
+);
+INSERT INTO notifications_v4 (tenant_id, notification_id, local_id, pos, type, room_id,
+    event_id, invite_id, sender, created_at)
+    SELECT tenant_id, notification_id, local_id, pos, type, room_id, event_id, invite_id,
+    sender, created_at FROM notifications;
+DROP TABLE notifications;
+ALTER TABLE notifications_v4 RENAME TO notifications;
+CREATE INDEX notifications_by_user ON notifications(tenant_id, local_id, pos);
+"""
+
 #: (version, SQL script); versions are consecutive from 1.
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _V1),
     (2, _V2),
     (3, _V3),
+    (4, _V4),
 ]
 
 

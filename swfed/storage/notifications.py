@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -11,13 +12,15 @@ from swfed.storage.tenants import Tenant
 
 def add_notification_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, type_: str,
                          sender: str, now: int, pos: int, *, room_id: str | None = None,
-                         event_id: str | None = None, invite_id: str | None = None) -> str:
+                         event_id: str | None = None, invite_id: str | None = None,
+                         details: dict[str, Any] | None = None) -> str:
     notification_id = new_uuid()
     conn.execute(
         "INSERT INTO notifications (notification_id, tenant_id, local_id, pos, type, room_id,"
-        " event_id, invite_id, sender, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " event_id, invite_id, sender, details, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (notification_id, tenant.tenant_id, local_id, pos, type_, room_id, event_id, invite_id,
-         sender, now))
+         sender, None if not details else json.dumps(details, ensure_ascii=False), now))
     return notification_id
 
 
@@ -29,6 +32,8 @@ def notification_json(row: sqlite3.Row) -> dict[str, Any]:
         out["event_id"] = row["event_id"]
     if row["invite_id"] is not None:
         out["invite_id"] = row["invite_id"]
+    if row["details"] is not None:
+        out.update({k: v for k, v in json.loads(row["details"]).items() if k not in out})
     return out
 
 

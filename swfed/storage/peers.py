@@ -23,9 +23,17 @@ class Queued:
 
 def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
                      limit: int) -> list[Queued]:
-    rows = conn.execute("SELECT id, event_id, payload, created_at FROM outbox"
-                        " WHERE tenant_id = ? AND destination = ? ORDER BY id LIMIT ?",
-                        (tenant_id, destination, limit)).fetchall()
+    """The next queued events for ``destination``, in order.
+
+    Rows of a room this tenant hosts whose federate flag is off are held:
+    skipped, not dropped, until the flag is on again.
+    """
+    rows = conn.execute(
+        "SELECT o.id, o.event_id, o.payload, o.created_at FROM outbox o"
+        " WHERE o.tenant_id = ? AND o.destination = ? AND NOT EXISTS (SELECT 1 FROM rooms r"
+        " WHERE r.tenant_id = o.tenant_id AND r.room_id = o.room_id AND r.federate = 0"
+        " AND r.host = (SELECT server_name FROM tenants t WHERE t.tenant_id = o.tenant_id))"
+        " ORDER BY o.id LIMIT ?", (tenant_id, destination, limit)).fetchall()
     return [Queued(r["id"], r["event_id"], json.loads(r["payload"]), r["created_at"])
             for r in rows]
 
@@ -119,7 +127,7 @@ def peers_view_txn(conn: sqlite3.Connection, tenant: Tenant, now: int) -> list[d
 def enqueue_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
                 payload: dict[str, Any], now: int) -> None:
     """Queue one event for ``destination`` (the sender is woken after the commit)."""
-    conn.execute("INSERT INTO outbox (tenant_id, destination, event_id, payload, created_at)"
-                 " VALUES (?, ?, ?, ?, ?)",
-                 (tenant_id, destination, payload["event_id"],
+    conn.execute("INSERT INTO outbox (tenant_id, destination, event_id, room_id, payload,"
+                 " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                 (tenant_id, destination, payload["event_id"], payload.get("room_id"),
                   json.dumps(payload, ensure_ascii=False), now))

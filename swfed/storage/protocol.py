@@ -65,11 +65,16 @@ def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
     if events_db.has_event_txn(conn, ctx.tenant, event["event_id"]):
         return None
     pos = next_pos_txn(conn, ctx.tenant)
+    status = "sent"
     if room.host == ctx.me:
         seq = rooms_db.next_seq_txn(conn, ctx.tenant, room.room_id)
+    elif host_seq is not None:
+        seq = host_seq
     else:
-        seq = host_seq if host_seq is not None else PENDING_SEQ + pos
-    rowid = events_db.insert_event_txn(conn, ctx.tenant, event, signed, seq, pos, ctx.now)
+        # ours, in a room hosted elsewhere: pending until the host answers
+        seq, status = PENDING_SEQ + pos, "pending"
+    rowid = events_db.insert_event_txn(conn, ctx.tenant, event, signed, seq, pos, ctx.now,
+                                       status)
     body = event["content"].get("body") if event["type"] == "message" else None
     if isinstance(body, str):
         index_body_txn(conn, rowid, body)
@@ -95,14 +100,16 @@ def _apply(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
         elif isinstance(effect, rules.CloseInvites):
             invites_db.close_invites_txn(conn, ctx.tenant, room.room_id, effect.invitee,
                                          effect.state)
+        elif isinstance(effect, rules.EndInvite):
+            invites_db.end_invite_txn(conn, ctx.tenant, effect.invite_id, effect.state)
         elif isinstance(effect, rules.Notify):
             add_notification_txn(conn, ctx.tenant, effect.local_id, effect.type, effect.sender,
                                  ctx.now, next_pos_txn(conn, ctx.tenant), room_id=room.room_id,
-                                 event_id=event["event_id"])
+                                 event_id=event["event_id"], details=effect.details)
 
 
 def _route(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
-           signed: dict[str, Any] | None, seq: int, joined_before: set[str]) -> None:
+           signed: dict[str, Any] | None, seq: int) -> None:
     """Queue the event for the servers that must get it (core.rooms.route_targets)."""
     targets = rules.route_targets(room, event, ctx.me, members_db.member_servers_txn(
         conn, ctx.tenant, room.room_id))
@@ -113,10 +120,6 @@ def _route(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
         payload = {**signed, "unsigned": {"seq": seq}} if room.host == ctx.me else signed
         for destination in sorted(targets):
             _enqueue(conn, ctx, destination, payload)
-    if rules.needs_membership_snapshot(room, event, ctx.me, joined_before):
-        for snap in members_db.membership_snapshot_txn(conn, ctx.tenant, room.room_id,
-                                                       exclude=event["event_id"]):
-            _enqueue(conn, ctx, event["origin"], snap)
 
 
 def _enqueue(conn: sqlite3.Connection, ctx: Ctx, destination: str,
@@ -126,14 +129,31 @@ def _enqueue(conn: sqlite3.Connection, ctx: Ctx, destination: str,
 
 
 def _take(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
-          signed: dict[str, Any] | None, host_seq: int | None = None) -> int:
-    """Store, apply and route a new event; returns its seq."""
-    joined_before = members_db.member_servers_txn(conn, ctx.tenant, room.room_id)
+          signed: dict[str, Any] | None, host_seq: int | None = None, *,
+          route: bool = True) -> int:
+    """Store, apply and (unless told not to) route a new event; returns its seq."""
     seq = _store(conn, ctx, room, event, signed, host_seq)
     assert seq is not None
     _apply(conn, ctx, room, event)
-    _route(conn, ctx, room, event, signed, seq, joined_before)
+    if route:
+        _route(conn, ctx, room, event, signed, seq)
+    if host_seq is not None:
+        _synced(conn, ctx, room, host_seq)
     return seq
+
+
+def _synced(conn: sqlite3.Connection, ctx: Ctx, room: Room, seq: int) -> None:
+    """A host-ordered event arrived in a room hosted elsewhere: move the synced mark.
+
+    An event beyond the next expected number is a gap: the room is marked
+    for repair (fetched from the host after the commit). Before our first
+    join is settled (synced_seq 0) there is no start to repair from.
+    """
+    if room.synced_seq == 0:
+        return
+    synced = rooms_db.advance_synced_txn(conn, ctx.tenant, room)
+    if max(seq, events_db.max_host_seq_txn(conn, ctx.tenant, room.room_id)) > synced:
+        ctx.repairs.add(room.room_id)
 
 
 def emit_txn(conn: sqlite3.Connection, ctx: Ctx, room: Room, type_: str, sender: str,
@@ -203,15 +223,17 @@ def messages_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, vi
                       before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
     """Events newest first (host order) for a joined ``viewer``."""
     rooms_db.joined_room_txn(conn, tenant, room_id, viewer)
-    return events_db.messages_page_txn(conn, tenant, room_id, before, limit)
+    return events_db.messages_page_txn(conn, tenant, room_id, viewer, before, limit)
 
 
 def invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, inviter: str,
                invitee: Fqid) -> dict[str, Any]:
     """Invite someone, local or foreign, into a room we host; idempotent while pending.
 
-    Raises SW_ROOM_NOT_FOUND, SW_USER_NOT_FOUND, SW_ALREADY_MEMBER, SW_NOT_HOST
-    and, for a foreign invitee, the policy's SW_FED_… refusals.
+    ``inviter`` is a joined member, ours or (asked through its server, see
+    :func:`remote_invite_txn`) of another server. Raises SW_ROOM_NOT_FOUND,
+    SW_USER_NOT_FOUND, SW_ALREADY_MEMBER, SW_NOT_HOST and, for a foreign
+    invitee, the policy's SW_FED_… refusals.
     """
     room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, inviter)
     target = str(invitee)
@@ -237,23 +259,87 @@ def invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, inviter: str,
     return {"invite_id": content["invite_id"], "room_id": room_id}
 
 
+def remote_invite_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str, room_id: str,
+                      inviter: str, invitee: Fqid) -> dict[str, Any]:
+    """A member on ``origin`` invites someone into a room we host, through its server.
+
+    Our rules apply as for our own members; raises SW_FED_NOT_MEMBER when the
+    inviter is not a joined member of ``origin``.
+    """
+    hosted_room_for_peer_txn(conn, ctx.tenant, room_id, origin)
+    if rules.server_of(inviter) != origin or members_db.membership_txn(
+            conn, ctx.tenant, room_id, inviter) != "join":
+        raise FederationError(f"{inviter} is not a joined member of {room_id} on {origin}",
+                              code="SW_FED_NOT_MEMBER", status=403)
+    return invite_txn(conn, ctx, room_id, inviter, invitee)
+
+
+def cancel_invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, invite_id: str,
+                      actor: str, actor_is_admin: bool) -> dict[str, Any]:
+    """Cancel a pending invite into a room we host (its inviter, the creator, an admin).
+
+    The invitee is no longer invited, here and on every server that knew
+    (an ``uninvite`` event). Raises SW_INVITE_NOT_FOUND, SW_INVITE_NOT_PENDING,
+    SW_NOT_ROOM_ADMIN.
+    """
+    room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, actor)
+    row = invites_db.invite_txn(conn, ctx.tenant, invite_id)
+    if row is None or row["room_id"] != room_id:
+        raise NotFound(f"no invite {invite_id} in this room", code="SW_INVITE_NOT_FOUND")
+    rules.check_cancel_invite(room, ctx.me, row["inviter"], row["state"], actor,
+                              actor_is_admin)
+    emit_txn(conn, ctx, room, "uninvite", actor, {
+        "invitee": row["invitee"], "invite_id": invite_id, "reason": rules.CANCELLED})
+    return {"invite_id": invite_id, "room_id": room_id, "state": "cancelled"}
+
+
+def remote_cancel_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str, room_id: str,
+                      invite_id: str, actor: str) -> dict[str, Any]:
+    """A member on ``origin`` cancels an invite (its own, or as the room's creator)."""
+    hosted_room_for_peer_txn(conn, ctx.tenant, room_id, origin)
+    return cancel_invite_txn(conn, ctx, room_id, invite_id, actor, False)
+
+
+def end_refused_invite_txn(conn: sqlite3.Connection, ctx: Ctx, payload: dict[str, Any],
+                           error: dict[str, str]) -> None:
+    """The invitee's server refused an invite we sent: the invite ends (an ``uninvite``).
+
+    The invitee is no longer invited (member list, foreign-participant
+    count), and the inviter is told, with the peer's code.
+    """
+    content = payload.get("content") or {}
+    invite_id = content.get("invite_id")
+    room = rooms_db.room_txn(conn, ctx.tenant, str(payload.get("room_id")))
+    row = invites_db.invite_txn(conn, ctx.tenant, str(invite_id))
+    if room is None or room.host != ctx.me or row is None or row["state"] != "pending":
+        return
+    emit_txn(conn, ctx, room, "uninvite", row["inviter"], {
+        "invitee": row["invitee"], "invite_id": row["invite_id"],
+        "reason": error.get("code", "SW_FED_ERROR"), "message": error.get("message", "")[:500]})
+
+
 def answer_invite_txn(conn: sqlite3.Connection, ctx: Ctx, invite_id: str, invitee: str,
                       accept: bool, display_name: str) -> str:
-    """Accept or decline a pending invite; returns the room id.
+    """Accept or decline a pending invite to a room we host; returns the room id.
 
-    In a room hosted elsewhere the answer is a signed member event that goes
-    to the host; it holds here at once.
+    (In a room hosted elsewhere the answer goes to the host first: see
+    :func:`membership_event_txn` and :func:`apply_membership_txn`.)
     """
     row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, invitee)
     room = rooms_db.room_txn(conn, ctx.tenant, row["room_id"])
     if room is None:
         raise room_not_found(row["room_id"])
+    emit_txn(conn, ctx, room, "member", invitee,
+             _answer_content(invite_id, accept, display_name))
+    return room.room_id
+
+
+def _answer_content(invite_id: str, accept: bool, display_name: str) -> dict[str, Any]:
     content: dict[str, Any] = {"membership": "join" if accept else "decline",
                                "invite_id": invite_id}
     if accept:
         content["display_name"] = display_name
-    emit_txn(conn, ctx, room, "member", invitee, content)
-    return room.room_id
+    return content
 
 
 def join_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str,
@@ -273,6 +359,164 @@ def join_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str,
 def leave_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str) -> None:
     room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, member)
     emit_txn(conn, ctx, room, "member", member, {"membership": "leave"})
+
+
+# -- membership of rooms hosted elsewhere: through the host, synchronously ----------
+
+
+def membership_event_txn(conn: sqlite3.Connection, ctx: Ctx, action: str, member: str, *,
+                         room_id: str | None = None, invite_id: str | None = None,
+                         display_name: str = "") -> tuple[Room, dict[str, Any]] | None:
+    """The signed member event for ``action`` (accept, decline, join, leave), not stored.
+
+    Runs as a read: nothing changes here until the host has ordered the
+    event (:func:`apply_membership_txn`). Returns None when we host the room
+    (the local path applies) or when there is nothing to do (joining a room
+    one is in). Raises what the local path would: SW_INVITE_NOT_FOUND,
+    SW_INVITE_NOT_PENDING, SW_ROOM_NOT_FOUND, SW_FED_ROOM_NOT_FEDERATED.
+    """
+    if action in ("accept", "decline"):
+        assert invite_id is not None
+        row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, member)
+        room_id = str(row["room_id"])
+    assert room_id is not None
+    current = members_db.membership_txn(conn, ctx.tenant, room_id, member)
+    if action == "join":
+        if current == "join":
+            return None
+        invite_id = invites_db.pending_invite_to_room_txn(conn, ctx.tenant, room_id, member)
+        if invite_id is None:
+            raise room_not_found(room_id)
+    room = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    if room is None or (action == "leave" and current != "join"):
+        raise room_not_found(room_id)
+    if room.host == ctx.me:
+        return None
+    rules.check_room_federates(room, ctx.me)
+    if ctx.sign is None:
+        raise no_key()
+    if action == "leave":
+        content: dict[str, Any] = {"membership": "leave"}
+    else:
+        assert invite_id is not None
+        content = _answer_content(invite_id, action != "decline", display_name)
+    event = {"event_id": new_uuid(), "room_id": room_id, "type": "member", "sender": member,
+             "origin": ctx.me, "origin_ts": ctx.now, "content": content}
+    return room, ctx.sign(event)
+
+
+def host_membership_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
+                        event: dict[str, Any], state_events: int) -> dict[str, Any]:
+    """The host orders a member event a member server sent synchronously.
+
+    Answers the event's ``seq`` and the room's state as of that seq — its
+    members and its newest ``state_events`` events — so the member's copy
+    starts equal to ours. A replay answers the same seq.
+    """
+    if event["type"] != "member":
+        raise FederationError("membership requests carry a member event",
+                              code="SW_FED_BAD_REQUEST", status=400)
+    room = rooms_db.room_txn(conn, ctx.tenant, event["room_id"])
+    if room is None or room.host != ctx.me:
+        raise FederationError(f"no room {event['room_id']} hosted here",
+                              code="SW_FED_UNKNOWN_ROOM", status=404)
+    result = receive_event_txn(conn, ctx, origin, event)
+    audit_txn(conn, ctx.tenant, "federation.event.accepted", ctx.now, outcome="ok",
+              peer=origin, event_id=event["event_id"], room_id=event["room_id"])
+    peers_db.count_txn(conn, ctx.tenant.tenant_id, origin, ctx.now, received=1)
+    events, _ = events_db.signed_page_txn(conn, ctx.tenant, room.room_id, None, state_events)
+    return {"seq": result["seq"], "last_seq": rooms_db.last_seq_txn(conn, ctx.tenant,
+                                                                    room.room_id),
+            "members": members_db.members_for_peer_txn(conn, ctx.tenant, room.room_id),
+            "events": events}
+
+
+def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, Any],
+                         seq: int, members: list[dict[str, Any]],
+                         events: list[dict[str, Any]]) -> None:
+    """The host ordered our member event: take it, and the room's state it answered.
+
+    ``members``: the host's member list as of ``seq``; ``events``: its
+    newest events up to ``seq`` (verified by the caller). Events of the
+    room that reached us before this (ordered after ``seq``) are moved
+    after it in the stream, so a new member's stream misses none.
+    """
+    room = rooms_db.room_txn(conn, ctx.tenant, signed["room_id"])
+    if room is None:
+        raise room_not_found(signed["room_id"])
+    first = room.synced_seq == 0
+    if events_db.has_event_txn(conn, ctx.tenant, signed["event_id"]):
+        return
+    _store(conn, ctx, room, signed, signed, seq)
+    _apply(conn, ctx, room, signed)
+    if signed["content"].get("membership") == "join":
+        _take_members(conn, ctx, room, members)
+        for event in sorted(events, key=lambda e: e.get("unsigned", {}).get("seq", 0)):
+            event_seq = event.get("unsigned", {}).get("seq")
+            clean = {k: v for k, v in event.items() if k != "unsigned"}
+            if isinstance(event_seq, int) and event_seq <= seq:
+                _store(conn, ctx, room, clean, clean, event_seq)
+        for event_id in events_db.events_after_seq_txn(conn, ctx.tenant, room.room_id, seq):
+            events_db.set_pos_txn(conn, ctx.tenant, event_id, next_pos_txn(conn, ctx.tenant))
+    synced = rooms_db.advance_synced_txn(conn, ctx.tenant, room, seq if first else None)
+    if synced < seq:
+        ctx.repairs.add(room.room_id)  # away for a while: fetch what we missed
+
+
+def _take_members(conn: sqlite3.Connection, ctx: Ctx, room: Room,
+                  members: list[dict[str, Any]]) -> None:
+    """Make our copy's member list the host's."""
+    listed: set[str] = set()
+    for m in members:
+        fqid, membership = m.get("fqid"), m.get("membership")
+        if not isinstance(fqid, str) or membership not in ("join", "invite"):
+            continue
+        name = m.get("display_name")
+        listed.add(fqid)
+        members_db.set_membership_txn(conn, ctx.tenant, room.room_id, fqid, membership,
+                                      ctx.now, name if isinstance(name, str) else None)
+    for m in members_db.members_for_peer_txn(conn, ctx.tenant, room.room_id):
+        if m["fqid"] not in listed:
+            members_db.set_membership_txn(conn, ctx.tenant, room.room_id, m["fqid"], "leave",
+                                          ctx.now)
+
+
+def settle_txn(conn: sqlite3.Connection, ctx: Ctx, event_id: str, *, seq: int | None = None,
+               error: dict[str, str] | None = None) -> None:
+    """The host answered for one of our pending events: ordered at ``seq``, or refused."""
+    row = events_db.pending_event_txn(conn, ctx.tenant, event_id)
+    if row is None:
+        return
+    events_db.settle_txn(conn, ctx.tenant, event_id, next_pos_txn(conn, ctx.tenant), seq=seq,
+                         error=error)
+    if seq is not None:
+        room = rooms_db.room_txn(conn, ctx.tenant, row["room_id"])
+        if room is not None:
+            _synced(conn, ctx, room, seq)
+
+
+def store_repair_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
+                     events: list[dict[str, Any]]) -> int:
+    """Events the host ordered that we missed (gap repair), verified; returns the synced mark.
+
+    They take their place in the host's order and have their effects here
+    (membership, notifications), as if relayed; they are not routed on.
+    """
+    room = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    if room is None:
+        raise room_not_found(room_id)
+    for event in sorted(events, key=lambda e: e.get("unsigned", {}).get("seq", 0)):
+        seq = event.get("unsigned", {}).get("seq")
+        clean = {k: v for k, v in event.items() if k != "unsigned"}
+        if not isinstance(seq, int) or events_db.has_event_txn(conn, ctx.tenant,
+                                                               clean["event_id"]):
+            continue
+        if clean["origin"] == ctx.me:
+            continue  # ours: settled by the host's answer, never taken from history
+        _take(conn, ctx, room, clean, clean, seq, route=False)
+    fresh = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    assert fresh is not None
+    return rooms_db.advance_synced_txn(conn, ctx.tenant, fresh)
 
 
 def set_federate_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, actor: str,
@@ -367,6 +611,22 @@ def hosted_room_for_peer_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: 
                               code="SW_FED_NOT_MEMBER", status=403)
     rules.check_room_federates(room, tenant.server_name)
     return room
+
+
+def repair_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, requester: str,
+                    after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Events of a room we host after seq ``after``, oldest first, and our last seq.
+
+    What a member server missed (gap repair). Only from the requester's
+    first join on: it gets what relaying would have given it, no older
+    history (that is backfill, under the backfill policy).
+    """
+    hosted_room_for_peer_txn(conn, tenant, room_id, requester)
+    first = events_db.first_join_seq_txn(conn, tenant, room_id, requester)
+    start = max(after, first - 1) if first is not None else rooms_db.last_seq_txn(
+        conn, tenant, room_id)
+    return (events_db.signed_after_txn(conn, tenant, room_id, start, limit),
+            rooms_db.last_seq_txn(conn, tenant, room_id))
 
 
 def backfill_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, requester: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from swfed.core.rooms import Room, room_not_found
+from swfed.storage.events import has_seq_txn
 from swfed.storage.members import membership_txn
 from swfed.storage.tenants import Tenant
 
@@ -14,7 +15,7 @@ def _room(conn: sqlite3.Connection, row: sqlite3.Row) -> Room:
         "SELECT 1 FROM members WHERE tenant_id = ? AND room_id = ? AND foreign_ = 1"
         " AND membership = 'join' LIMIT 1", (row["tenant_id"], row["room_id"])).fetchone()
     return Room(row["room_id"], row["name"], row["type"], bool(row["federate"]), row["host"],
-                row["creator"], row["created_at"], foreign is not None)
+                row["creator"], row["created_at"], foreign is not None, row["synced_seq"])
 
 
 def room_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> Room | None:
@@ -55,6 +56,37 @@ def set_federate_flag_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str
                           federate: bool) -> None:
     conn.execute("UPDATE rooms SET federate = ? WHERE tenant_id = ? AND room_id = ?",
                  (int(federate), tenant.tenant_id, room_id))
+
+
+def advance_synced_txn(conn: sqlite3.Connection, tenant: Tenant, room: Room,
+                       start: int | None = None) -> int:
+    """Move the room's synced mark over every contiguous host seq we hold; returns it.
+
+    ``start``: where our copy begins (our server's first join), if later.
+    """
+    synced = max(room.synced_seq, start or 0)
+    while has_seq_txn(conn, tenant, room.room_id, synced + 1):
+        synced += 1
+    if synced != room.synced_seq:
+        conn.execute("UPDATE rooms SET synced_seq = ? WHERE tenant_id = ? AND room_id = ?",
+                     (synced, tenant.tenant_id, room.room_id))
+    return synced
+
+
+def last_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> int:
+    row = conn.execute("SELECT last_seq FROM rooms WHERE tenant_id = ? AND room_id = ?",
+                       (tenant.tenant_id, room_id)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def remote_rooms_txn(conn: sqlite3.Connection, tenant: Tenant) -> list[Room]:
+    """Rooms hosted elsewhere in which one of our users has joined."""
+    rows = conn.execute(
+        "SELECT r.* FROM rooms r WHERE r.tenant_id = ? AND r.host != ? AND EXISTS (SELECT 1"
+        " FROM members m WHERE m.tenant_id = r.tenant_id AND m.room_id = r.room_id"
+        " AND m.foreign_ = 0 AND m.membership = 'join')",
+        (tenant.tenant_id, tenant.server_name)).fetchall()
+    return [_room(conn, r) for r in rows]
 
 
 def next_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> int:

@@ -7,7 +7,7 @@ import sqlite3
 from typing import Any
 
 from swfed.core.errors import BadRequest
-from swfed.storage.events import event_json
+from swfed.storage.events import VISIBLE, event_json
 from swfed.storage.tenants import Tenant
 
 _TOKEN_RE = re.compile(r"\w+\*?", re.UNICODE)
@@ -39,6 +39,6 @@ def search_txn(conn: sqlite3.Connection, tenant: Tenant, viewer: str, q: str,
         "SELECT e.* FROM events_fts f JOIN events e ON e.rowid_ = f.rowid"
         " JOIN members m ON m.tenant_id = e.tenant_id AND m.room_id = e.room_id"
         " AND m.member = ? AND m.membership = 'join'"
-        " WHERE events_fts MATCH ? AND e.tenant_id = ? ORDER BY f.rank LIMIT ?",
-        (viewer, fts_query(q), tenant.tenant_id, limit)).fetchall()
+        f" WHERE events_fts MATCH ? AND e.tenant_id = ? AND {VISIBLE} ORDER BY f.rank LIMIT ?",
+        (viewer, fts_query(q), tenant.tenant_id, viewer, limit)).fetchall()
     return [event_json(r) for r in rows]

@@ -1,0 +1,115 @@
+"""Gap repair: a member server fetches what it missed of a room from its host.
+
+The host's sequence numbers are contiguous per room, and each copy keeps
+``synced_seq``: every seq up to it is here. A copy repairs itself, without
+an admin, whenever it may have missed something:
+
+- a relayed event beyond ``synced_seq + 1`` arrives (a gap);
+- one of our users (re)joins and the host's answer is beyond our mark
+  (events posted while none of our users was in the room);
+- our federate flag of the room is switched on again (what was refused
+  while it was off);
+- the server starts (whatever happened while it was down).
+
+Repair asks the host for the events after our mark (``/backfill?after=``),
+verifies each like backfill, and stores them in the host's order with
+their effects; it repeats until the mark reaches the host's ``last_seq``.
+One :class:`Repairer` task per process works through the requested rooms,
+one at a time per room; a failed attempt is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import trio
+
+from swfed import logs
+from swfed.core.backoff import retry_delay
+from swfed.core.errors import FederationError
+from swfed.federation import history
+from swfed.storage import protocol
+from swfed.storage import rooms as rooms_db
+from swfed.storage.context import Ctx
+from swfed.storage.tenants import Tenant
+
+PAGE = 100
+
+
+class Repairer:
+    def __init__(self, fed: Any) -> None:
+        self.fed = fed
+        self._wanted: set[tuple[int, str]] = set()
+        self._running: set[tuple[int, str]] = set()
+        self._failures: dict[tuple[int, str], int] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Repair every room we are in that is hosted elsewhere, then what is asked."""
+        state = self.fed.state
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for tenant in state.tenants.all():
+                for room in await state.db.read(rooms_db.remote_rooms_txn, tenant):
+                    self.request(tenant, room.room_id)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def request(self, tenant: Tenant, room_id: str) -> None:
+        """Make sure the room is repaired soon (after the current attempt, if one runs)."""
+        key = (tenant.tenant_id, room_id)
+        self._wanted.add(key)
+        if key not in self._running and self._nursery is not None:
+            self._running.add(key)
+            self._nursery.start_soon(self._repair, tenant, room_id)
+
+    async def _repair(self, tenant: Tenant, room_id: str) -> None:
+        key = (tenant.tenant_id, room_id)
+        try:
+            while key in self._wanted:
+                self._wanted.discard(key)
+                try:
+                    await self._catch_up(tenant, room_id)
+                    self._failures.pop(key, None)
+                except FederationError as exc:
+                    failures = self._failures[key] = self._failures.get(key, 0) + 1
+                    delay = retry_delay(failures, random.random())
+                    logs.log("federation.repair.failed", level="warning",
+                             tenant=tenant.server_name, room_id=room_id, reason=exc.code,
+                             message=exc.message, retry_in_s=round(delay, 1))
+                    await trio.sleep(delay)
+                    self._wanted.add(key)
+        finally:
+            self._running.discard(key)
+
+    async def _catch_up(self, tenant: Tenant, room_id: str) -> None:
+        state = self.fed.state
+        fetched = 0
+        while True:
+            room = await state.db.read(rooms_db.room_txn, tenant, room_id)
+            if room is None or room.host == tenant.server_name or room.synced_seq == 0:
+                return
+            page = await history.fetch(self.fed, tenant, room.host, room_id,
+                                       after=room.synced_seq, limit=PAGE)
+            ctx = Ctx(tenant, state.clock(), self.fed.signer(tenant))
+            synced = await state.db.write(protocol.store_repair_txn, ctx, room_id, page.events)
+            self.fed.committed(tenant, ctx)
+            fetched += len(page.events)
+            for event, exc in page.refused:
+                logs.log("federation.event_rejected", level="warning",
+                         tenant=tenant.server_name, peer=room.host, reason=exc.code,
+                         message=exc.message, event_id=event.get("event_id"), repair=True)
+            caught_up = page.last_seq is None or synced >= page.last_seq
+            if caught_up or synced <= room.synced_seq:
+                if fetched:
+                    logs.log("federation.repair", tenant=tenant.server_name, peer=room.host,
+                             room_id=room_id, events=fetched, synced_seq=synced,
+                             host_last_seq=page.last_seq)
+                if not caught_up and page.refused:
+                    exc = page.refused[0][1]
+                    raise FederationError(f"could not take an event of the gap: {exc.message}",
+                                          code=exc.code, status=exc.status)
+                # else caught up, or held by our own event the host has not answered
+                # for yet: its answer moves the mark on (and asks again if needed)
+                return
