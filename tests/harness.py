@@ -221,8 +221,10 @@ class TlsNet:
         self.ca_file = root / "ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_file))
 
-    def cert_for(self, name: str) -> tuple[Path, Path]:
-        cert = self.ca.issue_cert(name.split(":")[0], "127.0.0.1")
+    def cert_for(self, name: str, *also: str) -> tuple[Path, Path]:
+        """A certificate for ``name`` (and the names ``also`` served by the same process)."""
+        cert = self.ca.issue_cert(name.split(":")[0], *(n.split(":")[0] for n in also),
+                                  "127.0.0.1")
         certfile = self.root / f"{name}.crt"
         keyfile = self.root / f"{name}.key"
         cert.cert_chain_pems[0].write_to_path(str(certfile))
@@ -252,12 +254,20 @@ def running(*servers: ServerProcess) -> Iterator[None]:
 
 
 def federated_servers(root: Path, names: list[str], *,
-                      extra: dict[str, dict[str, dict[str, Any]]] | None = None
+                      extra: dict[str, dict[str, dict[str, Any]]] | None = None,
+                      tenants: dict[str, list[str]] | None = None
                       ) -> tuple[TlsNet, list[ServerProcess]]:
-    """Servers with TLS from one test CA, each resolving the others' names."""
+    """Servers with TLS from one test CA, each resolving the others' names.
+
+    ``tenants``: more tenants a server's process serves besides its own name
+    (created with the CLI before it starts), e.g. ``{"a.test": ["c.test"]}``.
+    """
     net = TlsNet(root / "tls")
+    tenants = tenants or {}
     ports = {name: free_port() for name in names}
     resolve = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    for name, more in tenants.items():
+        resolve.update({other: resolve[name] for other in more})
     servers = []
     for name in names:
         tables: dict[str, dict[str, Any]] = {
@@ -266,7 +276,10 @@ def federated_servers(root: Path, names: list[str], *,
         }
         for table, values in ((extra or {}).get(name) or {}).items():
             tables.setdefault(table, {}).update(values)
-        servers.append(ServerProcess(root / name, name, tls=net.cert_for(name), extra=tables,
-                                     port=ports[name]))
+        server = ServerProcess(root / name, name, tls=net.cert_for(name, *tenants.get(name, [])),
+                               extra=tables, port=ports[name])
+        for other in tenants.get(name, []):
+            server.cli("admin", "tenant", "create", other)
+        servers.append(server)
     return net, servers
 
