@@ -41,16 +41,17 @@ def event_seq_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str) -> in
 
 def insert_event_txn(conn: sqlite3.Connection, tenant: Tenant, event: dict[str, Any],
                      signed: dict[str, Any] | None, seq: int, pos: int, now: int,
-                     status: str = "sent") -> int:
+                     status: str = "sent", applied: bool = True) -> int:
     """Insert one event row; returns its rowid (for the search index)."""
     cur = conn.execute(
         "INSERT INTO events (tenant_id, pos, room_id, event_id, seq, type, sender, origin,"
-        " origin_ts, content, signed, received_at, status)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " origin_ts, content, signed, received_at, status, applied)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (tenant.tenant_id, pos, event["room_id"], event["event_id"], seq, event["type"],
          event["sender"], event["origin"], event["origin_ts"],
          json.dumps(event["content"], ensure_ascii=False),
-         None if signed is None else json.dumps(signed, ensure_ascii=False), now, status))
+         None if signed is None else json.dumps(signed, ensure_ascii=False), now, status,
+         int(applied)))
     return int(cur.lastrowid or 0)
 
 
@@ -79,9 +80,22 @@ def settle_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str, pos: int
                      (json.dumps(error, ensure_ascii=False), pos, tenant.tenant_id, event_id))
 
 
-def has_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, seq: int) -> bool:
-    return conn.execute("SELECT 1 FROM events WHERE tenant_id = ? AND room_id = ? AND seq = ?",
-                        (tenant.tenant_id, room_id, seq)).fetchone() is not None
+def at_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+               seq: int) -> tuple[dict[str, Any], bool] | None:
+    """The room's event at host seq ``seq`` (as a plain event) and whether it is applied."""
+    row = conn.execute("SELECT * FROM events WHERE tenant_id = ? AND room_id = ? AND seq = ?",
+                       (tenant.tenant_id, room_id, seq)).fetchone()
+    if row is None:
+        return None
+    event = {"event_id": row["event_id"], "room_id": row["room_id"], "type": row["type"],
+             "sender": row["sender"], "origin": row["origin"], "origin_ts": row["origin_ts"],
+             "content": json.loads(row["content"])}
+    return event, bool(row["applied"])
+
+
+def mark_applied_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str) -> None:
+    conn.execute("UPDATE events SET applied = 1 WHERE tenant_id = ? AND event_id = ?",
+                 (tenant.tenant_id, event_id))
 
 
 def events_after_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,

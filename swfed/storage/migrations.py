@@ -244,6 +244,10 @@ UPDATE events SET status = 'pending' WHERE seq >= 1099511627776;  -- core.rooms.
 -- our first join on); a relayed event beyond synced_seq + 1 is a gap that
 -- we repair from the host.
 ALTER TABLE rooms ADD COLUMN synced_seq INTEGER NOT NULL DEFAULT 0;
+-- applied: the event's effects (membership, invites, notifications) are
+-- written. In a room hosted elsewhere they are written in the host's order,
+-- as synced_seq moves over the event: one that arrived beyond a gap waits.
+ALTER TABLE events ADD COLUMN applied INTEGER NOT NULL DEFAULT 1;
 
 -- The room an outbox row belongs to: the host holds a room's rows while
 -- its federate flag is off, and sends them when it is on again.

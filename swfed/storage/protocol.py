@@ -56,11 +56,13 @@ def no_key() -> FederationError:
 
 
 def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
-           signed: dict[str, Any] | None, host_seq: int | None = None) -> int | None:
+           signed: dict[str, Any] | None, host_seq: int | None = None, *,
+           applied: bool = True) -> int | None:
     """Store one event; return its seq, or None if it was already stored.
 
     The seq is the host's order: taken here if we host the room, else the one
     the host gave (``host_seq``), else pending until the host answers.
+    ``applied=False``: its effects wait for the synced mark (:func:`_advance`).
     """
     if events_db.has_event_txn(conn, ctx.tenant, event["event_id"]):
         return None
@@ -74,7 +76,7 @@ def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
         # ours, in a room hosted elsewhere: pending until the host answers
         seq, status = PENDING_SEQ + pos, "pending"
     rowid = events_db.insert_event_txn(conn, ctx.tenant, event, signed, seq, pos, ctx.now,
-                                       status)
+                                       status, applied)
     body = event["content"].get("body") if event["type"] == "message" else None
     if isinstance(body, str):
         index_body_txn(conn, rowid, body)
@@ -131,15 +133,41 @@ def _enqueue(conn: sqlite3.Connection, ctx: Ctx, destination: str,
 def _take(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
           signed: dict[str, Any] | None, host_seq: int | None = None, *,
           route: bool = True) -> int:
-    """Store, apply and (unless told not to) route a new event; returns its seq."""
-    seq = _store(conn, ctx, room, event, signed, host_seq)
+    """Store, apply and (unless told not to) route a new event; returns its seq.
+
+    In a room hosted elsewhere whose copy has a start (synced_seq), a
+    host-ordered event's effects are written in the host's order, when the
+    synced mark moves over it (:func:`_synced`): applying a late event
+    after a newer one would undo the newer one's effects.
+    """
+    in_order = host_seq is not None and room.host != ctx.me and room.synced_seq > 0
+    seq = _store(conn, ctx, room, event, signed, host_seq, applied=not in_order)
     assert seq is not None
-    _apply(conn, ctx, room, event)
+    if not in_order:
+        _apply(conn, ctx, room, event)
     if route:
         _route(conn, ctx, room, event, signed, seq)
     if host_seq is not None:
         _synced(conn, ctx, room, host_seq)
     return seq
+
+
+def _advance(conn: sqlite3.Connection, ctx: Ctx, room: Room, start: int | None = None) -> int:
+    """Move the room's synced mark over every contiguous host seq we hold; returns it.
+
+    Each event it moves over has its effects written now, if they wait.
+    ``start``: where our copy begins (our server's first join), if later.
+    """
+    synced = max(room.synced_seq, start or 0)
+    while (found := events_db.at_seq_txn(conn, ctx.tenant, room.room_id, synced + 1)):
+        event, applied = found
+        if not applied:
+            _apply(conn, ctx, room, event)
+            events_db.mark_applied_txn(conn, ctx.tenant, event["event_id"])
+        synced += 1
+    if synced != room.synced_seq:
+        rooms_db.set_synced_txn(conn, ctx.tenant, room.room_id, synced)
+    return synced
 
 
 def _synced(conn: sqlite3.Connection, ctx: Ctx, room: Room, seq: int) -> None:
@@ -151,7 +179,7 @@ def _synced(conn: sqlite3.Connection, ctx: Ctx, room: Room, seq: int) -> None:
     """
     if room.synced_seq == 0:
         return
-    synced = rooms_db.advance_synced_txn(conn, ctx.tenant, room)
+    synced = _advance(conn, ctx, room)
     if max(seq, events_db.max_host_seq_txn(conn, ctx.tenant, room.room_id)) > synced:
         ctx.repairs.add(room.room_id)
 
@@ -458,7 +486,7 @@ def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, A
                 _store(conn, ctx, room, clean, clean, event_seq)
         for event_id in events_db.events_after_seq_txn(conn, ctx.tenant, room.room_id, seq):
             events_db.set_pos_txn(conn, ctx.tenant, event_id, next_pos_txn(conn, ctx.tenant))
-    synced = rooms_db.advance_synced_txn(conn, ctx.tenant, room, seq if first else None)
+    synced = _advance(conn, ctx, room, seq if first else None)
     if synced < seq:
         ctx.repairs.add(room.room_id)  # away for a while: fetch what we missed
 
@@ -500,7 +528,8 @@ def store_repair_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
     """Events the host ordered that we missed (gap repair), verified; returns the synced mark.
 
     They take their place in the host's order and have their effects here
-    (membership, notifications), as if relayed; they are not routed on.
+    (membership, notifications) in that order, as if relayed; they are not
+    routed on. (Our own pending events are already here: skipped.)
     """
     room = rooms_db.room_txn(conn, ctx.tenant, room_id)
     if room is None:
@@ -508,15 +537,9 @@ def store_repair_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
     for event in sorted(events, key=lambda e: e.get("unsigned", {}).get("seq", 0)):
         seq = event.get("unsigned", {}).get("seq")
         clean = {k: v for k, v in event.items() if k != "unsigned"}
-        if not isinstance(seq, int) or events_db.has_event_txn(conn, ctx.tenant,
-                                                               clean["event_id"]):
-            continue
-        if clean["origin"] == ctx.me:
-            continue  # ours: settled by the host's answer, never taken from history
-        _take(conn, ctx, room, clean, clean, seq, route=False)
-    fresh = rooms_db.room_txn(conn, ctx.tenant, room_id)
-    assert fresh is not None
-    return rooms_db.advance_synced_txn(conn, ctx.tenant, fresh)
+        if isinstance(seq, int) and room.synced_seq > 0:
+            _store(conn, ctx, room, clean, clean, seq, applied=False)
+    return _advance(conn, ctx, room)
 
 
 def set_federate_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, actor: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 
 from swfed.core.rooms import Room, room_not_found
-from swfed.storage.events import has_seq_txn
 from swfed.storage.members import membership_txn
 from swfed.storage.tenants import Tenant
 
@@ -58,19 +57,10 @@ def set_federate_flag_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str
                  (int(federate), tenant.tenant_id, room_id))
 
 
-def advance_synced_txn(conn: sqlite3.Connection, tenant: Tenant, room: Room,
-                       start: int | None = None) -> int:
-    """Move the room's synced mark over every contiguous host seq we hold; returns it.
-
-    ``start``: where our copy begins (our server's first join), if later.
-    """
-    synced = max(room.synced_seq, start or 0)
-    while has_seq_txn(conn, tenant, room.room_id, synced + 1):
-        synced += 1
-    if synced != room.synced_seq:
-        conn.execute("UPDATE rooms SET synced_seq = ? WHERE tenant_id = ? AND room_id = ?",
-                     (synced, tenant.tenant_id, room.room_id))
-    return synced
+def set_synced_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+                   synced: int) -> None:
+    conn.execute("UPDATE rooms SET synced_seq = ? WHERE tenant_id = ? AND room_id = ?",
+                 (synced, tenant.tenant_id, room_id))
 
 
 def last_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> int:
