@@ -230,11 +230,24 @@ CREATE TABLE health (
 );
 """
 
+_V_PASSWORDS = """
+-- People's passwords for the web client's login: Argon2id PHC strings.
+CREATE TABLE passwords (
+    tenant_id  INTEGER NOT NULL,
+    local_id   TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, local_id),
+    FOREIGN KEY (tenant_id, local_id) REFERENCES users(tenant_id, local_id)
+);
+"""
+
 #: (version, SQL script); versions are consecutive from 1.
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _V1),
     (2, _V2),
     (3, _V3),
+    (4, _V_PASSWORDS),
 ]
 
 
