@@ -1,4 +1,4 @@
-"""The bundled web client: ``GET /`` and ``GET /static/<file>`` from ``swfed/web/``.
+"""The bundled web client: ``GET /`` and ``GET /web/<file>`` from ``swfed/web/``.
 
 Plain files, no build step, nothing fetched from anywhere else. Every answer
 carries a strict Content-Security-Policy (scripts, styles, images and
@@ -87,7 +87,7 @@ async def index() -> Response:
     return _serve("index.html")
 
 
-@bp.get("/static/<path:name>")
+@bp.get("/web/<path:name>")
 async def static_file(name: str) -> Response:
     if name.startswith(".") or "/." in name or "\\" in name:
         raise NotFound(f"no file {name} in the web client", code="SW_NOT_FOUND")
