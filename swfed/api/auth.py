@@ -131,8 +131,9 @@ def _set_cookie(response: Response, token: str, max_age: int) -> None:
 @bp.post("/v1/login")
 async def login() -> Response:
     """``{local_id, password}`` → ``{token, id, fqid, display_name, admin}`` and the cookie."""
+    body = await json_body()  # read first: see swfed.api.common.current_user
     check_same_origin(need_header=False)
-    local_id, password = _login_fields(await json_body())
+    local_id, password = _login_fields(body)
     ten = tenant()
     now = trio.current_time()
     account = (ten.server_name, local_id)

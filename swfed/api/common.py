@@ -118,7 +118,13 @@ async def current_user() -> User:
                            "create a token with: swfed admin user create LOCAL_ID, "
                            "or sign in with POST /v1/login")
     if by_cookie and request.method not in SAFE_METHODS:
-        check_same_origin(need_header=True)
+        try:
+            check_same_origin(need_header=True)
+        except Forbidden:
+            # Take the body off the connection first: answering before it has
+            # arrived leaves a kept-alive connection stuck for the next request.
+            await request.get_data(cache=False)
+            raise
     user = await read(tenants_db.user_by_token_txn, tenant(), token.strip())
     if user is None:
         raise Unauthorized(f"unknown token for {tenant().server_name}: check the token and "

@@ -3,7 +3,7 @@
 // Rules this file keeps:
 // - Everything a person or a peer wrote (bodies, names, room names, reaction
 //   keys, error messages) reaches the page through text nodes (h() below,
-//   textContent), never as HTML. There is no innerHTML in this file.
+//   textContent), never parsed as HTML: no HTML-string sink is used here.
 // - The session is an HttpOnly cookie; every request also sends the
 //   X-SWFed-CSRF header the server asks of cookie requests that change things.
 //   No token is kept in JavaScript or put in a URL.
