@@ -1028,6 +1028,7 @@
 
   const when = (iso) => (iso ? new Date(iso).toLocaleString() : '—');
 
+  let peersLoads = 0;
   async function adminPeers(body) {
     body.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
     let data;
@@ -1050,7 +1051,7 @@
         h('button', { class: 'doctor', onclick: () => { showAdmin('doctor'); runDoctor(p.server_name); } }, 'Doctor'))));
     body.replaceChildren(
       h('div', { class: 'bar' }, h('button', { id: 'peers-refresh', onclick: () => adminPeers(body) }, 'Refresh')),
-      rows.length ? h('div', { class: 'table-wrap' }, h('table', { id: 'peers-table' },
+      rows.length ? h('div', { class: 'table-wrap' }, h('table', { id: 'peers-table', dataset: { loads: String(++peersLoads) } },
         h('thead', {}, h('tr', {}, ['Peer', 'Last seen', 'Last error', 'Queue', 'Next retry', 'Sent / received (24 h)', ''].map((t) => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, rows)))
         : h('p', { class: 'muted' }, 'No peer yet: this server has not talked to another one.'));
