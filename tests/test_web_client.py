@@ -279,6 +279,8 @@ def test_two_people_chat_across_servers_in_the_browser(
         assert not all_css(hostile, ".body img, .body script, .body b")
         assert alice.execute_script("return window.__pwned") is None
         wait_until(bob, lambda: message(bob, "gnp.exe"), what="the hostile text on b too")
+        wait_until(bob, lambda: not all_css(bob, "#events .msg.st-pending"),
+                   what="bob's own messages to settle")
         bob.save_screenshot(str(shots / "room-bob-members.png"))
 
         # search finds the message on b.test and jumps to it
@@ -331,11 +333,13 @@ def test_two_people_chat_across_servers_in_the_browser(
         # -- b.test goes away and comes back: bob's client says so, then catches up -----
         b.stop()
         wait_until(bob, lambda: css(bob, "#conn.reconnecting"), what="the reconnecting state")
+        assert css(bob, "#offline").is_displayed()  # also on a phone, where the sidebar hides
         bob.save_screenshot(str(shots / "phone-reconnecting.png"))
         css(alice, f'.room-item[data-room-id="{room_id}"]').click()
         wait_until(alice, lambda: css(alice, "#composer-input"), what="alice back in the room")
         send(alice, "sent while b.test was down")
         b.start()
         wait_until(bob, lambda: css(bob, "#conn.live"), what="the stream back", timeout=40)
+        assert not css(bob, "#offline").is_displayed()
         wait_until(bob, lambda: message(bob, "sent while b.test was down"),
                    what="the message sent during the outage", timeout=60)

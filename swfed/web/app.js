@@ -228,7 +228,8 @@
           h('ul', { id: 'dm-list', class: 'rooms' }))),
       h('main', { id: 'main' },
         h('div', { class: 'empty' }, h('p', {}, 'Pick a room, or start one with +.'))),
-      h('aside', { id: 'members', hidden: true, 'aria-label': 'Members' }));
+      h('aside', { id: 'members', hidden: true, 'aria-label': 'Members' }),
+      h('div', { id: 'offline', role: 'status' }, '↻ Reconnecting… new messages will catch up.'));
   }
 
   function setConn(state) {
@@ -323,7 +324,7 @@
   }
 
   function buildRoomView() {
-    const input = h('textarea', { id: 'composer-input', rows: 1, placeholder: 'Message (Enter sends, Shift+Enter new line, @ mentions)',
+    const input = h('textarea', { id: 'composer-input', rows: 1, placeholder: 'Message… (@ to mention)',
       'aria-label': 'Message', 'aria-autocomplete': 'list', 'aria-controls': 'complete', oninput: onComposerInput,
       onkeydown: onComposerKey });
     $('#main').replaceChildren(
@@ -520,9 +521,9 @@
     setTimeout(() => el.classList.remove('flash'), 2500);
   }
 
+  /** The server's copy replaces ours whole (a changed status comes as the same event_id). */
   function upsertEvent(e) {
-    const old = S.events.get(e.event_id);
-    S.events.set(e.event_id, old ? Object.assign({}, old, e) : e);
+    S.events.set(e.event_id, e);
   }
 
   // --------------------------------------------------------------- composer
@@ -598,7 +599,8 @@
 
   function autosize(ta) {
     ta.style.height = 'auto';
-    ta.style.height = Math.min(ta.scrollHeight, 200) + 'px';
+    ta.style.height = Math.min(ta.scrollHeight + 2, 200) + 'px';
+    ta.style.overflowY = ta.scrollHeight > 200 ? 'auto' : 'hidden';
   }
 
   /** The @word being typed just before the caret, if any. */
