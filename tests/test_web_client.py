@@ -283,6 +283,25 @@ def test_two_people_chat_across_servers_in_the_browser(
                    what="bob's own messages to settle")
         bob.save_screenshot(str(shots / "room-bob-members.png"))
 
+        # a longer history pages backwards
+        r = api_a.post("/v1/rooms", headers=bearer(tokens["alice"]), json={"name": "history"})
+        history = r.json()["room_id"]
+        for i in range(60):
+            r = api_a.post(f"/v1/rooms/{history}/messages", headers=bearer(tokens["alice"]),
+                           json={"body": f"old message {i}"})
+            assert r.status_code == 201, r.text
+        item = wait_until(alice, lambda: css(alice, f'.room-item[data-room-id="{history}"]'),
+                          what="the new room in alice's list")
+        item.click()
+        wait_until(alice, lambda: message(alice, "old message 59"), what="the newest messages")
+        # scrolling to the top loads the page before (a page is at most 50)
+        alice.execute_script("document.getElementById('timeline').scrollTop = 0")
+        wait_until(alice, lambda: len(all_css(alice, "#events .msg")) == 60,
+                   what="the older messages")
+        assert all_css(alice, "#events .start") and message(alice, "old message 0")
+        css(alice, f'.room-item[data-room-id="{room_id}"]').click()
+        wait_until(alice, lambda: message(alice, "gnp.exe"), what="alice back in the DM")
+
         # search finds the message on b.test and jumps to it
         css(bob, "#search").send_keys("replying" + Keys.ENTER)
         result = wait_until(bob, lambda: css(bob, "#search-results .result"),
@@ -314,6 +333,16 @@ def test_two_people_chat_across_servers_in_the_browser(
         assert checks["their_policy"] == "ok" and checks["our_policy"] == "ok"
         alice.save_screenshot(str(shots / "admin-doctor.png"))
 
+        # a message while alice looks elsewhere counts as unread in her room list
+        send(bob, "are you there?")
+        unread = wait_until(alice, lambda: css(
+            alice, f'.room-item[data-room-id="{room_id}"] .count'), what="an unread count")
+        assert unread.text == "1"
+        css(alice, f'.room-item[data-room-id="{room_id}"]').click()
+        wait_until(alice, lambda: message(alice, "are you there?"), what="the unread message")
+        dm_count = f'.room-item[data-room-id="{room_id}"] .count'
+        wait_until(alice, lambda: not all_css(alice, dm_count), what="the count to clear")
+
         # -- phone width ------------------------------------------------------------------
         bob.set_window_size(390, 844)
         wait_until(bob, lambda: css(bob, "#members").is_displayed(), what="members, full screen")
@@ -335,8 +364,6 @@ def test_two_people_chat_across_servers_in_the_browser(
         wait_until(bob, lambda: css(bob, "#conn.reconnecting"), what="the reconnecting state")
         assert css(bob, "#offline").is_displayed()  # also on a phone, where the sidebar hides
         bob.save_screenshot(str(shots / "phone-reconnecting.png"))
-        css(alice, f'.room-item[data-room-id="{room_id}"]').click()
-        wait_until(alice, lambda: css(alice, "#composer-input"), what="alice back in the room")
         send(alice, "sent while b.test was down")
         b.start()
         wait_until(bob, lambda: css(bob, "#conn.live"), what="the stream back", timeout=40)
