@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -153,6 +154,33 @@ async def test_logout_revokes_the_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/me", headers=bearer(token))).status_code == 401
 
 
+def db(server: ServerProcess) -> sqlite3.Connection:
+    return sqlite3.connect(Path(server.root) / "data" / "swfed.sqlite3", isolation_level=None)
+
+
+async def test_login_sessions_expire_and_end_with_a_new_password(
+        server: ServerProcess, client: httpx.AsyncClient) -> None:
+    api_token = server.create_user("dora")
+    set_password(server, "admin", "user", "set-password", "dora")
+    first = (await login(client, "dora")).json()["token"]
+    second = (await login(client, "dora")).json()["token"]
+    client.cookies.clear()
+    assert (await client.get("/v1/me", headers=bearer(first))).status_code == 200
+    # a session past its expiry is refused (the row is what the server checks)
+    conn = db(server)
+    conn.execute("UPDATE login_sessions SET expires_at = 0 WHERE local_id = 'dora' AND"
+                 " token_hash = (SELECT token_hash FROM login_sessions WHERE local_id = 'dora'"
+                 " ORDER BY created_at, rowid LIMIT 1)")
+    conn.close()
+    r = await client.get("/v1/me", headers=bearer(first))
+    assert r.status_code == 401 and error_code(r) == "SW_BAD_TOKEN"
+    assert (await client.get("/v1/me", headers=bearer(second))).status_code == 200
+    # a new password signs every browser out; the CLI's API token keeps working
+    set_password(server, "admin", "user", "set-password", "dora", password="another password")
+    assert (await client.get("/v1/me", headers=bearer(second))).status_code == 401
+    assert (await client.get("/v1/me", headers=bearer(api_token))).status_code == 200
+
+
 async def test_cli_passwords(server: ServerProcess, client: httpx.AsyncClient) -> None:
     r = set_password(server, "admin", "user", "set-password", "alice", password="short",
                      check=False)
@@ -165,9 +193,7 @@ async def test_cli_passwords(server: ServerProcess, client: httpx.AsyncClient) -
     assert (await login(client, "mallory", "a new long password")).status_code == 200
     assert (await login(client, "mallory")).status_code == 401
     # the stored value is an Argon2id hash, never the password
-    import sqlite3
-
-    conn = sqlite3.connect(Path(server.root) / "data" / "swfed.sqlite3")
+    conn = db(server)
     stored = [row[0] for row in conn.execute("SELECT hash FROM passwords")]
     conn.close()
     assert stored and all(h.startswith("$argon2id$") for h in stored)

@@ -44,8 +44,8 @@ from swfed.storage import passwords as passwords_db
 
 bp = Blueprint("auth", __name__)
 
-#: A session cookie lives this long in the browser (the token until logout).
-SESSION_MAX_AGE = 30 * 24 * 3600
+#: A session cookie lives as long as its login session on the server.
+SESSION_MAX_AGE = passwords_db.SESSION_DAYS * 24 * 3600
 #: Failed logins allowed per account, and per client address, in WINDOW seconds.
 MAX_FAILURES_PER_ACCOUNT = 5
 MAX_FAILURES_PER_ADDRESS = 20
@@ -158,7 +158,13 @@ async def login() -> Response:
     rehashed = None
     if passwords_db.needs_rehash(stored):
         rehashed = await trio.to_thread.run_sync(passwords_db.hash_password, password)
-    token = await write(passwords_db.login_txn, ten, local_id, state().clock(), rehashed)
+    now_ms = state().clock()
+
+    def txn(conn: Any) -> str:
+        passwords_db.prune_sessions_txn(conn, ten, local_id, now_ms)
+        return passwords_db.login_txn(conn, ten, local_id, now_ms, rehashed)
+
+    token = await write(txn)
     from swfed.storage.tenants import user_txn
 
     user = await read(user_txn, ten, local_id)

@@ -11,7 +11,7 @@ from quart import current_app, g, request
 from swfed.app import State
 from swfed.core.canonical import decode_json_object
 from swfed.core.errors import BadRequest, FederationError, Forbidden, Unauthorized
-from swfed.storage import tenants as tenants_db
+from swfed.storage import passwords as passwords_db
 from swfed.storage.tenants import Tenant, User
 
 T = TypeVar("T")
@@ -125,7 +125,7 @@ async def current_user() -> User:
             # arrived leaves a kept-alive connection stuck for the next request.
             await request.get_data(cache=False)
             raise
-    user = await read(tenants_db.user_by_token_txn, tenant(), token.strip())
+    user = await read(passwords_db.session_user_txn, tenant(), token.strip(), state().clock())
     if user is None:
         raise Unauthorized(f"unknown token for {tenant().server_name}: check the token and "
                            "the host you are calling, or sign in again", code="SW_BAD_TOKEN")

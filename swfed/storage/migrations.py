@@ -240,6 +240,17 @@ CREATE TABLE passwords (
     PRIMARY KEY (tenant_id, local_id),
     FOREIGN KEY (tenant_id, local_id) REFERENCES users(tenant_id, local_id)
 );
+
+-- Tokens issued by a password login (the web client's sessions) expire;
+-- tokens made by the CLI for API clients do not. Same hash as tokens.
+CREATE TABLE login_sessions (
+    token_hash BLOB PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL,
+    local_id   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX login_sessions_by_user ON login_sessions(tenant_id, local_id);
 """
 
 #: (version, SQL script); versions are consecutive from 1.
