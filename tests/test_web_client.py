@@ -177,7 +177,8 @@ def test_two_people_chat_across_servers_in_the_browser(
         room_id = wait_until(alice, lambda: css(alice, ".room-item.active").get_attribute(
             "data-room-id"), what="the new DM to open")
         assert room_id.endswith(":a.test")
-        assert css(alice, f'#dm-list .room-item[data-room-id="{room_id}"]')
+        dm_item = css(alice, f'#dm-list .room-item[data-room-id="{room_id}"]')
+        assert css(dm_item, ".name").text == "@bob:b.test"  # a DM is named by the other one
 
         # -- bob signs in, sees the invite in his notifications, accepts ------------
         sign_in(bob, b_origin, "bob")
@@ -279,6 +280,12 @@ def test_two_people_chat_across_servers_in_the_browser(
         assert not all_css(hostile, ".body img, .body script, .body b")
         assert alice.execute_script("return window.__pwned") is None
         wait_until(bob, lambda: message(bob, "gnp.exe"), what="the hostile text on b too")
+        hover_click(bob, message(bob, "gnp.exe"), ".react-button")
+        css(bob, ".picker-other").send_keys("<i>k</i>" + Keys.ENTER)
+        chip = wait_until(alice, lambda: all_css(message(alice, "gnp.exe"), ".reaction"),
+                          what="bob's hostile reaction key")[0]
+        assert chip.get_attribute("data-key") == "<i>k</i>" and not all_css(chip, "i")
+        assert "<i>k</i>" in text_of(alice, chip)
         wait_until(bob, lambda: not all_css(bob, "#events .msg.st-pending"),
                    what="bob's own messages to settle")
         bob.save_screenshot(str(shots / "room-bob-members.png"))

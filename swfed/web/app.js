@@ -111,6 +111,7 @@
     everLive: false,
     lastStreamId: null,
     retryMs: 1000,
+    counted: new Set(), // event ids already counted as unread
   };
 
   // ------------------------------------------------------------------- ids
@@ -270,8 +271,18 @@
     } catch (e) { /* shown when opened */ }
   }
 
+  /** A DM made by the server is named "@a:x & @b:y": show the other person. */
   function roomLabel(room) {
-    return room.name || room.room_id;
+    const name = room.name || room.room_id;
+    if (room.type === 'dm' && S.me) {
+      const parts = name.split(' & ');
+      const mine = [S.me.fqid, S.me.id];
+      if (parts.length === 2 && parts.some((p) => mine.includes(p))) {
+        const other = parts.find((p) => !mine.includes(p));
+        if (other && other.startsWith('@')) return showId(qualify(other, S.me.server_name));
+      }
+    }
+    return name;
   }
 
   function renderRooms() {
@@ -771,8 +782,13 @@
         if (tl.scrollHeight - tl.scrollTop - tl.clientHeight < 60) markRead();
       }
     } else if (entry && e.type === 'message' && e.sender !== S.me.fqid) {
+      // a changed event (same event_id, new status) is not a new unread message
       const read = store.get('read:' + e.room_id, 0);
-      if ((e.seq || Infinity) > read) { entry.unread += 1; renderRooms(); }
+      if ((e.seq || Infinity) > read && !S.counted.has(e.event_id)) {
+        S.counted.add(e.event_id);
+        entry.unread += 1;
+        renderRooms();
+      }
     }
   }
 
