@@ -57,19 +57,26 @@ def security_headers(response: Response) -> Response:
 
 
 @cache
-def _load(name: str) -> tuple[bytes, str, str] | None:
-    """(content, content type, etag) of a file under WEB_ROOT, or None."""
-    path = (WEB_ROOT / name).resolve()
-    if WEB_ROOT not in path.parents or not path.is_file():
-        return None
-    data = path.read_bytes()
-    ctype = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or \
-        "application/octet-stream"
-    return data, ctype, '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+def _files() -> dict[str, tuple[bytes, str, str]]:
+    """Every file of the client, read once: name -> (content, content type, ETag).
+
+    Only these names are ever served, so no request path reaches the file
+    system and a flood of unknown names costs nothing to remember.
+    """
+    out: dict[str, tuple[bytes, str, str]] = {}
+    for path in sorted(WEB_ROOT.rglob("*")):
+        rel = path.relative_to(WEB_ROOT).as_posix()
+        if not path.is_file() or any(part.startswith(".") for part in rel.split("/")):
+            continue
+        data = path.read_bytes()
+        ctype = (TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
+                 or "application/octet-stream")
+        out[rel] = (data, ctype, '"' + hashlib.sha256(data).hexdigest()[:32] + '"')
+    return out
 
 
 def _serve(name: str) -> Response:
-    found = _load(name)
+    found = _files().get(name)
     if found is None:
         raise NotFound(f"no file {name} in the web client", code="SW_NOT_FOUND")
     data, ctype, etag = found
@@ -89,8 +96,6 @@ async def index() -> Response:
 
 @bp.get("/web/<path:name>")
 async def static_file(name: str) -> Response:
-    if name.startswith(".") or "/." in name or "\\" in name:
-        raise NotFound(f"no file {name} in the web client", code="SW_NOT_FOUND")
     return _serve(name)
 
 

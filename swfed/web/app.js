@@ -153,7 +153,9 @@
 
   function showLogin(message) {
     closeStream();
+    closeDialog();
     S.me = null;
+    document.body.classList.remove('in-room', 'offline');
     const app = $('#app');
     app.className = 'login-page';
     const err = h('p', { id: 'login-error', class: 'error', role: 'alert' }, message || '');
