@@ -377,3 +377,12 @@ def test_two_people_chat_across_servers_in_the_browser(
         assert not css(bob, "#offline").is_displayed()
         wait_until(bob, lambda: message(bob, "sent while b.test was down"),
                    what="the message sent during the outage", timeout=60)
+
+        # no script error and no Content-Security-Policy violation on alice's page the
+        # whole time: the only errors are the two refusals the test asked for
+        expected = ("/v1/me - Failed to load resource: the server responded with a status "
+                    "of 401", "/v1/login - Failed to load resource: the server responded "
+                    "with a status of 401")
+        errors = [e["message"] for e in alice.get_log("browser")
+                  if e["level"] == "SEVERE" and not any(x in e["message"] for x in expected)]
+        assert errors == []
