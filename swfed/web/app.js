@@ -112,6 +112,7 @@
     lastStreamId: null,
     retryMs: 1000,
     counted: new Set(), // event ids already counted as unread
+    nodes: new Map(), // event_id -> {sig, node}: the open room's rendered events
   };
 
   // ------------------------------------------------------------------- ids
@@ -324,6 +325,7 @@
     document.body.classList.add('in-room');
     if (!same) {
       S.events = new Map();
+      S.nodes = new Map();
       S.next = undefined;
       S.members = [];
       S.replyTo = null;
@@ -345,7 +347,8 @@
       h('div', { id: 'timeline', class: 'timeline', tabindex: '0', 'aria-label': 'Messages',
         onscroll: onTimelineScroll },
         h('button', { id: 'load-older', class: 'link', onclick: () => loadOlder(false) }, 'Load older messages'),
-        h('ol', { id: 'events', role: 'log', 'aria-live': 'polite' })),
+        h('ol', { id: 'events', 'aria-label': 'Messages' })),
+      h('div', { id: 'announce', class: 'sr-only', role: 'status', 'aria-live': 'polite' }),
       h('div', { id: 'reply-bar', class: 'reply-bar', hidden: true }),
       h('form', { id: 'composer', class: 'composer', onsubmit: (ev) => { ev.preventDefault(); send(); } },
         h('ul', { id: 'complete', class: 'complete', role: 'listbox', hidden: true }),
@@ -436,16 +439,36 @@
       if (!keys.has(c.key)) keys.set(c.key, []);
       if (!keys.get(c.key).includes(e.sender)) keys.get(c.key).push(e.sender);
     }
+    // Keyed update: an unchanged event keeps its node where it is, so a
+    // focused button (keyboard users) or a flash survives new messages.
     const items = [];
-    for (const e of events) {
-      const item = renderEvent(e, reactions.get(e.event_id));
-      if (item) items.push(item);
+    const nodes = new Map();
+    if (S.next === null) {
+      const start = (S.nodes.get('start') || {}).node || h('li', { class: 'sys start' }, 'This is the start of the room.');
+      nodes.set('start', { node: start });
+      items.push(start);
     }
-    list.replaceChildren(...items);
+    for (const e of events) {
+      const rs = reactions.get(e.event_id);
+      const target = e.content && e.content.in_reply_to ? S.events.get(e.content.in_reply_to) : null;
+      const sig = JSON.stringify([e, rs ? [...rs.entries()] : null, nameOf(e.sender),
+        target ? [nameOf(target.sender), (target.content || {}).body] : null]);
+      const old = S.nodes.get(e.event_id);
+      const node = old && old.sig === sig ? old.node : renderEvent(e, rs);
+      if (!node) continue;
+      nodes.set(e.event_id, { sig, node });
+      items.push(node);
+    }
+    S.nodes = nodes;
+    const keep = new Set(items);
+    for (const child of [...list.children]) if (!keep.has(child)) child.remove();
+    items.forEach((node, i) => {
+      if (list.children[i] !== node) list.insertBefore(node, list.children[i] || null);
+    });
+    while (list.children.length > items.length) list.lastElementChild.remove();
     const older = $('#load-older');
     older.hidden = S.next === null;
     older.disabled = false;
-    if (S.next === null) list.prepend(h('li', { class: 'sys start' }, 'This is the start of the room.'));
     if (atBottom) tl.scrollTop = tl.scrollHeight;
   }
 
@@ -776,8 +799,12 @@
       loadRooms().catch(() => {});
     }
     if (e.room_id === S.current && S.view === 'room') {
+      const isNew = !S.events.has(e.event_id);
       upsertEvent(e);
       renderTimeline();
+      if (isNew && e.type === 'message' && e.sender !== S.me.fqid) {
+        $('#announce').textContent = nameOf(e.sender) + ': ' + String((e.content || {}).body ?? '').slice(0, 200);
+      }
       if (e.type === 'member' || e.type === 'invite') loadMembers();
       if (document.visibilityState === 'visible') {
         const tl = $('#timeline');
