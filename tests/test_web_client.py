@@ -136,6 +136,8 @@ def members(origin_client: httpx.Client, token: str, room_id: str) -> list[dict[
 
 def test_two_people_chat_across_servers_in_the_browser(
         fed: tuple[TlsNet, ServerProcess, ServerProcess, dict[str, str]], shots: Path) -> None:
+    from selenium.webdriver.common.keys import Keys
+
     net, a, b, tokens = fed
     a_origin = f"https://a.test:{a.port}"
     b_origin = f"https://b.test:{b.port}"
@@ -222,6 +224,10 @@ def test_two_people_chat_across_servers_in_the_browser(
         # bob replies to it
         hover_click(bob, greeting, ".reply-button")
         assert "hello bob" in css(bob, "#reply-bar").text
+        assert bob.switch_to.active_element.get_attribute("id") == "composer-input"
+        css(bob, "#composer-input").send_keys(Keys.ESCAPE)  # Esc cancels a reply
+        assert not css(bob, "#reply-bar").is_displayed()
+        hover_click(bob, greeting, ".reply-button")
         send(bob, "hi alice, replying from b.test")
         reply = wait_until(alice, lambda: message(alice, "replying from b.test"),
                            what="bob's reply on a")
@@ -246,8 +252,6 @@ def test_two_people_chat_across_servers_in_the_browser(
                    what="two 👍 on a")
 
         # bob mentions alice with completion over the room's members
-        from selenium.webdriver.common.keys import Keys
-
         box = css(bob, "#composer-input")
         box.send_keys("@ali")
         option = wait_until(bob, lambda: css(bob, "#complete .option"), what="completion")
@@ -310,7 +314,11 @@ def test_two_people_chat_across_servers_in_the_browser(
         wait_until(alice, lambda: message(alice, "gnp.exe"), what="alice back in the DM")
 
         # search finds the message on b.test and jumps to it
-        css(bob, "#search").send_keys("replying" + Keys.ENTER)
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(bob).key_down(Keys.CONTROL).send_keys("k").key_up(Keys.CONTROL).perform()
+        assert bob.switch_to.active_element.get_attribute("id") == "search"  # Ctrl+K
+        bob.switch_to.active_element.send_keys("replying" + Keys.ENTER)
         result = wait_until(bob, lambda: css(bob, "#search-results .result"),
                             what="a search result")
         assert "replying from b.test" in result.text
