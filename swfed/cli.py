@@ -97,21 +97,22 @@ def _password_hash(what: str) -> str:
 
 
 def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
-    from swfed.storage.passwords import set_password_txn
+    from swfed.storage.passwords import create_user_with_password_txn
 
     local_id = check_local_id(args.local_id.removeprefix("@"), "LOCAL_ID")
     conn = _db(config)
     tenant = _tenant(conn, config, args.tenant)
-    hashed = _password_hash(f"@{local_id}") if args.password else None
-
-    def txn(conn: Any) -> str:
-        token = tenants_db.create_user_txn(conn, tenant, local_id,
-                                           args.display_name or local_id, args.admin, _now())
-        if hashed is not None:
-            set_password_txn(conn, tenant, local_id, hashed, _now())
-        return token
-
-    token = run_in_transaction(conn, txn)
+    name = args.display_name or local_id
+    if args.password:
+        if tenants_db.user_txn(conn, tenant, local_id) is not None:  # before asking
+            raise SwfedError(f"user @{local_id} already exists on {tenant.server_name}: "
+                             "swfed admin user set-password changes a password",
+                             code="SW_USER_EXISTS")
+        token = run_in_transaction(conn, create_user_with_password_txn, tenant, local_id, name,
+                                   args.admin, _password_hash(f"@{local_id}"), _now())
+    else:
+        token = run_in_transaction(conn, tenants_db.create_user_txn, tenant, local_id, name,
+                                   args.admin, _now())
     _print(args, {"id": f"@{local_id}", "fqid": f"@{local_id}:{tenant.server_name}",
                   "admin": args.admin, "token": token}, token)
     return 0

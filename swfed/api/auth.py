@@ -158,13 +158,7 @@ async def login() -> Response:
     rehashed = None
     if passwords_db.needs_rehash(stored):
         rehashed = await trio.to_thread.run_sync(passwords_db.hash_password, password)
-    now_ms = state().clock()
-
-    def txn(conn: Any) -> str:
-        passwords_db.prune_sessions_txn(conn, ten, local_id, now_ms)
-        return passwords_db.login_txn(conn, ten, local_id, now_ms, rehashed)
-
-    token = await write(txn)
+    token = await write(passwords_db.login_txn, ten, local_id, state().clock(), rehashed)
     from swfed.storage.tenants import user_txn
 
     user = await read(user_txn, ten, local_id)

@@ -25,6 +25,7 @@ from swfed.core.errors import BadRequest, NotFound
 from swfed.storage.tenants import (
     Tenant,
     User,
+    create_user_txn,
     hash_token,
     issue_token_txn,
     user_by_token_txn,
@@ -108,13 +109,29 @@ def password_hash_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str) -
 
 def login_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, now: int,
               rehashed: str | None = None) -> str:
-    """Issue a session token after a verified password (and store a fresher hash)."""
+    """Issue a session token after a verified password (and store a fresher hash).
+
+    The user's expired sessions go first, so they never pile up.
+    """
+    prune_sessions_txn(conn, tenant, local_id, now)
     if rehashed is not None:
         set_password_txn(conn, tenant, local_id, rehashed, now, end_sessions=False)
     token = issue_token_txn(conn, tenant, local_id, now)
     conn.execute("INSERT INTO login_sessions (token_hash, tenant_id, local_id, created_at,"
                  " expires_at) VALUES (?, ?, ?, ?, ?)",
                  (hash_token(token), tenant.tenant_id, local_id, now, now + SESSION_MS))
+    return token
+
+
+def create_user_with_password_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str,
+                                  display_name: str, admin: bool, password_hash: str,
+                                  now: int) -> str:
+    """A new user with a password, in one transaction; returns a bearer token.
+
+    Raises SW_USER_EXISTS.
+    """
+    token = create_user_txn(conn, tenant, local_id, display_name, admin, now)
+    set_password_txn(conn, tenant, local_id, password_hash, now, end_sessions=False)
     return token
 
 
