@@ -152,6 +152,13 @@ def test_two_people_chat_across_servers_in_the_browser(
         alice.save_screenshot(str(shots / "sign-in.png"))
         sign_in(alice, a_origin, "alice")
         assert css(alice, "#me-id").text == "@alice:a.test"
+        # under TLS the session cookie is __Host-, Secure, HttpOnly, SameSite=Strict; the
+        # page's scripts cannot read it and no token is kept anywhere a script can reach
+        (cookie,) = alice.get_cookies()
+        assert cookie["name"] == "__Host-swfed_session" and cookie["secure"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+        assert alice.execute_script("return document.cookie") == ""
+        assert alice.execute_script("return JSON.stringify(localStorage)").find("swt_") < 0
 
         # -- alice (a tenant admin) opens federation to b.test in the policy editor
         css(alice, "#admin-button").click()
