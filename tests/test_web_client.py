@@ -317,6 +317,18 @@ def test_two_people_chat_across_servers_in_the_browser(
         wait_until(alice, lambda: len(all_css(alice, "#events .msg")) == 60,
                    what="the older messages")
         assert all_css(alice, "#events .start") and message(alice, "old message 0")
+        # the room's settings: this server's half of the federate switch
+        css(alice, "#room-settings").click()
+        css(alice, "#room-federate").click()
+        wait_until(alice, lambda: "on for this room" in css(alice, "#room-settings-msg").text,
+                   what="federate switched on")
+        r = api_a.get(f"/v1/rooms/{history}", headers=bearer(tokens["alice"]))
+        assert r.json()["federate"] is True
+        # and leaving it (after a confirmation) takes it off the list
+        css(alice, "#room-leave").click()
+        wait_until(alice, lambda: alice.switch_to.alert, what="the confirmation").accept()
+        wait_until(alice, lambda: not all_css(alice, f'.room-item[data-room-id="{history}"]'),
+                   what="the room to leave the list")
         css(alice, f'.room-item[data-room-id="{room_id}"]').click()
         wait_until(alice, lambda: message(alice, "gnp.exe"), what="alice back in the DM")
 

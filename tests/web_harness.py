@@ -76,6 +76,7 @@ def wait_until(driver: Any, condition: Callable[[], T | None], *, what: str,
                timeout: float = WAIT_SECONDS) -> T:
     """Poll ``condition`` until it returns something truthy; stale elements retry."""
     from selenium.common.exceptions import (
+        NoAlertPresentException,
         NoSuchElementException,
         StaleElementReferenceException,
     )
@@ -87,7 +88,8 @@ def wait_until(driver: Any, condition: Callable[[], T | None], *, what: str,
             value = condition()
             if value:
                 return value
-        except (NoSuchElementException, StaleElementReferenceException) as exc:
+        except (NoSuchElementException, StaleElementReferenceException,
+                NoAlertPresentException) as exc:
             last_error = exc
         if time.monotonic() > deadline:
             logs = ""

@@ -378,7 +378,53 @@
         h('button', { id: 'call-button', title: 'Join the call', onclick: startCall }, '📞 Call'),
         room.host === S.me.server_name ? h('button', { id: 'invite-button', onclick: inviteDialog }, 'Invite') : null,
         h('button', { id: 'members-toggle', 'aria-expanded': String(!$('#members').hidden),
-          onclick: toggleMembers }, 'Members')));
+          onclick: toggleMembers }, 'Members'),
+        h('button', { id: 'room-settings', class: 'icon', title: 'Room settings', 'aria-label': 'Room settings',
+          onclick: roomSettings }, '⋯')));
+  }
+
+  function roomSettings() {
+    const room = S.rooms.get(S.current).room;
+    const msg = h('p', { role: 'status', id: 'room-settings-msg' });
+    const say = (text, bad) => { msg.className = bad ? 'error' : ''; msg.textContent = text; };
+    const federate = h('input', { id: 'room-federate', type: 'checkbox', checked: !!room.federate,
+      onchange: async () => {
+        try {
+          const updated = await api('PATCH', `/v1/rooms/${enc(room.room_id)}`, { federate: federate.checked });
+          S.rooms.get(room.room_id).room = updated;
+          renderRoomHead();
+          renderRooms();
+          say(updated.federate ? 'Federation is on for this room here.' : 'Federation is off for this room here.');
+        } catch (e) { federate.checked = !federate.checked; say(errText(e), true); }
+      } });
+    const hostedElsewhere = room.host !== S.me.server_name;
+    openDialog('Room settings', h('div', { class: 'stack' },
+      h('p', {}, h('strong', {}, txt(roomLabel(room))), h('br'),
+        h('span', { class: 'muted' }, txt(room.room_id), ' · ', room.type, ' · hosted by ', txt(room.host))),
+      h('label', { class: 'check' }, federate, ' Federate (this server\'s half of the room\'s switch; the room\'s creator or an admin)'),
+      S.me.admin && hostedElsewhere ? h('button', { id: 'room-backfill', onclick: async (ev) => {
+        ev.currentTarget.disabled = true;
+        try {
+          const r = await api('POST', `/v1/admin/rooms/${enc(room.room_id)}/federation/backfill`);
+          say(`Pulled ${r.pulled} event(s) from ${room.host}: ${r.events} new, ${r.refused} refused.`);
+          if (S.current === room.room_id) { S.events = new Map(); S.next = undefined; loadOlder(true); }
+        } catch (e) { say(errText(e), true); }
+        ev.currentTarget.disabled = false;
+      } }, 'Pull history from the host (backfill)') : null,
+      h('button', { id: 'room-leave', class: 'decline', onclick: async () => {
+        if (!confirm('Leave this room?')) return;
+        try {
+          await api('POST', `/v1/rooms/${enc(room.room_id)}/leave`);
+          closeDialog();
+          S.current = null;
+          S.view = 'none';
+          $('#main').replaceChildren(h('div', { class: 'empty' }, h('p', {}, 'You left the room.')));
+          $('#members').hidden = true;
+          document.body.classList.remove('in-room');
+          await loadRooms();
+        } catch (e) { say(errText(e), true); }
+      } }, 'Leave room'),
+      msg), 'room-settings');
   }
 
   // --------------------------------------------------------------- timeline
