@@ -194,4 +194,8 @@ def create_app(state: State) -> QuartTrio:
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(calls.bp)
+    from swfed.api import auth, doctor_api, web
+
+    for module in (auth, doctor_api, web):
+        app.register_blueprint(module.bp)
     return app

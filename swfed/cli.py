@@ -71,12 +71,48 @@ def cmd_tenant_list(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(what: str) -> str:
+    """A new password: asked twice on a terminal, else the first line of stdin."""
+    import getpass
+
+    from swfed.storage.passwords import check_password
+
+    if sys.stdin is not None and sys.stdin.isatty():
+        first = getpass.getpass(f"password for {what}: ")
+        if getpass.getpass("again: ") != first:
+            raise SwfedError("the two passwords differ", code="SW_BAD_PASSWORD")
+    else:
+        first = (sys.stdin.readline() if sys.stdin is not None else "").rstrip("\r\n")
+        if not first:
+            raise SwfedError("--password: no terminal to ask on and nothing on stdin; "
+                             "pipe the password in, e.g. printf %s \"$PW\" | swfed admin user "
+                             "...", code="SW_BAD_PASSWORD")
+    return check_password(first, "password")
+
+
+def _password_hash(what: str) -> str:
+    from swfed.storage.passwords import hash_password
+
+    return hash_password(_read_password(what))
+
+
 def cmd_user_create(config: Config, args: argparse.Namespace) -> int:
+    from swfed.storage.passwords import create_user_with_password_txn
+
     local_id = check_local_id(args.local_id.removeprefix("@"), "LOCAL_ID")
     conn = _db(config)
     tenant = _tenant(conn, config, args.tenant)
-    token = run_in_transaction(conn, tenants_db.create_user_txn, tenant, local_id,
-                               args.display_name or local_id, args.admin, _now())
+    name = args.display_name or local_id
+    if args.password:
+        if tenants_db.user_txn(conn, tenant, local_id) is not None:  # before asking
+            raise SwfedError(f"user @{local_id} already exists on {tenant.server_name}: "
+                             "swfed admin user set-password changes a password",
+                             code="SW_USER_EXISTS")
+        token = run_in_transaction(conn, create_user_with_password_txn, tenant, local_id, name,
+                                   args.admin, _password_hash(f"@{local_id}"), _now())
+    else:
+        token = run_in_transaction(conn, tenants_db.create_user_txn, tenant, local_id, name,
+                                   args.admin, _now())
     _print(args, {"id": f"@{local_id}", "fqid": f"@{local_id}:{tenant.server_name}",
                   "admin": args.admin, "token": token}, token)
     return 0
@@ -88,6 +124,22 @@ def cmd_user_token(config: Config, args: argparse.Namespace) -> int:
     tenant = _tenant(conn, config, args.tenant)
     token = run_in_transaction(conn, tenants_db.issue_token_txn, tenant, local_id, _now())
     _print(args, {"id": f"@{local_id}", "token": token}, token)
+    return 0
+
+
+def cmd_user_set_password(config: Config, args: argparse.Namespace) -> int:
+    from swfed.storage.passwords import set_password_txn
+
+    local_id = check_local_id(args.local_id.removeprefix("@"), "LOCAL_ID")
+    conn = _db(config)
+    tenant = _tenant(conn, config, args.tenant)
+    if tenants_db.user_txn(conn, tenant, local_id) is None:
+        raise SwfedError(f"no user @{local_id} on {tenant.server_name}",
+                         code="SW_USER_NOT_FOUND")
+    hashed = _password_hash(f"@{local_id}")
+    run_in_transaction(conn, set_password_txn, tenant, local_id, hashed, _now())
+    _print(args, {"id": f"@{local_id}", "password_set": True},
+           f"password set for @{local_id} on {tenant.server_name}")
     return 0
 
 
@@ -225,7 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", action="store_true", help="make a tenant admin")
     p.add_argument("--display-name", dest="display_name")
     p.add_argument("--json", action="store_true", help="print a JSON object with the token")
+    p.add_argument("--password", action="store_true",
+                   help="also set a password for the web client: asked on the terminal, "
+                   "else read from the first line of stdin")
     p.set_defaults(func=cmd_user_create)
+    p = user_cmds.add_parser("set-password", help="set or change a user's password (asked on "
+                             "the terminal, else the first line of stdin)")
+    p.add_argument("local_id")
+    p.add_argument("--tenant")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_user_set_password)
     p = user_cmds.add_parser("token", help="issue another bearer token for a user")
     p.add_argument("local_id")
     p.add_argument("--tenant")

@@ -11,7 +11,7 @@ from quart import current_app, g, request
 from swfed.app import State
 from swfed.core.canonical import decode_json_object
 from swfed.core.errors import BadRequest, FederationError, Forbidden, Unauthorized
-from swfed.storage import tenants as tenants_db
+from swfed.storage import passwords as passwords_db
 from swfed.storage.tenants import Tenant, User
 
 T = TypeVar("T")
@@ -67,18 +67,68 @@ async def recorded_refusal(ten: Tenant, peer: str | None, *, actor: str,
         raise
 
 
+#: The web client's session cookie (see swfed.api.auth): ``__Host-`` under TLS.
+SESSION_COOKIES = ("__Host-swfed_session", "swfed_session")
+#: The header the web client sets on every request; cross-site pages cannot
+#: set it without a CORS preflight, which this server never grants.
+CSRF_HEADER = "X-SWFed-CSRF"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def check_same_origin(*, need_header: bool) -> None:
+    """Refuse (403 SW_CSRF) a request that another site's page may have made.
+
+    ``Origin`` and ``Sec-Fetch-Site``, when the browser sends them, must say
+    this same host; with ``need_header`` the :data:`CSRF_HEADER` must be there too.
+    """
+    from urllib.parse import urlsplit
+
+    host = request.headers.get("Host", "").strip().lower()
+    origin = request.headers.get("Origin")
+    why = None
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc.lower() != host):
+        why = f"Origin {origin!r} is not this server ({host})"
+    elif request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        why = "the browser says it came from another site (Sec-Fetch-Site)"
+    elif need_header and request.headers.get(CSRF_HEADER) != "1":
+        why = f"a request signed in by cookie must carry the header {CSRF_HEADER}: 1"
+    if why is not None:
+        raise Forbidden(f"refused as a possible cross-site request: {why}; API clients "
+                        "use Authorization: Bearer instead of the cookie", code="SW_CSRF")
+
+
 async def current_user() -> User:
-    """The caller, from ``Authorization: Bearer``; raises SW_UNAUTHORIZED."""
+    """The caller, from ``Authorization: Bearer`` or the web client's session cookie.
+
+    Raises SW_UNAUTHORIZED, SW_BAD_TOKEN, and SW_CSRF for a state-changing
+    cookie request without the same-origin proof.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    by_cookie = False
+    if not header:
+        token = next((request.cookies[c] for c in SESSION_COOKIES if request.cookies.get(c)),
+                     "")
+        scheme, by_cookie = "bearer", bool(token)
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing Authorization: Bearer <token> header; "
-                           "create a token with: swfed admin user create LOCAL_ID")
-    user = await read(tenants_db.user_by_token_txn, tenant(), token.strip())
+                           "create a token with: swfed admin user create LOCAL_ID, "
+                           "or sign in with POST /v1/login")
+    if by_cookie and request.method not in SAFE_METHODS:
+        try:
+            check_same_origin(need_header=True)
+        except Forbidden:
+            # Take the body off the connection first: answering before it has
+            # arrived leaves a kept-alive connection stuck for the next request.
+            await request.get_data(cache=False)
+            raise
+    user = await read(passwords_db.session_user_txn, tenant(), token.strip(), state().clock())
     if user is None:
         raise Unauthorized(f"unknown token for {tenant().server_name}: check the token and "
-                           "the host you are calling", code="SW_BAD_TOKEN")
+                           "the host you are calling, or sign in again", code="SW_BAD_TOKEN")
     g.user = user
+    g.auth_token = token.strip()
+    g.auth_by_cookie = by_cookie
     return user
 
 

@@ -307,12 +307,36 @@ ALTER TABLE notifications_v4 RENAME TO notifications;
 CREATE INDEX notifications_by_user ON notifications(tenant_id, local_id, pos);
 """
 
+_V_PASSWORDS = """
+-- People's passwords for the web client's login: Argon2id PHC strings.
+CREATE TABLE passwords (
+    tenant_id  INTEGER NOT NULL,
+    local_id   TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, local_id),
+    FOREIGN KEY (tenant_id, local_id) REFERENCES users(tenant_id, local_id)
+);
+
+-- Tokens issued by a password login (the web client's sessions) expire;
+-- tokens made by the CLI for API clients do not. Same hash as tokens.
+CREATE TABLE login_sessions (
+    token_hash BLOB PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL,
+    local_id   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX login_sessions_by_user ON login_sessions(tenant_id, local_id);
+"""
+
 #: (version, SQL script); versions are consecutive from 1.
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _V1),
     (2, _V2),
     (3, _V3),
     (4, _V4),
+    (5, _V_PASSWORDS),
 ]
 
 
