@@ -14,8 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from tests.harness import running, wait_for
+from tests.test_stream import sse
 from tests.world import Person, World, make_world, open_policies, ordered
 
 
@@ -95,9 +97,17 @@ async def test_a_post_the_host_refuses_settles_as_refused(people: dict[str, Pers
         await alice.invite(room_id, member)
         await member.accept(room_id)
     await alice.ok("PATCH", f"/v1/rooms/{room_id}", {"federate": False})
-    event_id = await bob.post(room_id, "while the host said no")
-    mine = await bob.event(room_id, event_id)
-    assert mine is not None and mine["status"] in ("pending", "refused")
+    seen: list[tuple[int, str]] = []  # bob's live stream: (id, status) of his post
+    async with bob.http.stream("GET", "/v1/me/stream",
+                               headers={"Authorization": f"Bearer {bob.token}"}) as resp:
+        items = sse(resp)
+        event_id = await bob.post(room_id, "while the host said no")
+        with trio.move_on_after(15):
+            async for item in items:
+                if item["event"] == "event" and item["data"]["event_id"] == event_id:
+                    seen.append((int(item["id"]), item["data"]["status"]))
+                    if item["data"]["status"] == "refused":
+                        break
 
     async def refused() -> dict[str, Any] | None:
         e = await bob.event(room_id, event_id)
@@ -107,6 +117,11 @@ async def test_a_post_the_host_refuses_settles_as_refused(people: dict[str, Pers
     assert settled["error"]["code"] == "SW_FED_ROOM_NOT_FEDERATED"
     assert await alice.event(room_id, event_id) is None
     assert await people["dave"].event(room_id, event_id) is None  # not bob's: unseen
+    # the change reached bob's live stream: refused, under a newer id than the pending
+    # item (which a stream that was slower than the host's answer never shows)
+    assert seen and seen[-1][1] == "refused"
+    assert [status for _, status in seen] in (["refused"], ["pending", "refused"])
+    assert seen == sorted(seen)
 
     await alice.ok("PATCH", f"/v1/rooms/{room_id}", {"federate": True})
     later = await bob.post(room_id, "and now it does")

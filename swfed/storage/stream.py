@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from swfed.storage.events import VISIBLE, event_json
+from swfed.storage.events import event_json
 from swfed.storage.notifications import notification_json
 from swfed.storage.tenants import Tenant
 
@@ -26,13 +26,18 @@ def stream_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, after: i
     item at or below the last returned position were missing, its kind's
     list would be full with items all below it, and then the merge would
     hold more than ``limit`` items. So nothing is skipped.
+
+    An event that changed status comes again under its new position. A
+    refused one comes to everyone in the room (they may have shown it while
+    it was pending), marked ``refused``: a client keeps it only for its
+    sender, as ``GET …/messages`` does.
     """
     fqid = f"@{local_id}:{tenant.server_name}"
     events = conn.execute(
         "SELECT e.* FROM events e JOIN members m ON m.tenant_id = e.tenant_id"
         " AND m.room_id = e.room_id AND m.member = ? AND m.membership = 'join'"
-        f" WHERE e.tenant_id = ? AND e.pos > ? AND {VISIBLE} ORDER BY e.pos LIMIT ?",
-        (fqid, tenant.tenant_id, after, fqid, limit)).fetchall()
+        " WHERE e.tenant_id = ? AND e.pos > ? ORDER BY e.pos LIMIT ?",
+        (fqid, tenant.tenant_id, after, limit)).fetchall()
     notes = conn.execute(
         "SELECT * FROM notifications WHERE tenant_id = ? AND local_id = ? AND pos > ?"
         " ORDER BY pos LIMIT ?", (tenant.tenant_id, local_id, after, limit)).fetchall()

@@ -840,6 +840,11 @@
   }
 
   function onStreamEvent(e) {
+    if (e.status === 'refused' && e.sender !== S.me.fqid) {
+      // the host refused someone else's pending event: it leaves the timeline
+      if (S.events.delete(e.event_id) && e.room_id === S.current) renderTimeline();
+      return;
+    }
     const entry = S.rooms.get(e.room_id);
     if (!entry || e.type === 'member' || e.type === 'invite') {
       loadRooms().catch(() => {});
