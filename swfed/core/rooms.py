@@ -12,8 +12,11 @@ The host model, in short:
 - A member server sends its own users' events to the host; the host checks
   them (:func:`admit`), orders them and relays them, origin signature intact,
   to every other server with members (:func:`route_targets`).
-- A member server accepts an event of a room hosted elsewhere when the host
-  relays it, or when the event's own origin sends it (:func:`check_relay`).
+- Only the host writes into its room: a member server accepts an event of
+  a room hosted elsewhere only from that room's host, and the host accepts
+  from each server only that server's own events (:func:`check_relay`). An
+  event id already stored in the room is a no-op replay only for the very
+  same signed event; anything else is a conflict (:func:`check_replay`).
 - Each stored event has effects on membership, invites and notifications
   (:func:`effects`), computed from the event and the memberships it touches
   (:func:`touched_members`).
@@ -92,7 +95,8 @@ class Facts:
     ``room`` is None when we have no copy of it; ``sender_membership`` is
     the event sender's membership in our copy; ``foreign_count`` the foreign
     participants (joined or invited) in our copy; ``invitee_exists`` whether
-    an invite's invitee is a user of ours.
+    an invite's invitee is a user of ours; ``known_invite_event`` the event
+    id of a known invite with the same invite id.
     """
 
     me: str
@@ -102,6 +106,8 @@ class Facts:
     sender_membership: str | None = None
     foreign_count: int = 0
     invitee_exists: bool = False
+    #: The event that made an invite with this invite's id, if we know one.
+    known_invite_event: str | None = None
 
 
 @attrs.frozen
@@ -111,29 +117,54 @@ class Admission:
     new_room: Room | None = None
 
 
-def check_relay(event: dict[str, Any], request_origin: str) -> str:
-    """A server sends its own events, or relays others' in rooms it hosts; returns the host.
+def check_relay(event: dict[str, Any], request_origin: str, me: str) -> str:
+    """Only the host writes into its room; returns the host.
 
-    Raises SW_FED_NOT_HOST.
+    To the host, a server sends only its own events; anywhere else, only
+    the room's host sends (relays) events of its room. Raises SW_FED_NOT_HOST.
     """
     host = room_host(event["room_id"]) or ""
     origin = event["origin"]
-    if origin != request_origin and request_origin != host:
-        raise FederationError(f"{request_origin} relayed an event of {origin} in a room "
-                              "it does not host", code="SW_FED_NOT_HOST", status=403)
+    if host == me and origin != request_origin:
+        raise FederationError(f"{request_origin} sent an event of {origin}: to the host, a "
+                              "server sends only its own events", code="SW_FED_NOT_HOST",
+                              status=403)
+    if host != me and request_origin != host:
+        raise FederationError(f"{request_origin} sent an event of room {event['room_id']}: "
+                              f"only its host {host} writes into it", code="SW_FED_NOT_HOST",
+                              status=403)
     return host
+
+
+def check_replay(event: dict[str, Any], stored: dict[str, Any] | None) -> None:
+    """An event id already stored in the room: a no-op only for the very same event.
+
+    ``stored``: the event as its origin signed it (``unsigned`` is not part of
+    it). Raises SW_FED_EVENT_CONFLICT for anything else under that id.
+    """
+    sent = {k: v for k, v in event.items() if k != "unsigned"}
+    if stored is None or sent != stored:
+        raise FederationError(f"event id {event['event_id']} is already taken in room "
+                              f"{event['room_id']} by another event",
+                              code="SW_FED_EVENT_CONFLICT", status=409)
 
 
 def admit(event: dict[str, Any], facts: Facts) -> Admission:
     """May this verified event, sent by ``facts.request_origin``, enter its room here?
 
-    Raises FederationError: SW_FED_NOT_HOST (a relay or invite from a server
-    that does not host the room), SW_FED_ROOM_NOT_FEDERATED, SW_FED_UNKNOWN_ROOM,
-    SW_FED_NOT_INVITED, SW_FED_NOT_MEMBER, SW_FED_ROOM_FULL, SW_FED_BAD_EVENT,
-    SW_FED_USER_NOT_FOUND, SW_FED_ROOM_NOT_FEDERATABLE.
+    Raises FederationError: SW_FED_NOT_HOST (anything but the host writing into
+    a room hosted elsewhere, or another server's event sent to the host),
+    SW_FED_EVENT_CONFLICT (an invite id taken by another invite),
+    SW_FED_ROOM_NOT_FEDERATED, SW_FED_UNKNOWN_ROOM, SW_FED_NOT_INVITED,
+    SW_FED_NOT_MEMBER, SW_FED_ROOM_FULL, SW_FED_BAD_EVENT, SW_FED_USER_NOT_FOUND,
+    SW_FED_ROOM_NOT_FEDERATABLE.
     """
     room_id = event["room_id"]
-    host = check_relay(event, facts.request_origin)
+    host = check_relay(event, facts.request_origin, facts.me)
+    if event["type"] == "invite" and facts.known_invite_event not in (None, event["event_id"]):
+        raise FederationError(f"invite id {event['content'].get('invite_id')} is already "
+                              "taken by another invite", code="SW_FED_EVENT_CONFLICT",
+                              status=409)
     me = facts.me
     room = facts.room
     if room is not None:

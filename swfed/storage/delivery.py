@@ -56,7 +56,7 @@ def record_delivery_txn(conn: sqlite3.Connection, ctx: Ctx, dest: str,
                        event_id=q.event_id, room_id=q.payload.get("room_id"),
                        action="federation.send.refused")
             if to_host:
-                protocol.settle_txn(conn, ctx, q.event_id,
+                protocol.settle_txn(conn, ctx, str(q.payload.get("room_id")), q.event_id,
                                     error={"code": code, "message": message})
             elif q.payload.get("type") == "invite":
                 protocol.end_refused_invite_txn(conn, ctx, q.payload,
@@ -66,7 +66,7 @@ def record_delivery_txn(conn: sqlite3.Connection, ctx: Ctx, dest: str,
         seq = result.get("seq")
         if (to_host and isinstance(seq, int) and not isinstance(seq, bool)
                 and 0 < seq < PENDING_SEQ):
-            protocol.settle_txn(conn, ctx, q.event_id, seq=seq)
+            protocol.settle_txn(conn, ctx, str(q.payload.get("room_id")), q.event_id, seq=seq)
     peers_db.outbox_done_txn(conn, tenant.tenant_id, done)
     peers_db.count_txn(conn, tenant.tenant_id, dest, now, sent=len(delivered))
     peers_db.peer_ok_txn(conn, tenant.tenant_id, dest, now)

@@ -28,15 +28,22 @@ def event_json(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
-def has_event_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str) -> bool:
-    return conn.execute("SELECT 1 FROM events WHERE tenant_id = ? AND event_id = ?",
-                        (tenant.tenant_id, event_id)).fetchone() is not None
+def has_event_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+                  event_id: str) -> bool:
+    """Event ids are unique within a room: a server can only squat ids in rooms it hosts."""
+    return conn.execute("SELECT 1 FROM events WHERE tenant_id = ? AND room_id = ?"
+                        " AND event_id = ?", (tenant.tenant_id, room_id, event_id)
+                        ).fetchone() is not None
 
 
-def event_seq_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str) -> int | None:
-    row = conn.execute("SELECT seq FROM events WHERE tenant_id = ? AND event_id = ?",
-                       (tenant.tenant_id, event_id)).fetchone()
-    return None if row is None else int(row[0])
+def stored_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+               event_id: str) -> tuple[int, dict[str, Any] | None] | None:
+    """(seq, the event as its origin signed it) of a stored event, if any."""
+    row = conn.execute("SELECT seq, signed FROM events WHERE tenant_id = ? AND room_id = ?"
+                       " AND event_id = ?", (tenant.tenant_id, room_id, event_id)).fetchone()
+    if row is None:
+        return None
+    return int(row[0]), None if row[1] is None else json.loads(row[1])
 
 
 def insert_event_txn(conn: sqlite3.Connection, tenant: Tenant, event: dict[str, Any],
@@ -55,29 +62,30 @@ def insert_event_txn(conn: sqlite3.Connection, tenant: Tenant, event: dict[str, 
     return int(cur.lastrowid or 0)
 
 
-def pending_event_txn(conn: sqlite3.Connection, tenant: Tenant,
-                      event_id: str) -> sqlite3.Row | None:
-    """Our event awaiting the host's answer (room_id, seq), if it still is."""
-    row: sqlite3.Row | None = conn.execute(
-        "SELECT room_id, seq FROM events WHERE tenant_id = ? AND event_id = ?"
-        " AND status = 'pending'", (tenant.tenant_id, event_id)).fetchone()
-    return row
+def is_pending_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+                   event_id: str) -> bool:
+    """Is this event of ours still awaiting the host's answer?"""
+    return conn.execute("SELECT 1 FROM events WHERE tenant_id = ? AND room_id = ?"
+                        " AND event_id = ? AND status = 'pending'",
+                        (tenant.tenant_id, room_id, event_id)).fetchone() is not None
 
 
-def settle_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str, pos: int, *,
-               seq: int | None = None, error: dict[str, str] | None = None) -> None:
+def settle_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, event_id: str,
+               pos: int, *, seq: int | None = None,
+               error: dict[str, str] | None = None) -> None:
     """The host answered for one of our pending events: ordered (``seq``) or refused.
 
     The event takes a new stream position, so streams carry the change.
     """
     if error is None:
         conn.execute("UPDATE events SET seq = ?, status = 'sent', pos = ? WHERE tenant_id = ?"
-                     " AND event_id = ? AND status = 'pending'",
-                     (seq, pos, tenant.tenant_id, event_id))
+                     " AND room_id = ? AND event_id = ? AND status = 'pending'",
+                     (seq, pos, tenant.tenant_id, room_id, event_id))
     else:
         conn.execute("UPDATE events SET status = 'refused', error = ?, pos = ?"
-                     " WHERE tenant_id = ? AND event_id = ? AND status = 'pending'",
-                     (json.dumps(error, ensure_ascii=False), pos, tenant.tenant_id, event_id))
+                     " WHERE tenant_id = ? AND room_id = ? AND event_id = ?"
+                     " AND status = 'pending'", (json.dumps(error, ensure_ascii=False), pos,
+                                                 tenant.tenant_id, room_id, event_id))
 
 
 def at_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
@@ -93,9 +101,10 @@ def at_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     return event, bool(row["applied"])
 
 
-def mark_applied_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str) -> None:
-    conn.execute("UPDATE events SET applied = 1 WHERE tenant_id = ? AND event_id = ?",
-                 (tenant.tenant_id, event_id))
+def mark_applied_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+                     event_id: str) -> None:
+    conn.execute("UPDATE events SET applied = 1 WHERE tenant_id = ? AND room_id = ?"
+                 " AND event_id = ?", (tenant.tenant_id, room_id, event_id))
 
 
 def events_after_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
@@ -106,9 +115,10 @@ def events_after_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
         " AND seq < ? ORDER BY seq", (tenant.tenant_id, room_id, seq, PENDING_SEQ))]
 
 
-def set_pos_txn(conn: sqlite3.Connection, tenant: Tenant, event_id: str, pos: int) -> None:
-    conn.execute("UPDATE events SET pos = ? WHERE tenant_id = ? AND event_id = ?",
-                 (pos, tenant.tenant_id, event_id))
+def set_pos_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, event_id: str,
+                pos: int) -> None:
+    conn.execute("UPDATE events SET pos = ? WHERE tenant_id = ? AND room_id = ? AND event_id = ?",
+                 (pos, tenant.tenant_id, room_id, event_id))
 
 
 def event_in_room_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,

@@ -232,22 +232,48 @@ CREATE TABLE health (
 
 _V4 = """
 -- Rooms that converge (DESIGN §10).
+-- Event ids are unique within a room, not across a tenant's rooms: a server
+-- can only squat ids in rooms it hosts (only the host writes into its room).
 -- status: 'sent' once the host has ordered the event (always, in rooms we
 -- host); 'pending' for ours in a room hosted elsewhere until the host
 -- answers; 'refused' when it said no (error: its {code, message}).
-ALTER TABLE events ADD COLUMN status TEXT NOT NULL DEFAULT 'sent'
-    CHECK (status IN ('pending', 'sent', 'refused'));
-ALTER TABLE events ADD COLUMN error TEXT;
-UPDATE events SET status = 'pending' WHERE seq >= 1099511627776;  -- core.rooms.PENDING_SEQ
+-- applied: the event's effects (membership, invites, notifications) are
+-- written. In a room hosted elsewhere they are written in the host's order,
+-- as synced_seq moves over the event: one that arrived beyond a gap waits.
+CREATE TABLE events_v4 (
+    rowid_     INTEGER PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL,
+    pos        INTEGER NOT NULL,
+    room_id    TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    type       TEXT NOT NULL,
+    sender     TEXT NOT NULL,
+    origin     TEXT NOT NULL,
+    origin_ts  INTEGER NOT NULL,
+    content    TEXT NOT NULL,
+    signed     TEXT,
+    received_at INTEGER NOT NULL,
+    status     TEXT NOT NULL DEFAULT 'sent' CHECK (status IN ('pending', 'sent', 'refused')),
+    error      TEXT,
+    applied    INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (tenant_id, room_id, event_id),
+    UNIQUE (tenant_id, pos)
+);
+INSERT INTO events_v4 (rowid_, tenant_id, pos, room_id, event_id, seq, type, sender, origin,
+    origin_ts, content, signed, received_at, status)
+    SELECT rowid_, tenant_id, pos, room_id, event_id, seq, type, sender, origin, origin_ts,
+    content, signed, received_at,
+    CASE WHEN seq >= 1099511627776 THEN 'pending' ELSE 'sent' END  -- core.rooms.PENDING_SEQ
+    FROM events;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+CREATE INDEX events_by_room ON events(tenant_id, room_id, seq);
 
 -- In a room hosted elsewhere: every host seq up to synced_seq is here (from
 -- our first join on); a relayed event beyond synced_seq + 1 is a gap that
 -- we repair from the host.
 ALTER TABLE rooms ADD COLUMN synced_seq INTEGER NOT NULL DEFAULT 0;
--- applied: the event's effects (membership, invites, notifications) are
--- written. In a room hosted elsewhere they are written in the host's order,
--- as synced_seq moves over the event: one that arrived beyond a gap waits.
-ALTER TABLE events ADD COLUMN applied INTEGER NOT NULL DEFAULT 1;
 
 -- The room an outbox row belongs to: the host holds a room's rows while
 -- its federate flag is off, and sends them when it is on again.

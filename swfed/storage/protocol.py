@@ -64,7 +64,7 @@ def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
     the host gave (``host_seq``), else pending until the host answers.
     ``applied=False``: its effects wait for the synced mark (:func:`_advance`).
     """
-    if events_db.has_event_txn(conn, ctx.tenant, event["event_id"]):
+    if events_db.has_event_txn(conn, ctx.tenant, room.room_id, event["event_id"]):
         return None
     pos = next_pos_txn(conn, ctx.tenant)
     status = "sent"
@@ -163,7 +163,7 @@ def _advance(conn: sqlite3.Connection, ctx: Ctx, room: Room, start: int | None =
         event, applied = found
         if not applied:
             _apply(conn, ctx, room, event)
-            events_db.mark_applied_txn(conn, ctx.tenant, event["event_id"])
+            events_db.mark_applied_txn(conn, ctx.tenant, room.room_id, event["event_id"])
         synced += 1
     if synced != room.synced_seq:
         rooms_db.set_synced_txn(conn, ctx.tenant, room.room_id, synced)
@@ -473,7 +473,7 @@ def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, A
     if room is None:
         raise room_not_found(signed["room_id"])
     first = room.synced_seq == 0
-    if events_db.has_event_txn(conn, ctx.tenant, signed["event_id"]):
+    if events_db.has_event_txn(conn, ctx.tenant, room.room_id, signed["event_id"]):
         return
     _store(conn, ctx, room, signed, signed, seq)
     _apply(conn, ctx, room, signed)
@@ -485,7 +485,8 @@ def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, A
             if isinstance(event_seq, int) and event_seq <= seq:
                 _store(conn, ctx, room, clean, clean, event_seq)
         for event_id in events_db.events_after_seq_txn(conn, ctx.tenant, room.room_id, seq):
-            events_db.set_pos_txn(conn, ctx.tenant, event_id, next_pos_txn(conn, ctx.tenant))
+            events_db.set_pos_txn(conn, ctx.tenant, room.room_id, event_id,
+                                  next_pos_txn(conn, ctx.tenant))
     synced = _advance(conn, ctx, room, seq if first else None)
     if synced < seq:
         ctx.repairs.add(room.room_id)  # away for a while: fetch what we missed
@@ -509,16 +510,15 @@ def _take_members(conn: sqlite3.Connection, ctx: Ctx, room: Room,
                                           ctx.now)
 
 
-def settle_txn(conn: sqlite3.Connection, ctx: Ctx, event_id: str, *, seq: int | None = None,
-               error: dict[str, str] | None = None) -> None:
+def settle_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, event_id: str, *,
+               seq: int | None = None, error: dict[str, str] | None = None) -> None:
     """The host answered for one of our pending events: ordered at ``seq``, or refused."""
-    row = events_db.pending_event_txn(conn, ctx.tenant, event_id)
-    if row is None:
+    if not events_db.is_pending_txn(conn, ctx.tenant, room_id, event_id):
         return
-    events_db.settle_txn(conn, ctx.tenant, event_id, next_pos_txn(conn, ctx.tenant), seq=seq,
-                         error=error)
+    events_db.settle_txn(conn, ctx.tenant, room_id, event_id, next_pos_txn(conn, ctx.tenant),
+                         seq=seq, error=error)
     if seq is not None:
-        room = rooms_db.room_txn(conn, ctx.tenant, row["room_id"])
+        room = rooms_db.room_txn(conn, ctx.tenant, room_id)
         if room is not None:
             _synced(conn, ctx, room, seq)
 
@@ -568,20 +568,24 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
     Replays of a stored event id are no-ops that succeed.
     """
     room_id = event["room_id"]
-    seq = events_db.event_seq_txn(conn, ctx.tenant, event["event_id"])
+    stored = events_db.stored_txn(conn, ctx.tenant, room_id, event["event_id"])
     room = rooms_db.room_txn(conn, ctx.tenant, room_id)
-    if seq is not None:
-        # a replay, once the relay itself was allowed
-        rules.check_relay(event, request_origin)
-        return {"seq": seq} if room is not None and room.host == ctx.me else {}
+    if stored is not None:
+        # a replay: a no-op if it is the same event, from a server that may send it
+        rules.check_relay(event, request_origin, ctx.me)
+        rules.check_replay(event, stored[1])
+        return {"seq": stored[0]} if room is not None and room.host == ctx.me else {}
     invitee = event["content"].get("invitee") if event["type"] == "invite" else None
+    invite_id = event["content"].get("invite_id") if event["type"] == "invite" else None
+    known = invites_db.invite_txn(conn, ctx.tenant, str(invite_id)) if invite_id else None
     facts = rules.Facts(
         me=ctx.me, request_origin=request_origin, room=room, policy=ctx.tenant.policy,
         sender_membership=(members_db.membership_txn(conn, ctx.tenant, room_id,
                                                      event["sender"]) if room else None),
         foreign_count=members_db.foreign_count_txn(conn, ctx.tenant, room_id) if room else 0,
         invitee_exists=(isinstance(invitee, str) and rules.server_of(invitee) == ctx.me
-                        and user_txn(conn, ctx.tenant, rules.local_part(invitee)) is not None))
+                        and user_txn(conn, ctx.tenant, rules.local_part(invitee)) is not None),
+        known_invite_event=None if known is None else str(known["event_id"]))
     admission = rules.admit(event, facts)
     if admission.new_room is not None:
         rooms_db.insert_room_txn(conn, ctx.tenant,

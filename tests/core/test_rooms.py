@@ -81,6 +81,17 @@ ADMIT_CASES: list[tuple[str, dict[str, Any], Facts, str | None]] = [
      Facts("h.test", "m.test", None, OPEN), "SW_FED_UNKNOWN_ROOM"),
     ("a member server relays someone else's event", event("message", "@x:o.test", MSG),
      Facts("h.test", "m.test", room(), OPEN, sender_membership="join"), "SW_FED_NOT_HOST"),
+    ("only the host writes: its origin sends its own event to a member server",
+     event("message", "@x:o.test", MSG), Facts("m.test", "o.test", room(), OPEN),
+     "SW_FED_NOT_HOST"),
+    ("only the host writes: a stranger's join sent to a member server",
+     event("member", "@x:o.test", JOIN), Facts("m.test", "o.test", room(), OPEN),
+     "SW_FED_NOT_HOST"),
+    ("an invite id taken by another invite", invite("@b:m.test"),
+     Facts("m.test", "h.test", None, OPEN, invitee_exists=True, known_invite_event="other"),
+     "SW_FED_EVENT_CONFLICT"),
+    ("the same invite again (its own event id)", invite("@b:m.test"),
+     Facts("m.test", "h.test", None, OPEN, invitee_exists=True, known_invite_event="e"), None),
     # -- at a member server
     ("host relays a third server's message", event("message", "@x:o.test", MSG),
      Facts("m.test", "h.test", room(), OPEN), None),
@@ -229,3 +240,16 @@ def test_check_set_federate(actor: str, admin: bool, type_: str, federate: bool,
         with pytest.raises(SwfedError) as info:
             check_set_federate(rm, actor, admin, federate)
         assert info.value.code == code
+
+
+def test_a_replay_is_a_no_op_only_for_the_same_event() -> None:
+    from swfed.core.rooms import check_replay
+
+    signed = {**event("message", "@b:m.test", MSG), "signatures": {"m.test": {"k": "s"}}}
+    check_replay({**signed, "unsigned": {"seq": 3}}, signed)  # unsigned is not the event
+    for other in ({**signed, "content": {"body": "squatted"}}, {**signed, "origin_ts": 2}):
+        with pytest.raises(SwfedError) as info:
+            check_replay(other, signed)
+        assert info.value.code == "SW_FED_EVENT_CONFLICT"
+    with pytest.raises(SwfedError):
+        check_replay(signed, None)  # stored unsigned (a local event without a key)
