@@ -148,6 +148,16 @@ def message_mentions(content: dict[str, Any]) -> list[str]:
 MAX_EVENT_BYTES = 65_536
 
 
+def event_size(event: dict[str, Any]) -> int:
+    """Bytes of the event as signed (canonical JSON, without ``unsigned``); huge if unencodable."""
+    from swfed.core.canonical import encode_canonical_json
+
+    try:
+        return len(encode_canonical_json({k: v for k, v in event.items() if k != "unsigned"}))
+    except (ValueError, TypeError, RecursionError, UnicodeError):
+        return 2**31
+
+
 def check_federated_event(event: Any) -> dict[str, Any]:
     """Check the shape of an event a peer sent; returns it or raises.
 
@@ -169,6 +179,11 @@ def check_federated_event(event: Any) -> dict[str, Any]:
             raise bad(f"{field} missing or not {kind.__name__}")
     if not is_uuid(event["event_id"]):
         raise bad("event_id is not a UUID")
+    if not 0 <= event["origin_ts"] < 2**53:
+        raise bad("origin_ts out of range")
+    size = event_size(event)
+    if size > MAX_EVENT_BYTES:
+        raise bad(f"the event is {size} bytes, over the limit of {MAX_EVENT_BYTES}")
     if room_host(event["room_id"]) is None:
         raise bad("room_id is not !id:server")
     if event["type"] not in EVENT_TYPES:

@@ -47,6 +47,8 @@ class FedResponse:
     status: int
     body: dict[str, Any]
     address: str
+    #: Seconds the peer asked us to wait (``Retry-After`` on a 429 or 503).
+    retry_after: float | None = None
 
 
 def split_server_name(server_name: str) -> tuple[str, int]:
@@ -138,6 +140,7 @@ class FederationClient:
                             "(max_response_bytes)", code="SW_FED_RESPONSE_TOO_LARGE",
                             status=502)
                 status = resp.status_code
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
         except httpx.TimeoutException as exc:
             raise FederationError(f"{server_name} ({shown}) did not answer in "
                                   f"{self.cfg.request_timeout_seconds} s",
@@ -155,12 +158,12 @@ class FederationClient:
                                   code="SW_FED_PEER_UNREACHABLE", status=502) from exc
         try:
             parsed = json.loads(bytes(data))
-        except ValueError:
+        except (ValueError, RecursionError):  # junk, or nested past Python's stack
             parsed = None
         if not isinstance(parsed, dict):
             raise FederationError(f"{server_name} ({shown}) answered {status} with a body that "
                                   "is not a JSON object", code="SW_FED_BAD_RESPONSE", status=502)
-        return FedResponse(status, parsed, shown)
+        return FedResponse(status, parsed, shown, retry_after)
 
     async def get_json(self, server_name: str, path: str, *,
                        auth: Auth | None = None) -> FedResponse:
@@ -169,6 +172,17 @@ class FederationClient:
     async def post_json(self, server_name: str, path: str, body: dict[str, Any], *,
                         auth: Auth | None = None) -> FedResponse:
         return await self.request("POST", server_name, path, body, auth=auth)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (the HTTP-date form is not used by peers), at most 1 h."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    if seconds is None or not 0 <= seconds < float("inf"):
+        return None
+    return min(seconds, 3600.0)
 
 
 def _root(exc: BaseException) -> str:

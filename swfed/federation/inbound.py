@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
 from quart import Blueprint, g, request
 
 from swfed import logs
@@ -28,8 +29,10 @@ from swfed.core.errors import FederationError, NotFound, SwfedError
 from swfed.core.events import check_federated_event
 from swfed.core.ids import LOCAL_ID_RE, Fqid, parse_participant
 from swfed.core.policy import backfill_limit, decide_peer
-from swfed.core.rooms import server_of
+from swfed.core.rooms import check_relay, server_of
 from swfed.core.signing import parse_auth_header
+from swfed.federation.client import TRANSPORT_CODES
+from swfed.federation.replay import GUARD
 from swfed.storage import members as members_db
 from swfed.storage import protocol
 from swfed.storage import tenants as tenants_db
@@ -155,10 +158,21 @@ async def send() -> dict[str, Any]:
         room_id = raw.get("room_id") if isinstance(raw, dict) else None
         try:
             event = check_federated_event(raw)
+            # the cheap checks first: no key is fetched for an event that may not come
+            check_relay(event, origin, tenant.server_name)
             await st.federation.verify_event(tenant, event)
             verified.append(event)
         except FederationError as exc:
-            refused.append((key, room_id if isinstance(room_id, str) else None, exc))
+            if _transient(exc):
+                results[key] = _deferred(tenant, origin, key, exc)
+            else:
+                refused.append((key, room_id if isinstance(room_id, str) else None, exc))
+        except Exception:  # a bug must not turn the whole /send into a 500
+            logs.log_exception("federation.event.internal_error", tenant=tenant.server_name,
+                               peer=origin, event_id=key)
+            results[key] = _deferred(tenant, origin, key, FederationError(
+                "internal error while checking this event; try again later",
+                code="SW_INTERNAL", status=500))
 
     ctx = Ctx(tenant, st.clock(), st.federation.signer(tenant))
     late = await st.db.write(protocol.receive_batch_txn, ctx, origin, verified, refused,
@@ -169,6 +183,26 @@ async def send() -> dict[str, Any]:
         results[key] = {"error": {"code": exc.code, "message": exc.message}}
         log_refusal(tenant, origin, exc, event_id=key, room_id=room_id)
     return {"results": results}
+
+
+def _transient(exc: FederationError) -> bool:
+    """We could not decide now (a key out of reach, trouble here): the sender retries."""
+    return exc.code in TRANSPORT_CODES or exc.status >= 500
+
+
+def _deferred(tenant: Tenant, origin: str, key: str, exc: FederationError) -> dict[str, Any]:
+    logs.log("federation.event.deferred", level="warning", tenant=tenant.server_name,
+             peer=origin, event_id=key, reason=exc.code, message=exc.message)
+    return {"error": {"code": exc.code, "message": exc.message, "transient": True}}
+
+
+async def _once(tenant: Tenant, origin: str) -> None:
+    """A POST that is not idempotent is accepted once per signature (see replay.py)."""
+    try:
+        sig = parse_auth_header(request.headers.get("Authorization")).sig
+        GUARD.check(origin, sig, trio.current_time())
+    except FederationError as exc:
+        raise await _refuse(tenant, origin, exc) from None
 
 
 async def _write_as_host(tenant: Tenant, origin: str, fn: Any, *args: Any) -> Any:
@@ -189,6 +223,7 @@ async def membership(room_id: str) -> dict[str, Any]:
     from swfed.federation.membership import STATE_EVENTS
 
     tenant, origin, body = await authenticated(with_body=True)
+    await _once(tenant, origin)
     assert body is not None
     try:
         event = check_federated_event(body.get("event"))
@@ -215,6 +250,7 @@ def _participant(body: dict[str, Any], field: str) -> Fqid:
 async def remote_invite(room_id: str) -> dict[str, Any]:
     """A member on another server invites someone into a room we host (our rules apply)."""
     tenant, origin, body = await authenticated(with_body=True)
+    await _once(tenant, origin)
     assert body is not None
     try:
         inviter, invitee = _participant(body, "inviter"), _participant(body, "invitee")
@@ -229,6 +265,7 @@ async def remote_invite(room_id: str) -> dict[str, Any]:
 async def remote_cancel(room_id: str, invite_id: str) -> dict[str, Any]:
     """A member on another server cancels an invite it made."""
     tenant, origin, body = await authenticated(with_body=True)
+    await _once(tenant, origin)
     assert body is not None
     try:
         actor = _participant(body, "actor")
@@ -270,6 +307,7 @@ async def call(room_id: str) -> dict[str, Any]:
     from swfed.api.calls import call_token
 
     tenant, origin, body = await authenticated(with_body=True)
+    await _once(tenant, origin)
     assert body is not None
     user, name = body.get("user"), body.get("display_name")
     try:

@@ -6,16 +6,21 @@ Design, in short:
   transaction that stored the event, so nothing acknowledged to a client is
   lost and a restart resumes where the last run stopped.
 - One :class:`PeerQueue` task per (tenant, destination) drains its rows in
-  order, up to ``BATCH`` events per ``POST /send``, one request in flight.
+  order, one ``POST /send`` in flight, each at most 100 events and
+  :data:`~swfed.core.delivery.BATCH_BYTES` (one event always goes, so a big
+  one never blocks the queue).
 - A row leaves the outbox only when the peer has answered for it: stored
   (or already had it), or refused it for good. A refused event is recorded
-  (``fed_rejected``, ``sw_audit``) and dropped, so it never blocks the
-  events behind it.
-- A failed request (peer down, TLS, 5xx, a whole-request refusal) keeps the
-  batch and waits :func:`swfed.core.backoff.retry_delay`: seconds at first,
-  capped at ten minutes, with jitter. The wait ends early when the peer
-  contacts us or an admin asks for a retry. The state is kept in ``peers``
-  for the admin view.
+  (``fed_rejected``, ``sw_audit``), settled at its origin and dropped, so it
+  never blocks the events behind it. A *transient* refusal (the peer could
+  not decide now) keeps it queued (:mod:`swfed.core.delivery`).
+- A failed attempt (peer down, TLS, 5xx, a whole-request refusal, an answer
+  that settles nothing, or anything unexpected — a bug must not kill the
+  queue) keeps the batch and waits :func:`swfed.core.backoff.retry_delay`:
+  seconds at first, capped at ten minutes, with jitter, or longer when the
+  peer says ``Retry-After``. The wait ends early when the peer contacts us
+  or an admin asks for a retry. The state is kept in ``peers`` for the
+  admin view.
 """
 
 from __future__ import annotations
@@ -27,13 +32,12 @@ import trio
 
 from swfed import logs
 from swfed.core.backoff import retry_delay
+from swfed.core.delivery import BATCH_EVENTS, Settled, classify, take_batch
 from swfed.core.errors import FederationError
 from swfed.core.policy import decide_peer
 from swfed.storage import peers as peers_db
 from swfed.storage.context import Ctx
 from swfed.storage.delivery import record_delivery_txn
-
-BATCH = 100
 
 
 class PeerQueue:
@@ -46,6 +50,8 @@ class PeerQueue:
         self.retry_at: float | None = None  # trio clock
         self.last_error: str | None = None
         self.sent = 0
+        #: The peer's Retry-After on its last answer, if any.
+        self.peer_retry_after: float | None = None
 
     def poke(self, *, reset: bool = False) -> None:
         if reset:
@@ -68,8 +74,9 @@ class PeerQueue:
             if self.retry_at is not None and trio.current_time() < self.retry_at:
                 await self._sleep()
                 continue
-            batch = await state.db.read(peers_db.outbox_batch_txn, self.tenant_id,
-                                        self.destination, BATCH)
+            queued = await state.db.read(peers_db.outbox_batch_txn, self.tenant_id,
+                                         self.destination, BATCH_EVENTS)
+            batch = queued[:take_batch([q.size for q in queued])]
             if not batch:
                 self.retry_at = None
                 await self._sleep()
@@ -81,25 +88,45 @@ class PeerQueue:
                 await self._sleep()
                 continue
             try:
-                # Our own policy holds the queue (nothing is dropped) while it
-                # refuses this peer: tenant-wide off, closed, denied, not allowed.
-                decide_peer(tenant.policy, self.destination)
-                resp = await fed.post(tenant, self.destination, "/send", {
-                    "origin": tenant.server_name,
-                    "txn_id": f"{batch[0].id}-{batch[-1].id}",
-                    "events": [q.payload for q in batch],
-                })
-                if resp.status != 200 or not isinstance(resp.body.get("results"), dict):
-                    from swfed.federation.service import error_of
-
-                    raise error_of(resp)
+                await self._attempt(tenant, batch)
             except FederationError as exc:
                 await self._failed(tenant, exc)
-                continue
-            await self._delivered(tenant, batch, resp.body["results"])
+            except Exception as exc:  # a bug, or a peer we failed to foresee: back off
+                logs.log_exception("federation.send.internal_error", tenant=tenant.server_name,
+                                   peer=self.destination)
+                await self._failed(tenant, FederationError(
+                    f"internal error while sending ({type(exc).__name__}); the server log "
+                    "has the details", code="SW_INTERNAL", status=500))
+
+    async def _attempt(self, tenant: Any, batch: list[peers_db.Queued]) -> None:
+        """One ``/send`` of the batch; raises FederationError when it settles nothing."""
+        from swfed.federation.service import error_of
+
+        fed = self.sender.fed
+        # Our own policy holds the queue (nothing is dropped) while it
+        # refuses this peer: tenant-wide off, closed, denied, not allowed.
+        decide_peer(tenant.policy, self.destination)
+        resp = await fed.post(tenant, self.destination, "/send", {
+            "origin": tenant.server_name,
+            "txn_id": f"{batch[0].id}-{batch[-1].id}",
+            "events": [q.payload for q in batch],
+        })
+        self.peer_retry_after = resp.retry_after
+        if resp.status != 200:
+            raise error_of(resp)
+        settled = classify([q.event_id for q in batch], resp.body.get("results"))
+        if not settled.settles_anything:
+            first = next(iter(settled.transient.values()), None)
+            if first is not None:
+                raise FederationError(f"the peer could not take our events now: "
+                                      f"{first.code}: {first.message}", code=first.code,
+                                      status=503)
+            raise FederationError("the peer's answer to /send settled none of our events",
+                                  code="SW_FED_BAD_RESPONSE", status=502)
+        await self._delivered(tenant, batch, settled)
 
     async def _delivered(self, tenant: Any, batch: list[peers_db.Queued],
-                         results: dict[str, Any]) -> None:
+                         settled: Settled) -> None:
         state = self.sender.fed.state
         dest = self.destination
         tenant_name = tenant.server_name
@@ -108,7 +135,7 @@ class PeerQueue:
         labels = {"tenant": tenant_name, "peer": dest}
         now = state.clock()
         ctx = Ctx(tenant, now, self.sender.fed.signer(tenant))
-        outcome = await state.db.write(record_delivery_txn, ctx, dest, batch, results)
+        outcome = await state.db.write(record_delivery_txn, ctx, dest, batch, settled)
         self.sender.fed.committed(tenant, ctx)
         for code in outcome.refused:
             metrics.refused_by_peer.inc(**labels, reason=code)
@@ -129,7 +156,8 @@ class PeerQueue:
     async def _failed(self, tenant: Any, exc: FederationError) -> None:
         state = self.sender.fed.state
         self.failures += 1
-        delay = retry_delay(self.failures, random.random())
+        delay = max(retry_delay(self.failures, random.random()), self.peer_retry_after or 0.0)
+        self.peer_retry_after = None
         self.retry_at = trio.current_time() + delay
         self.last_error = f"{exc.code}: {exc.message}"
         state.metrics.send_failures.inc(tenant=tenant.server_name, peer=self.destination,

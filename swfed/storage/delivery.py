@@ -1,16 +1,17 @@
 """What a peer answered for a batch we sent: the outbox, our copies, the record.
 
 One named transaction, :func:`record_delivery_txn`, run by the sender after
-each ``/send`` that the peer answered.
+each ``/send`` whose answer settled something (classified by
+:func:`swfed.core.delivery.classify`).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
 import attrs
 
+from swfed.core.delivery import Settled
 from swfed.core.ids import room_host
 from swfed.core.rooms import PENDING_SEQ
 from swfed.storage import peers as peers_db
@@ -28,7 +29,7 @@ class Delivery:
 
 
 def record_delivery_txn(conn: sqlite3.Connection, ctx: Ctx, dest: str,
-                        batch: list[peers_db.Queued], results: dict[str, Any]) -> Delivery:
+                        batch: list[peers_db.Queued], settled: Settled) -> Delivery:
     """Settle each queued event the peer answered for; the rest stay queued.
 
     Stored (or already had): it leaves the outbox; when ``dest`` hosts the
@@ -36,40 +37,36 @@ def record_delivery_txn(conn: sqlite3.Connection, ctx: Ctx, dest: str,
     Refused for good: it leaves the outbox and is recorded (``fed_rejected``,
     ``sw_audit``); when ``dest`` hosts the room our event is ``refused`` with
     the host's error, and when we host it and ``dest`` refused an invite,
-    the invite ends.
+    the invite ends. Transient refusals and unanswered events stay queued.
     """
     tenant, now = ctx.tenant, ctx.now
     done: list[int] = []
     delivered: list[int] = []
     refused: list[str] = []
     for q in batch:
-        result = results.get(q.event_id)
-        if not isinstance(result, dict):
-            continue  # not answered for: stays queued, sent again
-        done.append(q.id)
-        to_host = room_host(str(q.payload.get("room_id", ""))) == dest
-        error = result.get("error")
-        if isinstance(error, dict):
-            code, message = str(error.get("code")), str(error.get("message", ""))[:500]
-            refused.append(code)
-            reject_txn(conn, tenant, dest, now, reason=code, message=message,
-                       event_id=q.event_id, room_id=q.payload.get("room_id"),
-                       action="federation.send.refused")
+        room_id = str(q.payload.get("room_id", ""))
+        to_host = room_host(room_id) == dest
+        refusal = settled.refused.get(q.event_id)
+        if refusal is not None:
+            done.append(q.id)
+            refused.append(refusal.code)
+            reject_txn(conn, tenant, dest, now, reason=refusal.code, message=refusal.message,
+                       event_id=q.event_id, room_id=room_id, action="federation.send.refused")
+            error = {"code": refusal.code, "message": refusal.message}
             if to_host:
-                protocol.settle_txn(conn, ctx, str(q.payload.get("room_id")), q.event_id,
-                                    error={"code": code, "message": message})
+                protocol.settle_txn(conn, ctx, room_id, q.event_id, error=error)
             elif q.payload.get("type") == "invite":
-                protocol.end_refused_invite_txn(conn, ctx, q.payload,
-                                                {"code": code, "message": message})
-            continue
-        delivered.append(q.created_at)
-        seq = result.get("seq")
-        if (to_host and isinstance(seq, int) and not isinstance(seq, bool)
-                and 0 < seq < PENDING_SEQ):
-            protocol.settle_txn(conn, ctx, str(q.payload.get("room_id")), q.event_id, seq=seq)
+                protocol.end_refused_invite_txn(conn, ctx, q.payload, error)
+        elif q.event_id in settled.delivered:
+            done.append(q.id)
+            delivered.append(q.created_at)
+            seq = settled.delivered[q.event_id]
+            if to_host and seq is not None and seq < PENDING_SEQ:
+                protocol.settle_txn(conn, ctx, room_id, q.event_id, seq=seq)
     peers_db.outbox_done_txn(conn, tenant.tenant_id, done)
     peers_db.count_txn(conn, tenant.tenant_id, dest, now, sent=len(delivered))
     peers_db.peer_ok_txn(conn, tenant.tenant_id, dest, now)
     audit_txn(conn, tenant, "federation.send", now, outcome="ok", peer=dest,
-              details={"events": len(delivered), "refused": len(refused)})
+              details={"events": len(delivered), "refused": len(refused),
+                       "transient": len(settled.transient)})
     return Delivery(delivered, refused)

@@ -19,6 +19,7 @@ class Queued:
     event_id: str
     payload: dict[str, Any]
     created_at: int
+    size: int = 0  # bytes of the stored payload
 
 
 def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
@@ -34,8 +35,8 @@ def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
         " WHERE r.tenant_id = o.tenant_id AND r.room_id = o.room_id AND r.federate = 0"
         " AND r.host = (SELECT server_name FROM tenants t WHERE t.tenant_id = o.tenant_id))"
         " ORDER BY o.id LIMIT ?", (tenant_id, destination, limit)).fetchall()
-    return [Queued(r["id"], r["event_id"], json.loads(r["payload"]), r["created_at"])
-            for r in rows]
+    return [Queued(r["id"], r["event_id"], json.loads(r["payload"]), r["created_at"],
+                   len(r["payload"])) for r in rows]
 
 
 def queue_depths_txn(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:

@@ -25,8 +25,8 @@ from typing import Any
 import attrs
 
 from swfed.core import rooms as rules
-from swfed.core.errors import FederationError, NotFound
-from swfed.core.events import MessageSpec, RoomSpec
+from swfed.core.errors import FederationError, NotFound, TooLarge
+from swfed.core.events import MAX_EVENT_BYTES, MessageSpec, RoomSpec, event_size
 from swfed.core.ids import Fqid, new_room_id, new_uuid
 from swfed.core.policy import decide_foreign_count, decide_peer, decide_room
 from swfed.core.rooms import PENDING_SEQ, Room, room_not_found
@@ -190,6 +190,11 @@ def emit_txn(conn: sqlite3.Connection, ctx: Ctx, room: Room, type_: str, sender:
     event = {"event_id": new_uuid(), "room_id": room.room_id, "type": type_,
              "sender": sender, "origin": ctx.me, "origin_ts": ctx.now, "content": content}
     signed = ctx.sign(event) if ctx.sign is not None else None
+    size = event_size(signed or event)
+    if size > MAX_EVENT_BYTES:
+        raise TooLarge(f"the event would be {size} bytes, over the limit of {MAX_EVENT_BYTES} "
+                       "(peers refuse larger ones): send a shorter message",
+                       code="SW_EVENT_TOO_LARGE")
     _take(conn, ctx, room, event, signed)
     return event
 
@@ -630,12 +635,13 @@ def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
 
 def hosted_room_for_peer_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
                              requester: str) -> Room:
-    """A room we host in which ``requester`` has a member, federating; else refuses."""
+    """A room we host in which ``requester`` has a joined member, federating; else refuses."""
     room = rooms_db.room_txn(conn, tenant, room_id)
     if room is None or room.host != tenant.server_name or requester not in (
-            members_db.member_servers_txn(conn, tenant, room_id, ("join", "invite"))):
-        raise FederationError(f"{requester} has no member in a room {room_id} hosted here",
-                              code="SW_FED_NOT_MEMBER", status=403)
+            members_db.member_servers_txn(conn, tenant, room_id)):
+        # joined, not merely invited: the invite carries what the invitee's server needs
+        raise FederationError(f"{requester} has no joined member in a room {room_id} hosted "
+                              "here", code="SW_FED_NOT_MEMBER", status=403)
     rules.check_room_federates(room, tenant.server_name)
     return room
 

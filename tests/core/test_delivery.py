@@ -1,0 +1,32 @@
+"""What a /send answer settles, and how a batch is cut: tables of cases."""
+
+from __future__ import annotations
+
+from swfed.core.delivery import Refusal, classify, take_batch
+
+
+def test_classify() -> None:
+    settled = classify(["a", "b", "c", "d", "e", "f"], {
+        "a": {}, "b": {"seq": 7}, "c": {"error": {"code": "SW_FED_NOT_MEMBER", "message": "no"}},
+        "d": {"error": {"code": "SW_FED_PEER_UNREACHABLE", "transient": True}},
+        "e": "junk", "x": {}})
+    assert settled.delivered == {"a": None, "b": 7}
+    assert settled.refused == {"c": Refusal("SW_FED_NOT_MEMBER", "no")}
+    assert settled.transient == {"d": Refusal("SW_FED_PEER_UNREACHABLE", "")}
+    assert settled.settles_anything
+
+
+def test_an_answer_that_settles_nothing() -> None:
+    for results in ({}, [], None, {"a": "x"}, {"a": {"error": {"transient": True}}}):
+        assert not classify(["a"], results).settles_anything
+    assert classify(["a"], {"a": {"seq": True}}).delivered == {"a": None}  # a bool is no seq
+    # a refusal without a proper error body is still final, with a code
+    assert classify(["a"], {"a": {"error": "no"}}).refused == {"a": Refusal("SW_FED_ERROR", "")}
+
+
+def test_take_batch() -> None:
+    assert take_batch([]) == 0
+    assert take_batch([10] * 150) == 100
+    assert take_batch([30_000] * 40, max_bytes=512 * 1024) == 17
+    assert take_batch([2_000_000, 10]) == 1  # one event always goes, however large
+    assert take_batch([10, 2_000_000]) == 1

@@ -1,0 +1,241 @@
+"""Hostile peers: nothing a peer sends can write into rooms, squat ids, spin or block a queue.
+
+Three tenants on two processes (tests/world.py) and ``evil.test``, a real TLS
+server with its own key that answers whatever the test scripts
+(tests/hostile.py). Every tenant's policy is ``open``, so evil.test is let
+in as far as policy goes: what stops it is the room protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from swfed.core.canonical import encode_canonical_json
+from swfed.core.signing import generate_keypair, sign_request
+from tests.harness import free_port, running, wait_for
+from tests.hostile import HostilePeer
+from tests.world import Person, World, make_world, open_policies
+
+EVIL_PORT = free_port()
+EVIL_KEY = generate_keypair()  # one key for the module: our servers cache it
+FED = "/_scaiwave/federation/v1"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    resolve = {"federation.resolve": {"evil.test": f"127.0.0.1:{EVIL_PORT}"}}
+    w = make_world(tmp_path_factory.mktemp("hostile"),
+                   extra={"a.test": resolve, "b.test": resolve})
+    with running(w.a, w.b):
+        yield w
+
+
+@pytest.fixture
+async def evil(world: World) -> AsyncIterator[HostilePeer]:
+    peer = HostilePeer(world.net, "evil.test", EVIL_PORT, EVIL_KEY)
+    async with peer.serving():
+        yield peer
+
+
+@pytest.fixture
+async def people(world: World) -> AsyncIterator[dict[str, Person]]:
+    async with world.clients() as clients:
+        await open_policies(world, clients)
+        yield {"alice": Person(world, clients, "a.test", "alice"),
+               "bob": Person(world, clients, "b.test", "bob"),
+               "dave": Person(world, clients, "b.test", "dave"),
+               "root_a": Person(world, clients, "a.test", "root")}
+
+
+async def shared_room(alice: Person, *members: Person) -> str:
+    room_id = await alice.new_room("target")
+    for member in members:
+        await member.accept(room_id, await alice.invite(room_id, member))
+    return room_id
+
+
+def results(r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code == 200, r.text
+    return dict(r.json()["results"])
+
+
+def code(result: dict[str, Any]) -> str:
+    return str(result["error"]["code"])
+
+
+async def test_a_stranger_cannot_write_into_a_room(
+        world: World, evil: HostilePeer, people: dict[str, Person]) -> None:
+    alice, bob = people["alice"], people["bob"]
+    room_id = await shared_room(alice, bob)
+    join = evil.event(room_id, "member", {"membership": "join"})
+    hello = evil.event(room_id, "message", {"body": "pwned", "mentions": [bob.fqid]})
+    # to a member server: only the host writes into its room
+    got = results(await evil.send(world.b, [join, hello]))
+    assert code(got[join["event_id"]]) == code(got[hello["event_id"]]) == "SW_FED_NOT_HOST"
+    # to the host: no invite, no membership
+    got = results(await evil.send(world.a, [join, hello]))
+    assert code(got[join["event_id"]]) == "SW_FED_NOT_INVITED"
+    assert code(got[hello["event_id"]]) == "SW_FED_NOT_MEMBER"
+    for person in (alice, bob):
+        assert "@mallory:evil.test" not in await person.members(room_id)
+        assert "pwned" not in await person.bodies(room_id)
+    assert not [n for n in await bob.notifications() if n["type"] == "mention"
+                and n["room_id"] == room_id]
+    # and a stranger reads nothing of it
+    for path in (f"/rooms/{room_id}/members", f"/rooms/{room_id}/backfill?limit=10",
+                 f"/rooms/{room_id}/backfill?after=0"):
+        r = await evil.request(world.a, "GET", FED + path)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "SW_FED_NOT_MEMBER"
+
+
+async def test_an_invited_server_does_not_read_history(
+        world: World, evil: HostilePeer, people: dict[str, Person]) -> None:
+    alice = people["alice"]
+    room_id = await shared_room(alice, people["bob"])
+    await alice.post(room_id, "for members only")
+    await alice.invite(room_id, _mallory())
+    await wait_for(lambda: evil.count(FED + "/send") > 0, what="the invite at evil.test")
+    for path in (f"/rooms/{room_id}/members", f"/rooms/{room_id}/backfill?limit=10"):
+        r = await evil.request(world.a, "GET", FED + path)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "SW_FED_NOT_MEMBER"
+
+
+def _mallory() -> Person:
+    p = Person.__new__(Person)
+    p.fqid = "@mallory:evil.test"
+    return p
+
+
+async def test_ids_cannot_be_squatted(world: World, evil: HostilePeer,
+                                      people: dict[str, Person]) -> None:
+    alice, bob, dave = people["alice"], people["bob"], people["dave"]
+    room_id = await shared_room(alice, dave)
+    real = await alice.post(room_id, "the real one")
+    real_invite = await alice.invite(room_id, bob)
+    await bob.invite_to(room_id, real_invite)
+
+    # evil.test's own room, and an invite into it reusing the real invite's id
+    evil_room = "!evilevilevil:evil.test"
+    squat = evil.event(evil_room, "invite", {
+        "invitee": bob.fqid, "invite_id": real_invite, "room_name": "target",
+        "room_type": "standard", "members": ["@mallory:evil.test"]})
+    assert code(results(await evil.send(world.b, [squat]))[squat["event_id"]]) == \
+        "SW_FED_EVENT_CONFLICT"
+    await bob.ok("POST", f"/v1/me/invites/{real_invite}/accept")
+    assert (await bob.ok("GET", f"/v1/rooms/{room_id}"))["host"] == "a.test"
+
+    # a fair invite to dave: evil.test's room exists on b.test; an event there that
+    # reuses a real event's id is its own event in its own room, not the real one
+    fair = evil.event(evil_room, "invite", {
+        "invitee": dave.fqid, "invite_id": "8c0e7c1e-0000-4000-8000-000000000001",
+        "room_name": "spam", "room_type": "standard", "members": ["@mallory:evil.test"]})
+    assert results(await evil.send(world.b, [fair]))[fair["event_id"]] == {}
+    twin = evil.event(evil_room, "message", {"body": "twin"}, event_id=real)
+    assert results(await evil.send(world.b, [twin]))[twin["event_id"]] == {}
+    other = evil.event(evil_room, "message", {"body": "other twin"}, event_id=real)
+    assert code(results(await evil.send(world.b, [other]))[real]) == "SW_FED_EVENT_CONFLICT"
+    mine = await dave.event(room_id, real)
+    assert mine is not None and mine["content"]["body"] == "the real one"
+
+
+async def test_a_peer_answering_nonsense_neither_spins_nor_stops_our_sender(
+        world: World, evil: HostilePeer, people: dict[str, Person]) -> None:
+    alice, root = people["alice"], people["root_a"]
+    evil.answer(FED + "/profile", lambda m, p, b: (200, json.dumps(
+        {"local_id": "mallory", "fqid": "@mallory:evil.test"}).encode()))
+    bad_answers = [
+        b'{"results": {}}',  # settles nothing
+        b"[" * 200_000 + b"]" * 200_000,  # nested past any parser's stack
+        b'{"results": {"x": {"seq": 99999999999999999999999}}}',
+        b"not json",
+    ]
+    current = {"body": bad_answers[0]}
+    evil.answer(FED + "/send", lambda m, p, b: (200, current["body"]))
+    await alice.ok("POST", "/v1/me/federated-dms", {"fqid": "@mallory:evil.test"})
+    for body in bad_answers:
+        current["body"] = body
+        before = evil.count(FED + "/send")
+        await root.ok("POST", "/v1/admin/federation/peers/evil.test/retry")
+        await wait_for(lambda b=before: evil.count(FED + "/send") > b,  # type: ignore[misc]
+                       what="one more attempt")
+        await wait_for(lambda: _failed(root), what="the attempt to count as failed")
+    # four answers, four retries: a few attempts, not a spin (it made thousands)
+    assert evil.count(FED + "/send") <= 2 * len(bad_answers) + 2
+    peer = await _peer(root, "evil.test")
+    assert peer["queue_depth"] == 1 and peer["next_retry_at"] is not None
+    r = await people["alice"].http.get("/healthz")
+    assert r.status_code == 200, r.text
+    # the queue still works: an honest answer delivers the invite
+    evil.answers.pop(0)
+    await root.ok("POST", "/v1/admin/federation/peers/evil.test/retry")
+    await wait_for(lambda: _queue_empty(root), what="the invite delivered")
+    assert not [line for line in world.a.log_lines if "Traceback" in line
+                and "federation.send.internal_error" not in line]
+
+
+async def _peer(root: Person, name: str) -> dict[str, Any]:
+    rows = (await root.ok("GET", "/v1/admin/federation/peers"))["data"]
+    return next(r for r in rows if r["server_name"] == name)
+
+
+async def _failed(root: Person) -> bool:
+    peer = await _peer(root, "evil.test")
+    return bool(peer["last_error"]) and peer["failures"] >= 1
+
+
+async def _queue_empty(root: Person) -> bool:
+    return (await _peer(root, "evil.test"))["queue_depth"] == 0
+
+
+async def test_big_events_never_block_a_queue(world: World, evil: HostilePeer,
+                                              people: dict[str, Person]) -> None:
+    alice, bob = people["alice"], people["bob"]
+    room_id = await shared_room(alice, bob)
+    # too big to federate: refused here, before it is stored
+    r = await alice.call("POST", f"/v1/rooms/{room_id}/messages", {"body": "😈" * 20_000})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "SW_EVENT_TOO_LARGE"
+    # and by a receiver: evil.test's oversized event
+    big = evil.event(room_id, "message", {"body": "x" * 30_000, "pad": "y" * 40_000})
+    assert code(results(await evil.send(world.a, [big]))[big["event_id"]]) == \
+        "SW_FED_BAD_EVENT"
+    # 40 × 30 KB queued while b.test is down: all arrive after it is back
+    world.b.kill()
+    try:
+        for i in range(40):
+            await alice.post(room_id, f"{i:02d} " + "z" * 30_000)
+    finally:
+        world.b.start()
+    await people["root_a"].ok("POST", "/v1/admin/federation/peers/b.test/retry")
+
+    async def all_there() -> bool:
+        return len([b for b in await bob.bodies(room_id) if b.endswith("z" * 100)]) == 40
+
+    await wait_for(all_there, timeout=60, what="40 big messages at b.test")
+
+
+async def test_a_signed_request_is_not_taken_twice(world: World, evil: HostilePeer,
+                                                   people: dict[str, Person]) -> None:
+    room_id = await shared_room(people["alice"])
+    await people["alice"].invite(room_id, _mallory())
+    join = evil.event(room_id, "member", {"membership": "join", "display_name": "m"})
+    path = f"{FED}/rooms/{room_id}/membership"
+    body = {"event": join}
+    headers = {"Host": "a.test", "Content-Type": "application/json",
+               "Authorization": sign_request(method="POST", uri=path, origin="evil.test",
+                                             destination="a.test",
+                                             ts_ms=int(time.time() * 1000), content=body,
+                                             keypair=evil.keypair)}
+    async with httpx.AsyncClient(verify=world.net.ssl_context(), timeout=30) as c:
+        first = await c.post(world.a.url + path, content=encode_canonical_json(body),
+                             headers=headers)
+        again = await c.post(world.a.url + path, content=encode_canonical_json(body),
+                             headers=headers)
+    assert first.status_code == 200, first.text
+    assert again.status_code == 409 and again.json()["error"]["code"] == "SW_FED_REPLAY"
+    assert (await people["alice"].members(room_id)).get("@mallory:evil.test") == "join"
