@@ -138,14 +138,17 @@ def parse_fqid_body(body: dict[str, Any], home: str) -> Fqid:
 
 
 def message_mentions(content: dict[str, Any]) -> list[str]:
-    """The fqids a stored message's content mentions (tolerant of junk)."""
+    """The fqids a stored message's content mentions: distinct, at most MAX_MENTIONS."""
     raw = content.get("mentions")
     if not isinstance(raw, list):
         return []
-    return [m for m in raw if isinstance(m, str)]
+    return list(dict.fromkeys(m for m in raw if isinstance(m, str)))[:MAX_MENTIONS]
 
 
 MAX_EVENT_BYTES = 65_536
+#: A participant id's length at most (local id 64, server name 255, '@' and ':').
+MAX_FQID_CHARS = 321
+MAX_INVITE_MEMBERS = 1000
 
 
 def event_size(event: dict[str, Any]) -> int:
@@ -203,6 +206,10 @@ def check_federated_event(event: Any) -> dict[str, Any]:
     if event["type"] == "message":
         if not isinstance(content.get("body"), str) or len(content["body"]) > MAX_BODY_CHARS:
             raise bad("message body missing or too long")
+        mentions = content.get("mentions", [])
+        if not isinstance(mentions, list) or len(mentions) > MAX_MENTIONS or not all(
+                isinstance(m, str) and len(m) <= MAX_FQID_CHARS for m in mentions):
+            raise bad(f"mentions must be at most {MAX_MENTIONS} participant ids")
     elif event["type"] == "reaction":
         if not isinstance(content.get("relates_to"), str) or not isinstance(
                 content.get("key"), str) or len(content["key"]) > MAX_REACTION_KEY:
@@ -210,6 +217,16 @@ def check_federated_event(event: Any) -> dict[str, Any]:
     elif event["type"] == "member":
         if content.get("membership") not in MEMBERSHIPS:
             raise bad("membership must be join, leave or decline")
+        name = content.get("display_name")
+        if name is not None and (not isinstance(name, str) or len(name) > MAX_DISPLAY_NAME):
+            raise bad(f"display_name must be at most {MAX_DISPLAY_NAME} characters")
+    elif event["type"] == "invite":
+        members = content.get("members", [])
+        name = content.get("room_name")
+        if not isinstance(members, list) or len(members) > MAX_INVITE_MEMBERS:
+            raise bad(f"an invite lists at most {MAX_INVITE_MEMBERS} members")
+        if isinstance(name, str) and len(name) > MAX_ROOM_NAME:
+            raise bad(f"room_name must be at most {MAX_ROOM_NAME} characters")
     elif event["type"] == "uninvite":
         if not isinstance(content.get("invitee"), str) or not isinstance(
                 content.get("invite_id"), str):

@@ -26,7 +26,13 @@ import attrs
 
 from swfed.core import rooms as rules
 from swfed.core.errors import FederationError, NotFound, TooLarge
-from swfed.core.events import MAX_EVENT_BYTES, MessageSpec, RoomSpec, event_size
+from swfed.core.events import (
+    MAX_EVENT_BYTES,
+    MAX_INVITE_MEMBERS,
+    MessageSpec,
+    RoomSpec,
+    event_size,
+)
 from swfed.core.ids import Fqid, new_room_id, new_uuid
 from swfed.core.policy import decide_foreign_count, decide_peer, decide_room
 from swfed.core.rooms import PENDING_SEQ, Room, room_not_found
@@ -287,7 +293,9 @@ def invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, inviter: str,
                              members_db.foreign_count_txn(conn, ctx.tenant, room_id) + 1)
         if ctx.sign is None:
             raise no_key()
-        content["members"] = members_db.joined_members_txn(conn, ctx.tenant, room_id)
+        # what the invitee's server needs to apply its foreign-participant limit
+        content["members"] = members_db.joined_members_txn(
+            conn, ctx.tenant, room_id)[:MAX_INVITE_MEMBERS]
     emit_txn(conn, ctx, room, "invite", inviter, content)
     return {"invite_id": content["invite_id"], "room_id": room_id}
 

@@ -55,3 +55,28 @@ def test_message() -> None:
     assert code_of(parse_message, {"body": True}, "home") == "SW_BAD_TYPE"
     assert parse_reaction_key({"key": "🎉"}) == "🎉"
     assert code_of(parse_reaction_key, {"key": "x" * 33}) == "SW_BAD_VALUE"
+
+
+def test_federated_events_are_bounded() -> None:
+    import uuid
+
+    import pytest
+
+    from swfed.core.errors import FederationError
+    from swfed.core.events import check_federated_event
+
+    def ev(type_: str, content: dict[str, object], **extra: object) -> dict[str, object]:
+        return {"event_id": str(uuid.uuid4()), "room_id": "!abcdefgh:h.test", "type": type_,
+                "sender": "@m:m.test", "origin": "m.test", "origin_ts": 1,
+                "content": content, "signatures": {}, **extra}
+
+    for bad in (ev("message", {"body": "x", "mentions": [f"@u{i}:h.test" for i in range(51)]}),
+                ev("message", {"body": "x", "mentions": "@u:h.test"}),
+                ev("member", {"membership": "join", "display_name": "n" * 101}),
+                ev("message", {"body": "x", "pad": "p" * 70_000}),
+                ev("message", {"body": "x"}, origin_ts=2**63),
+                ev("message", {"body": "x"}, origin_ts=-1)):
+        with pytest.raises(FederationError) as info:
+            check_federated_event(bad)
+        assert info.value.code == "SW_FED_BAD_EVENT"
+    check_federated_event(ev("message", {"body": "x", "mentions": ["@a:h.test"] * 3}))
