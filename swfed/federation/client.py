@@ -12,7 +12,9 @@
 
 A peer ``name[:port]`` (default port 443) is reached at the address in
 ``[federation.resolve]`` if listed there, else at the first address DNS
-gives, which must not be private unless ``allow_private_addresses``. The
+gives, which must be globally routable (:func:`swfed.core.addresses.is_public`)
+unless ``allow_private_addresses``. Each request has one deadline, from the
+name lookup to the last byte. The
 connection goes to that checked IP; the certificate is verified against the
 peer's *name* (SNI and Host carry it). Environment proxies are never used.
 Non-2xx answers with a JSON body are returned, not raised.
@@ -31,6 +33,7 @@ import httpx
 import trio
 
 from swfed.config import FederationConfig, parse_host_port
+from swfed.core.addresses import is_public
 from swfed.core.canonical import encode_canonical_json
 from swfed.core.errors import FederationError
 
@@ -60,11 +63,6 @@ def split_server_name(server_name: str) -> tuple[str, int]:
     return host, int(port) if sep else 443
 
 
-def _private(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_unspecified
-            or ip.is_multicast or ip.is_reserved)
 
 
 class FederationClient:
@@ -106,7 +104,7 @@ class FederationClient:
                                   status=502) from exc
         for info in infos:
             ip = str(info[4][0])
-            if self.cfg.allow_private_addresses or not _private(ipaddress.ip_address(ip)):
+            if self.cfg.allow_private_addresses or is_public(ipaddress.ip_address(ip)):
                 return ip, port, host
         raise FederationError(
             f"{server_name} resolves only to private addresses "
@@ -117,6 +115,21 @@ class FederationClient:
     async def request(self, method: str, server_name: str, uri: str,
                       body: dict[str, Any] | None = None, *,
                       auth: Auth | None = None) -> FedResponse:
+        """One request, name lookup to last byte within ``request_timeout_seconds``.
+
+        httpx's timeouts are per read, so a peer dripping a byte at a time
+        would otherwise hold us for ever. Raises FederationError (see above).
+        """
+        try:
+            with trio.fail_after(self.cfg.request_timeout_seconds):
+                return await self._request(method, server_name, uri, body, auth)
+        except trio.TooSlowError:
+            raise FederationError(f"{server_name} did not answer in "
+                                  f"{self.cfg.request_timeout_seconds} s",
+                                  code="SW_FED_PEER_TIMEOUT", status=504) from None
+
+    async def _request(self, method: str, server_name: str, uri: str,
+                       body: dict[str, Any] | None, auth: Auth | None) -> FedResponse:
         ip, port, sni = await self._address(server_name)
         shown = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         headers = {"Host": server_name, "Accept": "application/json"}
@@ -128,6 +141,20 @@ class FederationClient:
             headers["Authorization"] = auth(method, uri, body)
         url = f"https://{shown}{uri}"
         limit = self.cfg.max_response_bytes
+        status, retry_after, data = await self._exchange(method, url, content, headers, sni,
+                                                         server_name, shown, limit)
+        try:
+            parsed = json.loads(bytes(data))
+        except (ValueError, RecursionError):  # junk, or nested past Python's stack
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise FederationError(f"{server_name} ({shown}) answered {status} with a body that "
+                                  "is not a JSON object", code="SW_FED_BAD_RESPONSE", status=502)
+        return FedResponse(status, parsed, shown, retry_after)
+
+    async def _exchange(self, method: str, url: str, content: bytes | None,
+                        headers: dict[str, str], sni: str, server_name: str, shown: str,
+                        limit: int) -> tuple[int, float | None, bytearray]:
         try:
             async with self._http.stream(method, url, content=content, headers=headers,
                                          extensions={"sni_hostname": sni}) as resp:
@@ -156,14 +183,7 @@ class FederationClient:
         except httpx.HTTPError as exc:
             raise FederationError(f"request to {server_name} ({shown}) failed: {_root(exc)}",
                                   code="SW_FED_PEER_UNREACHABLE", status=502) from exc
-        try:
-            parsed = json.loads(bytes(data))
-        except (ValueError, RecursionError):  # junk, or nested past Python's stack
-            parsed = None
-        if not isinstance(parsed, dict):
-            raise FederationError(f"{server_name} ({shown}) answered {status} with a body that "
-                                  "is not a JSON object", code="SW_FED_BAD_RESPONSE", status=502)
-        return FedResponse(status, parsed, shown, retry_after)
+        return status, retry_after, data
 
     async def get_json(self, server_name: str, path: str, *,
                        auth: Auth | None = None) -> FedResponse:
