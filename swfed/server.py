@@ -103,6 +103,7 @@ async def serve(config: Config, *, services: list[Service] | None = None,
                       clock=_clock())
         client = FederationClient(config.federation)
         state.federation = Federation(state, client)
+        directory.on_new_tenants(state.federation.tenants_added)
         app = create_app(state)
 
         async with client, trio.open_nursery() as nursery:

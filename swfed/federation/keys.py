@@ -101,32 +101,40 @@ def rotation_due(created_at: int | None, now: int, rotation_days: int) -> bool:
     return created_at is not None and now >= created_at + rotation_days * DAY_MS
 
 
+async def ensure_tenant_keys(state: Any, tenant: Tenant) -> TenantKeys:
+    """Load a tenant's keys into the ring: generate the first one (if configured)
+    and rotate a key that is due. Serialised per process by ``fed.key_lock``.
+    """
+    fed = state.federation
+    cfg = state.config.federation
+    async with fed.key_lock:
+        keys = await state.db.read(load_tenant_keys_txn, tenant)
+        if keys.current is None and not keys.old and cfg.generate_key_on_start:
+            kp = await state.db.write(new_key_txn, tenant, state.clock(),
+                                      cfg.key_overlap_days, rotate=False,
+                                      actor="generate_key_on_start")
+            logs.log("federation.key.generated", tenant=tenant.server_name, key_id=kp.key_id)
+            keys = await state.db.read(load_tenant_keys_txn, tenant)
+        if rotation_due(keys.current_created_at, state.clock(), cfg.key_rotation_days):
+            kp = await state.db.write(new_key_txn, tenant, state.clock(),
+                                      cfg.key_overlap_days, rotate=True, actor="key-scheduler")
+            logs.log("federation.key.rotated", tenant=tenant.server_name, key_id=kp.key_id,
+                     by="scheduler")
+            keys = await state.db.read(load_tenant_keys_txn, tenant)
+        fed.keyring.set(tenant, keys)
+        return keys
+
+
 async def run_key_scheduler(
         state: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Reload keys, rotate the ones that are due, wipe expired private halves."""
     fed = state.federation
-    cfg = state.config.federation
     started = False
     while True:
         try:
             await state.tenants.refresh()
             for tenant in state.tenants.all():
-                keys = await state.db.read(load_tenant_keys_txn, tenant)
-                if keys.current is None and not keys.old and cfg.generate_key_on_start:
-                    kp = await state.db.write(new_key_txn, tenant, state.clock(),
-                                              cfg.key_overlap_days, rotate=False,
-                                              actor="generate_key_on_start")
-                    logs.log("federation.key.generated", tenant=tenant.server_name,
-                             key_id=kp.key_id)
-                    keys = await state.db.read(load_tenant_keys_txn, tenant)
-                if rotation_due(keys.current_created_at, state.clock(), cfg.key_rotation_days):
-                    kp = await state.db.write(new_key_txn, tenant, state.clock(),
-                                              cfg.key_overlap_days, rotate=True,
-                                              actor="key-scheduler")
-                    logs.log("federation.key.rotated", tenant=tenant.server_name,
-                             key_id=kp.key_id, by="scheduler")
-                    keys = await state.db.read(load_tenant_keys_txn, tenant)
-                fed.keyring.set(tenant, keys)
+                await ensure_tenant_keys(state, tenant)
             wiped = await state.db.write(keys_db.wipe_expired_seeds_txn, state.clock())
             if wiped:
                 logs.log("federation.key.expired", count=wiped)

@@ -53,10 +53,22 @@ class Federation:
         self.keyring = KeyRing()
         self.sender = Sender(self)
         self.scheduler_heartbeat: float | None = None
+        #: Held while a tenant's keys are loaded, generated or rotated.
+        self.key_lock = trio.Lock()
         self._fetched_at: dict[tuple[int, str], float] = {}
         self._fetch_locks: dict[tuple[int, str], trio.Lock] = {}
 
     # -- ours ----------------------------------------------------------------
+
+    async def tenants_added(self, tenants: list[Tenant]) -> None:
+        """A tenant created while we run: its key is ready before its first request."""
+        from swfed.federation.keys import ensure_tenant_keys
+
+        for tenant in tenants:
+            try:
+                await ensure_tenant_keys(self.state, tenant)
+            except Exception:  # noqa: BLE001 - the key scheduler retries within seconds
+                logs.log_exception("federation.key.load_failed", tenant=tenant.server_name)
 
     def signer(self, tenant: Tenant) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
         return self.keyring.signer(tenant)
