@@ -5,8 +5,9 @@ holds a :class:`KeyRing` in memory and reloads it every
 ``RELOAD_SECONDS``, so a ``swfed admin federation key rotate`` run from the
 CLI is picked up without a restart. The scheduler rotates a key when it is
 ``key_rotation_days`` old and wipes the private half of retired keys once
-their ``key_overlap_days`` overlap has ended; the public half stays listed
-so that history they signed keeps verifying.
+their ``key_overlap_days`` overlap has ended; the public half stays in the
+table and in the descriptor for good, with the time it stopped signing, so
+that events it signed verify however old they are (rules: swfed.core.keys).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import attrs
 import trio
 
 from swfed import logs
-from swfed.core.descriptor import KeyInfo, build_descriptor
+from swfed.core.descriptor import build_descriptor
+from swfed.core.keys import DAY_MS, KeyInfo, rotation_due
 from swfed.core.signing import KeyPair, generate_keypair, keypair_from_seed, sign_json
 from swfed.storage import keys as keys_db
 from swfed.storage.audit import audit_txn
 from swfed.storage.tenants import Tenant
 
 RELOAD_SECONDS = 2.0
-DAY_MS = 24 * 3600 * 1000
 
 
 @attrs.frozen
@@ -92,13 +93,9 @@ class KeyRing:
         return lambda obj: sign_json(obj, name, keypair)
 
     def descriptor(self, tenant: Tenant, now: int) -> dict[str, Any]:
+        """Our descriptor: the current key and every retired one (core.keys.published)."""
         keys = self.get(tenant)
-        old = [k for k in keys.old if k.expires_at is None or k.expires_at > now - 365 * DAY_MS]
-        return build_descriptor(tenant.server_name, keys.current, old, now)
-
-
-def rotation_due(created_at: int | None, now: int, rotation_days: int) -> bool:
-    return created_at is not None and now >= created_at + rotation_days * DAY_MS
+        return build_descriptor(tenant.server_name, keys.current, list(keys.old), now)
 
 
 async def ensure_tenant_keys(state: Any, tenant: Tenant) -> TenantKeys:
