@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from swfed import logs
 from swfed.config import Config
-from swfed.core.errors import SwfedError
+from swfed.core.errors import StorageUnavailable, SwfedError
 from swfed.metrics import Metrics
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database
@@ -183,6 +183,9 @@ class State:
 def _error_response(exc: SwfedError) -> Response:
     response = Response(_dumps(exc.to_json()), status=exc.status,
                         content_type="application/json")
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int):
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -214,6 +217,10 @@ def create_app(state: State) -> QuartTrio:
 
     @app.errorhandler(SwfedError)
     async def _swfed_error(exc: SwfedError) -> Response:
+        if isinstance(exc, StorageUnavailable):
+            # One line a minute from the database (storage.unavailable), not one
+            # per request: a full disk must not flood the log it cannot write.
+            return _error_response(exc)
         logs.log("request.refused", level="info", method=request.method, path=request.path,
                  code=exc.code, status=exc.status,
                  tenant=getattr(g, "tenant", None) and g.tenant.server_name)

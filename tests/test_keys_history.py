@@ -59,8 +59,8 @@ async def test_history_verifies_after_many_rotations_and_queued_events_arrive(
             for era in range(3):
                 await send_many(ca, alice, room_id, f"era {era}", 2)
                 expected += [f"era {era} 0", f"era {era} 1"]
-                await wait_for(lambda: _equals(history(cb, tokens["bob"], room_id), expected),
-                               what=f"era {era} on b")
+                await wait_for(lambda want=list(expected): _equals(  # type: ignore[misc]
+                    history(cb, tokens["bob"], room_id), want), what=f"era {era} on b")
                 signed_by.append(await rotate(a, ca))
             # b goes away; a queues messages signed by its fourth key, then retires it
             assert b.stop() == 0

@@ -21,6 +21,7 @@ import trio
 
 from swfed import logs
 from swfed.core.descriptor import build_descriptor
+from swfed.core.errors import StorageUnavailable
 from swfed.core.keys import DAY_MS, KeyInfo, rotation_due
 from swfed.core.signing import KeyPair, generate_keypair, keypair_from_seed, sign_json
 from swfed.storage import keys as keys_db
@@ -135,6 +136,8 @@ async def run_key_scheduler(
             wiped = await state.db.write(keys_db.wipe_expired_seeds_txn, state.clock())
             if wiped:
                 logs.log("federation.key.expired", count=wiped)
+        except StorageUnavailable:
+            pass  # the database logs it (storage.unavailable); try again next pass
         except Exception:  # noqa: BLE001 - the scheduler must outlive one bad pass
             logs.log_exception("federation.key.scheduler_failed")
         fed.scheduler_heartbeat = trio.current_time()

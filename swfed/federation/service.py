@@ -21,7 +21,7 @@ import trio
 
 from swfed import logs
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, parse_descriptor
-from swfed.core.errors import FederationError
+from swfed.core.errors import FederationError, StorageUnavailable
 from swfed.core.keys import KeyInfo, refusal, verifies_event, verifies_request
 from swfed.core.signing import (
     FedAuth,
@@ -68,6 +68,8 @@ class Federation:
         for tenant in tenants:
             try:
                 await ensure_tenant_keys(self.state, tenant)
+            except StorageUnavailable:
+                pass  # logged by the database; the key scheduler retries within seconds
             except Exception:  # noqa: BLE001 - the key scheduler retries within seconds
                 logs.log_exception("federation.key.load_failed", tenant=tenant.server_name)
 
