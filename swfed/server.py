@@ -31,6 +31,7 @@ from swfed import logs
 from swfed.app import Notifier, State, TenantDirectory, create_app, now_ms
 from swfed.config import Config
 from swfed.core.errors import StorageUnavailable
+from swfed.federation.announce import run_announcer
 from swfed.federation.client import FederationClient
 from swfed.federation.keys import run_key_scheduler
 from swfed.federation.service import Federation
@@ -168,6 +169,8 @@ async def serve(config: Config, *, services: list[Service] | None = None,
             await nursery.start(run_key_scheduler, state)
             binds = await nursery.start(run_http)
             await nursery.start(run_sender, state)
+            # Listening and delivering: now tell our peers we are back.
+            await nursery.start(run_announcer, state)
             for service in services or []:
                 await nursery.start(service, state)
             logs.log("server.listening", addresses=binds, server_name=config.server.name,
