@@ -69,7 +69,9 @@ class PeerKey:
 
 
 def peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) -> list[PeerKey]:
-    rows = conn.execute("SELECT * FROM peer_keys WHERE tenant_id = ? AND server_name = ?",
+    """A peer's keys as we know them: the current one first, then newest retired."""
+    rows = conn.execute("SELECT * FROM peer_keys WHERE tenant_id = ? AND server_name = ?"
+                        " ORDER BY retired_at IS NOT NULL, retired_at DESC",
                         (tenant.tenant_id, server_name)).fetchall()
     return [PeerKey(r["server_name"], r["key_id"], r["public_key"], r["retired_at"],
                     r["expires_at"], r["fetched_at"]) for r in rows]
@@ -77,9 +79,21 @@ def peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) ->
 
 def store_peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str,
                         keys: list[dict[str, Any]], descriptor_json: str, now: int) -> None:
-    """Remember a verified descriptor and the keys it lists (replacing the old list)."""
-    conn.execute("DELETE FROM peer_keys WHERE tenant_id = ? AND server_name = ?",
-                 (tenant.tenant_id, server_name))
+    """Remember a verified descriptor and the keys it lists.
+
+    Keys it lists replace what we knew of them. A key we knew that it no longer
+    lists is kept (a peer on an older release drops retired keys a year after
+    their overlap; the events they signed must stay verifiable): if it was its
+    current key, it counts as retired now, without an overlap.
+    """
+    listed = [k["key_id"] for k in keys]
+    marks = ",".join("?" * len(listed)) or "''"
+    conn.execute(
+        "UPDATE peer_keys SET retired_at = ?, expires_at = ? WHERE tenant_id = ?"
+        f" AND server_name = ? AND retired_at IS NULL AND key_id NOT IN ({marks})",
+        (now, now, tenant.tenant_id, server_name, *listed))
+    conn.execute(f"DELETE FROM peer_keys WHERE tenant_id = ? AND server_name = ?"
+                 f" AND key_id IN ({marks})", (tenant.tenant_id, server_name, *listed))
     for k in keys:
         conn.execute(
             "INSERT INTO peer_keys (tenant_id, server_name, key_id, public_key, retired_at,"
