@@ -8,6 +8,9 @@
   write answered 2xx is still there, even after a kill -9. (A read-only
   database is covered against real SQLite in tests/storage/test_db_trouble.py:
   a mounted file system cannot be remounted read-only under an open database.)
+- a's own disk fills while it delivers to b: its sender pauses (it cannot
+  record deliveries), the process stays up, and once space returns every
+  queued event reaches b exactly once.
 - Between two servers (no root needed: the test-only page limit hook
   ``SWFED_TEST_MAX_PAGES_FILE`` makes b's database "full"): b answers a's
   ``/send`` with 503, a keeps the events queued (no refusal recorded), and
@@ -190,3 +193,57 @@ async def test_peer_with_a_full_disk_is_retried_not_refused(tmp_path: Path) -> N
     finally:
         a.kill()
         b.kill()
+
+
+async def test_sender_whose_own_disk_fills_pauses_and_delivers_once(tmp_path: Path) -> None:
+    """a's disk fills while it delivers to b: a neither crashes nor refuses anything;
+    once space returns it finishes, and b stores every event exactly once."""
+    net, a, b, tokens = await setup_pair(tmp_path)
+    a.kill()
+    data = tmp_path / "a.test" / "data"
+    moved = tmp_path / "a-data-before"
+    data.rename(moved)
+    with small_disk(data, "24m"):
+        for item in moved.iterdir():
+            (data / item.name).write_bytes(item.read_bytes())
+        a.start()
+        try:
+            ca, cb = clients(net, a, b)
+            async with ca, cb:
+                await open_policies(ca, cb, tokens)
+                room_id = await dm(ca, cb, tokens)
+                assert b.stop() == 0
+                sent = [f"queued {i}" for i in range(30)]
+                for body in sent:
+                    r = await post(ca, tokens["alice"], room_id, body)
+                    assert r.status_code == 201
+                fill(data / "ballast")
+                b.start()
+                # wake a's queue now (this touches no storage)
+                r = await ca.post("/v1/admin/federation/peers/b.test/retry",
+                                  headers=bearer(tokens["admin_a"]))
+                assert r.status_code == 200
+                await wait_for(lambda: a.logs("federation.sender.paused"), timeout=30,
+                               what="a's sender pausing on its full disk")
+                assert (await ca.get("/healthz")).status_code == 503
+                (data / "ballast").unlink()
+                await wait_for(lambda: _equals(history(cb, tokens["bob"], room_id), sent),
+                               timeout=30, what="every queued event on b, once")
+
+                async def drained() -> bool:
+                    r = await ca.get("/v1/admin/federation/peers",
+                                     headers=bearer(tokens["admin_a"]))
+                    row = next(p for p in r.json()["data"] if p["server_name"] == "b.test")
+                    return row["queue_depth"] == 0
+
+                await wait_for(drained, timeout=30, what="a's outbox to b drained")
+                assert a.logs("federation.sender.resumed")
+                assert (await ca.get("/healthz")).status_code == 200
+                r = await ca.get("/v1/admin/federation/rejected",
+                                 headers=bearer(tokens["admin_a"]))
+                assert r.json()["data"] == []
+            assert a.proc is not None and a.proc.poll() is None
+            assert not any("Traceback" in line for line in a.log_lines)
+        finally:
+            a.kill()
+            b.kill()
