@@ -129,8 +129,9 @@ def _key_command(config: Config, args: argparse.Namespace, rotate: bool) -> int:
                   "public_key": f"ed25519:{keypair.public_key_b64}"},
            f"{tenant.server_name}: {verb} key {keypair.key_id} "
            f"(ed25519:{keypair.public_key_b64})"
-           + (f"; the previous key keeps verifying for {config.federation.key_overlap_days}"
-              " days" if rotate else ""))
+           + (f"; the previous key verifies live requests for "
+              f"{config.federation.key_overlap_days} days, and the events it signed for good"
+              if rotate else ""))
     return 0
 
 

@@ -22,7 +22,7 @@ import trio
 from swfed import logs
 from swfed.core.descriptor import build_descriptor
 from swfed.core.errors import StorageUnavailable
-from swfed.core.keys import DAY_MS, KeyInfo, rotation_due
+from swfed.core.keys import KeyInfo, rotation_due
 from swfed.core.signing import KeyPair, generate_keypair, keypair_from_seed, sign_json
 from swfed.storage import keys as keys_db
 from swfed.storage.audit import audit_txn
@@ -65,7 +65,7 @@ def new_key_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, overlap_days
                        "'swfed admin federation key generate'", code="SW_NO_KEY")
     keypair = generate_keypair()
     keys_db.add_key_txn(conn, tenant, keypair.key_id, keypair.seed, keypair.public_key_b64,
-                        now, overlap_days * DAY_MS)
+                        now, overlap_days)
     audit_txn(conn, tenant, "federation.key." + ("rotate" if rotate else "generate"), now,
               actor=actor, outcome="ok", details={"key_id": keypair.key_id})
     return keypair
