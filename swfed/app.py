@@ -96,14 +96,15 @@ class TenantDirectory:
                                     policy=attrs.evolve(t.policy, federation_enabled=False))
                        for t in tenants]
         new = [t for t in tenants if t.server_name not in self._by_name]
-        first = not self._loaded
+        if new and self._loaded:
+            # Before the new tenants are routed to: a request that finds one
+            # must find it ready (its key loaded), whoever reloaded first.
+            for listener in self._listeners:
+                await listener(new)
+            logs.log("tenant.discovered", tenants=[t.server_name for t in new])
         self._by_name = {t.server_name: t for t in tenants}
         self._stamp = stamp
         self._loaded = True
-        if new and not first:
-            logs.log("tenant.discovered", tenants=[t.server_name for t in new])
-            for listener in self._listeners:
-                await listener(new)
 
     async def _catch_up(self) -> None:
         """Return once the directory holds every tenant the stamp announced so far."""
