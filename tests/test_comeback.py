@@ -63,6 +63,16 @@ async def test_restarted_peer_is_caught_up_without_waiting_for_the_backoff(
             assert caught_up - listening < 5
         announced = b.logs("federation.announced")
         assert announced and announced[0]["reached"] == 1, announced
+
+        # a peer that is down too is only logged: the server starts and serves
+        assert b.stop() == 0
+        a.stop()
+        a.start()
+        await wait_for(lambda: a.logs("federation.announced"), what="a's announcements done")
+        assert a.logs("federation.announced")[-1]["failed"] == 1
+        failed = a.logs("federation.announce.failed")
+        assert failed and "b.test" == failed[-1]["peer"], failed
+        assert not any("Traceback" in line for line in a.log_lines)
     finally:
         a.kill()
         b.kill()

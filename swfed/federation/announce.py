@@ -59,7 +59,12 @@ async def run_announcer(state: Any,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Announce ourselves to every peer we share a room with, once, then return."""
     fed = state.federation
-    pairs = await state.db.read(room_peers_txn)
+    try:
+        pairs = await state.db.read(room_peers_txn)
+    except Exception:  # noqa: BLE001 - the server runs without announcing
+        logs.log_exception("federation.announce.failed", reason="cannot read the rooms")
+        task_status.started()
+        return
     by_id = {t.tenant_id: t for t in state.tenants.all()}
     targets: list[tuple[Tenant, str]] = []
     for tenant_id, peer in pairs:
