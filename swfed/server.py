@@ -114,6 +114,8 @@ async def run_sender(state: State,
     """
     sender = state.federation.sender
     started = False
+    logged_at: float | None = None
+    pauses = 0
     while True:
         try:
             async with trio.open_nursery() as nursery:
@@ -122,9 +124,15 @@ async def run_sender(state: State,
                     started = True
                     task_status.started()
         except* StorageUnavailable:
-            logs.log("federation.sender.paused", level="warning",
-                     reason="storage unavailable", retry_every_s=STORAGE_PROBE_SECONDS)
+            pauses += 1
         sender.queues.clear()  # their tasks ended with the sender's nursery
+        now = trio.current_time()
+        # At most a line a minute, even if writes fail and succeed by turns.
+        loud = logged_at is None or now - logged_at >= 60
+        if loud:
+            logs.log("federation.sender.paused", level="warning", reason="storage unavailable",
+                     pauses=pauses, retry_every_s=STORAGE_PROBE_SECONDS)
+            logged_at, pauses = now, 0
         while True:
             await trio.sleep(STORAGE_PROBE_SECONDS)
             try:
@@ -132,7 +140,7 @@ async def run_sender(state: State,
                 break
             except StorageUnavailable:
                 continue
-        logs.log("federation.sender.resumed")
+        logs.log("federation.sender.resumed", level="info" if loud else "debug")
 
 
 async def serve(config: Config, *, services: list[Service] | None = None,

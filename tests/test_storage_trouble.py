@@ -5,7 +5,8 @@
   server runs. Writes answer 503 ``SW_STORAGE_UNAVAILABLE`` saying what to do,
   ``/healthz`` names it, the log holds one ``storage.unavailable`` line and no
   traceback, and once the ballast is gone writes resume by themselves. Every
-  write answered 2xx is still there, even after a kill -9. (A read-only
+  write answered 2xx is still there, even after a kill -9. The same test runs
+  without root through the test-only page limit hook (below). (A read-only
   database is covered against real SQLite in tests/storage/test_db_trouble.py:
   a mounted file system cannot be remounted read-only under an open database.)
 - a's own disk fills while it delivers to b: its sender pauses (it cannot
@@ -98,10 +99,36 @@ def assert_refused_for_storage(r: httpx.Response, what: str) -> None:
     assert r.headers["Retry-After"] == "10"
 
 
-async def test_disk_full_then_back(tmp_path: Path) -> None:
-    data = tmp_path / "a" / "data"
-    with small_disk(data, "24m"):
-        srv = ServerProcess(tmp_path / "a")
+class FullDisk:
+    """Fills and frees "the disk" of a server: a real tmpfs, or the page-limit hook."""
+
+    def __init__(self, tmp_path: Path, real: bool) -> None:
+        self.real = real
+        self.data = tmp_path / "a" / "data"
+        self.limit = tmp_path / "page-limit"
+        self.env = {} if real else {"SWFED_TEST_MAX_PAGES_FILE": str(self.limit)}
+
+    def mounted(self) -> contextlib.AbstractContextManager[None]:
+        return small_disk(self.data, "24m") if self.real else contextlib.nullcontext()
+
+    def fill(self) -> None:
+        if self.real:
+            fill(self.data / "ballast")
+        else:
+            self.limit.write_text("1")
+
+    def free(self) -> None:
+        if self.real:
+            (self.data / "ballast").unlink()
+        else:
+            self.limit.write_text("0")
+
+
+@pytest.mark.parametrize("real", [True, False], ids=["tmpfs", "page_limit"])
+async def test_disk_full_then_back(tmp_path: Path, real: bool) -> None:
+    disk = FullDisk(tmp_path, real)
+    with disk.mounted():
+        srv = ServerProcess(tmp_path / "a", env=disk.env)
         with running(srv):
             token = srv.create_user("dora")
             acked: list[str] = []
@@ -114,7 +141,7 @@ async def test_disk_full_then_back(tmp_path: Path) -> None:
                     acked.append(r.json()["event_id"])
 
                 # the disk fills up while the server runs
-                fill(data / "ballast")
+                disk.fill()
                 refused = 0
                 for i in range(1000):
                     r = await post(c, token, room_id, f"{i} {BIG}")
@@ -135,7 +162,7 @@ async def test_disk_full_then_back(tmp_path: Path) -> None:
                 assert set(acked) <= await stored_ids(c, token, room_id)
 
                 # space returns: writes resume by themselves
-                (data / "ballast").unlink()
+                disk.free()
                 r = await post(c, token, room_id, "after")
                 assert r.status_code == 201, r.text
                 acked.append(r.json()["event_id"])

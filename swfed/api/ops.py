@@ -63,7 +63,14 @@ async def healthz() -> tuple[dict[str, Any], int]:
     try:
         with trio.fail_after(HEALTH_WRITE_TIMEOUT):
             await st.db.write(health_write_txn, st.clock())
-        checks["storage"] = {"ok": True}
+        trouble = st.db.trouble
+        if trouble is None:
+            checks["storage"] = {"ok": True}
+        else:
+            # The probe's small update fit, but the last real write did not
+            # (the database cannot grow): still unavailable.
+            checks["storage"] = {"ok": False, "code": trouble.code, "reason": trouble.reason,
+                                 "error": f"the last write was refused: {trouble.message}"}
     except StorageUnavailable as exc:
         # disk full, read-only, I/O errors: named, with what to do
         checks["storage"] = {"ok": False, "code": exc.code, "reason": exc.reason,

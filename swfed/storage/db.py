@@ -159,11 +159,13 @@ class Database:
         #: Commits and writes done, for the benchmark and metrics.
         self.commits = 0
         self.writes = 0
-        #: The storage trouble the last write met, None once a write committed again.
+        #: The storage trouble the last failed write met; None once a write
+        #: (other than the /healthz probe) stored something again.
         self.trouble: StorageUnavailable | None = None
         self._trouble_since = 0.0
         self._trouble_logged_at: float | None = None
         self._failed_writes = 0
+        self._reported = False  # a storage.unavailable line awaits its storage.recovered
         #: Test hook (SWFED_TEST_MAX_PAGES_FILE): a file holding a page limit for
         #: the writer, so tests without root can fill "the disk" and free it.
         self._page_limit_file = page_limit_file
@@ -254,6 +256,7 @@ class Database:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
         if self._page_limit_file is not None:
             self._apply_page_limit(conn)
+        changes = conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -271,7 +274,10 @@ class Database:
             conn.execute("COMMIT")
             self.commits += 1
             self.writes += len(batch)
-            if self.trouble is not None:
+            if (self.trouble is not None and conn.total_changes > changes
+                    and any(job.fn is not health_write_txn for job in batch)):
+                # Only a commit that stored something counts: an empty one
+                # (nothing to update) or the health probe proves nothing.
                 self._storage_recovered()
         except Exception as exc:  # the commit itself failed: nothing of the batch is stored
             try:
@@ -303,14 +309,18 @@ class Database:
                      next_report_in_s=int(TROUBLE_LOG_SECONDS))
             self._trouble_logged_at = now
             self._failed_writes = 0
+            self._reported = True
 
     def _storage_recovered(self) -> None:
         assert self.trouble is not None
-        logs.log("storage.recovered", level="warning", reason=self.trouble.reason,
-                 after_s=round(time.monotonic() - self._trouble_since, 1),
-                 failed_writes_since_last_report=self._failed_writes)
+        if self._reported:  # one storage.recovered per storage.unavailable line
+            logs.log("storage.recovered", level="warning", reason=self.trouble.reason,
+                     after_s=round(time.monotonic() - self._trouble_since, 1),
+                     failed_writes_since_last_report=self._failed_writes)
+            self._reported = False
         self.trouble = None
-        self._trouble_logged_at = None
+        # _trouble_logged_at stays: storage.unavailable is at most once a
+        # minute even when writes fail and succeed by turns.
         self._failed_writes = 0
 
     def _apply_page_limit(self, conn: sqlite3.Connection) -> None:

@@ -15,7 +15,13 @@ import pytest
 import trio
 
 from swfed.core.errors import StorageUnavailable
-from swfed.storage.db import Database, connect, open_direct, storage_trouble
+from swfed.storage.db import (
+    Database,
+    connect,
+    health_write_txn,
+    open_direct,
+    storage_trouble,
+)
 
 
 def grow(conn: sqlite3.Connection, n: int) -> None:
@@ -81,11 +87,25 @@ async def test_writer_names_it_logs_once_and_recovers(
         events = [getattr(r, "event", None) for r in caplog.records]
         assert events.count("storage.unavailable") == 1
 
+        # a commit that stores nothing, or the /healthz probe, proves nothing
+        await db.write(lambda c: c.execute("DELETE FROM ballast WHERE 0"))
+        await db.write(health_write_txn, 1)
+        assert db.trouble is not None
+
+        # writes that fit and writes that don't, by turns: still one line a minute
+        await db.write(lambda c: c.execute("UPDATE ballast SET b = x'00'"))
+        assert db.trouble is None
+        with pytest.raises(StorageUnavailable):
+            await db.write(grow, 100_000)
+        events = [getattr(r, "event", None) for r in caplog.records]
+        assert events.count("storage.unavailable") == 1
+        assert events.count("storage.recovered") == 1
+
         limit.write_text("0")  # space returns
         await db.write(grow, 100_000)
         assert db.trouble is None
         events = [getattr(r, "event", None) for r in caplog.records]
-        assert events.count("storage.recovered") == 1
+        assert events.count("storage.recovered") == 1  # one per storage.unavailable line
         count = await db.read(lambda c: c.execute("SELECT COUNT(*) FROM ballast").fetchone()[0])
         assert count == 2  # the first and the last: nothing refused was half-stored
     finally:
