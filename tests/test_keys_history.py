@@ -86,9 +86,15 @@ async def test_history_verifies_after_many_rotations_and_queued_events_arrive(
             # the events queued under a key that has since retired are delivered
             await wait_for(lambda: _equals(history(cb, tokens["bob"], room_id), expected),
                            timeout=30, what="the queued messages on b")
-            r = await ca.get("/v1/admin/federation/peers", headers=bearer(tokens["admin_a"]))
-            row = next(p for p in r.json()["data"] if p["server_name"] == "b.test")
-            assert row["queue_depth"] == 0
+
+            async def drained() -> bool:
+                r = await ca.get("/v1/admin/federation/peers",
+                                 headers=bearer(tokens["admin_a"]))
+                row = next(p for p in r.json()["data"] if p["server_name"] == "b.test")
+                return row["queue_depth"] == 0
+
+            # (b stores before a records the delivery: wait for a's side too)
+            await wait_for(drained, what="a's queue to b drained")
             # no event was refused (a request signed with a key b had not fetched
             # yet may be, while the rotations come faster than b refetches: retried)
             r = await cb.get("/v1/admin/federation/rejected", headers=bearer(tokens["admin_b"]))
