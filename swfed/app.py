@@ -9,7 +9,7 @@ only raise. Anything unexpected is logged with its traceback and answered
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -20,18 +20,13 @@ from werkzeug.exceptions import HTTPException
 
 from swfed import logs
 from swfed.config import Config
-from swfed.core.errors import SwfedError
+from swfed.core.errors import StorageUnavailable, SwfedError
 from swfed.metrics import Metrics
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database
 from swfed.storage.tenants import Tenant
 
 T = TypeVar("T")
-
-#: A tenant lookup that misses re-reads the table at most this often (s), so
-#: tenants made by the CLI while the server runs are served without a restart.
-TENANT_REFRESH_SECONDS = 2.0
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -53,7 +48,24 @@ class Notifier:
 
 
 class TenantDirectory:
-    """server_name -> Tenant, cached; requests are routed by their Host."""
+    """server_name -> Tenant, in memory; requests are routed by their Host.
+
+    A known Host costs a dict lookup. A tenant created by the CLI while the
+    server runs (it writes the SQLite file directly) must be served from its
+    very first request, never by the default tenant. The CLI bumps a stamp
+    file next to the database after its commit
+    (:func:`~swfed.storage.tenants.bump_tenants_stamp`); a Host we do not know
+    costs one ``stat()`` of that file, and only a changed stamp reloads the
+    table. Reloads are coalesced, one in flight at a time, and a request that
+    saw a changed stamp waits for a reload that *started after it looked*, so
+    it sees every tenant committed before the stamp moved. The periodic
+    :meth:`refresh` of the key scheduler stays as the safety net for tenants
+    added some other way.
+
+    Code that must act when a tenant appears (loading or generating its
+    signing key) registers with :meth:`on_new_tenants`; it runs before the
+    request that revealed the tenant is routed.
+    """
 
     def __init__(self, db: Database, default_name: str, *,
                  federation_enabled: bool = True) -> None:
@@ -62,16 +74,53 @@ class TenantDirectory:
         #: [federation] enabled = false switches federation off for every tenant.
         self._federation_enabled = federation_enabled
         self._by_name: dict[str, Tenant] = {}
-        self._loaded_at = -1e9
+        self._loaded = False
+        self._stamp: tenants_db.Stamp = None
+        self._reload_lock = trio.Lock()
+        self._reloads_started = 0
+        self._reloads_done = 0
+        self._listeners: list[Callable[[list[Tenant]], Awaitable[None]]] = []
+        #: Reloads caused by a changed stamp (tests, metrics).
+        self.reloads = 0
+
+    def on_new_tenants(self, listener: Callable[[list[Tenant]], Awaitable[None]]) -> None:
+        """Await ``listener(tenants)`` whenever a reload finds tenants not seen before."""
+        self._listeners.append(listener)
 
     async def refresh(self) -> None:
+        """Reload every tenant (policy changes, new tenants)."""
+        stamp = tenants_db.read_tenants_stamp(self._db.path)
         tenants = await self._db.read(tenants_db.list_tenants_txn)
         if not self._federation_enabled:
             tenants = [attrs.evolve(t, federation_enabled=False,
                                     policy=attrs.evolve(t.policy, federation_enabled=False))
                        for t in tenants]
+        new = [t for t in tenants if t.server_name not in self._by_name]
+        if new and self._loaded:
+            # Before the new tenants are routed to: a request that finds one
+            # must find it ready (its key loaded), whoever reloaded first.
+            for listener in self._listeners:
+                await listener(new)
+            logs.log("tenant.discovered", tenants=[t.server_name for t in new])
         self._by_name = {t.server_name: t for t in tenants}
-        self._loaded_at = trio.current_time()
+        self._stamp = stamp
+        self._loaded = True
+
+    async def _catch_up(self) -> None:
+        """Return once the directory holds every tenant the stamp announced so far."""
+        if tenants_db.read_tenants_stamp(self._db.path) == self._stamp:
+            return
+        wanted = self._reloads_started + 1  # a reload that starts after we looked
+        async with self._reload_lock:
+            if self._reloads_done >= wanted:
+                return  # such a reload ran while we waited for the lock
+            self._reloads_started += 1
+            generation = self._reloads_started
+            try:
+                self.reloads += 1
+                await self.refresh()
+            finally:
+                self._reloads_done = generation
 
     @property
     def default(self) -> Tenant:
@@ -84,19 +133,26 @@ class TenantDirectory:
         return self._by_name.get(server_name)
 
     async def lookup(self, server_name: str) -> Tenant | None:
-        """A tenant by exact name, re-reading the table (rate-limited) on a miss."""
+        """A tenant by exact name; an unknown name checks for tenants created since."""
         tenant = self._by_name.get(server_name)
-        if tenant is None and trio.current_time() - self._loaded_at > TENANT_REFRESH_SECONDS:
-            await self.refresh()
+        if tenant is None:
+            await self._catch_up()
             tenant = self._by_name.get(server_name)
+        return tenant
+
+    def _cached_for_host(self, host: str) -> Tenant | None:
+        tenant = self._by_name.get(host)
+        if tenant is None and ":" in host and not host.endswith("]"):
+            tenant = self._by_name.get(host.rsplit(":", 1)[0])
         return tenant
 
     async def for_host(self, host: str) -> Tenant:
         """The tenant a Host header names: exact, then without port, else default."""
         host = host.strip().lower()
-        tenant = await self.lookup(host)
-        if tenant is None and ":" in host and not host.endswith("]"):
-            tenant = self._by_name.get(host.rsplit(":", 1)[0])
+        tenant = self._cached_for_host(host)
+        if tenant is None:
+            await self._catch_up()
+            tenant = self._cached_for_host(host)
         return tenant or self.default
 
 
@@ -128,6 +184,9 @@ class State:
 def _error_response(exc: SwfedError) -> Response:
     response = Response(_dumps(exc.to_json()), status=exc.status,
                         content_type="application/json")
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int):
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -159,6 +218,10 @@ def create_app(state: State) -> QuartTrio:
 
     @app.errorhandler(SwfedError)
     async def _swfed_error(exc: SwfedError) -> Response:
+        if isinstance(exc, StorageUnavailable):
+            # One line a minute from the database (storage.unavailable), not one
+            # per request: a full disk must not flood the log it cannot write.
+            return _error_response(exc)
         logs.log("request.refused", level="info", method=request.method, path=request.path,
                  code=exc.code, status=exc.status,
                  tenant=getattr(g, "tenant", None) and g.tenant.server_name)

@@ -55,8 +55,16 @@ def cmd_tenant_create(config: Config, args: argparse.Namespace) -> int:
         name = validate_server_name(args.name)
     except ValueError as exc:
         raise SwfedError(f"tenant name {args.name!r}: {exc}", code="SW_BAD_SERVER_NAME") from exc
+    from swfed.server import db_path
+
     conn = _db(config)
     tenant = run_in_transaction(conn, tenants_db.create_tenant_txn, name, _now())
+    try:
+        # A running server serves the new Host name from its next request on.
+        tenants_db.bump_tenants_stamp(db_path(config))
+    except OSError as exc:
+        print(f"swfed: warning: could not tell a running server ({exc}); it serves "
+              f"{tenant.server_name} within a few seconds anyway", file=sys.stderr)
     _print(args, {"server_name": tenant.server_name}, f"created tenant {tenant.server_name}")
     return 0
 
@@ -173,8 +181,9 @@ def _key_command(config: Config, args: argparse.Namespace, rotate: bool) -> int:
                   "public_key": f"ed25519:{keypair.public_key_b64}"},
            f"{tenant.server_name}: {verb} key {keypair.key_id} "
            f"(ed25519:{keypair.public_key_b64})"
-           + (f"; the previous key keeps verifying for {config.federation.key_overlap_days}"
-              " days" if rotate else ""))
+           + (f"; the previous key verifies live requests for "
+              f"{config.federation.key_overlap_days} days, and the events it signed for good"
+              if rotate else ""))
     return 0
 
 

@@ -5,7 +5,8 @@
     serve()
      ├─ signal watcher: SIGINT/SIGTERM set the shutdown event
      ├─ HTTP: hypercorn's trio worker serving the quart-trio app
-     └─ background services (federation sender, key scheduler, housekeeping)
+     └─ background services (federation sender, key scheduler, come-back
+        announcements, housekeeping)
 
 One shutdown path, as in hypercorn: the shutdown event stops the listener,
 in-flight requests get ``graceful_timeout_seconds`` to finish, then the
@@ -29,11 +30,13 @@ from hypercorn.trio import serve as hypercorn_serve
 from swfed import logs
 from swfed.app import Notifier, State, TenantDirectory, create_app, now_ms
 from swfed.config import Config
+from swfed.core.errors import StorageUnavailable
+from swfed.federation.announce import run_announcer
 from swfed.federation.client import FederationClient
 from swfed.federation.keys import run_key_scheduler
 from swfed.federation.service import Federation
 from swfed.storage import tenants as tenants_db
-from swfed.storage.db import Database
+from swfed.storage.db import Database, health_write_txn
 
 #: Background services started after the listener is up; each is
 #: ``async fn(state, task_status)``. Federation registers its tasks here.
@@ -44,10 +47,20 @@ def db_path(config: Config) -> Path:
     return config.server.data_dir / "swfed.sqlite3"
 
 
+#: Test hook: a file holding a page limit for the database writer, so tests
+#: without root can fill "the disk" (SQLITE_FULL) and free it again.
+MAX_PAGES_FILE_ENV = "SWFED_TEST_MAX_PAGES_FILE"
+
+
 def open_database(config: Config) -> Database:
+    limit_file = os.environ.get(MAX_PAGES_FILE_ENV, "").strip()
+    if limit_file:
+        logs.log("server.page_limit_hook", level="warning", file=limit_file,
+                 message=f"{MAX_PAGES_FILE_ENV} is set: database size capped (tests only)")
     return Database(db_path(config), synchronous=config.storage.synchronous,
                     read_connections=config.storage.read_connections,
-                    busy_timeout_ms=config.storage.busy_timeout_ms)
+                    busy_timeout_ms=config.storage.busy_timeout_ms,
+                    page_limit_file=Path(limit_file) if limit_file else None)
 
 
 def _hypercorn_config(config: Config) -> HyperConfig:
@@ -85,6 +98,51 @@ def _clock() -> Callable[[], int]:
     return lambda: now_ms() + offset
 
 
+#: While our own database refuses writes, the sender is paused and a probe
+#: write is tried this often (seconds); delivery resumes after the first success.
+STORAGE_PROBE_SECONDS = 5.0
+
+
+async def run_sender(state: State,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """The federation sender, paused while our own storage refuses writes.
+
+    A peer queue that cannot record a delivery (our disk is full) must neither
+    take the process down nor spin: the sender stops, nothing leaves the
+    outbox (every row stays until a delivery is recorded), and it starts
+    again, re-reading the outbox, once a probe write commits.
+    """
+    sender = state.federation.sender
+    started = False
+    logged_at: float | None = None
+    pauses = 0
+    while True:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sender.run)
+                if not started:
+                    started = True
+                    task_status.started()
+        except* StorageUnavailable:
+            pauses += 1
+        sender.queues.clear()  # their tasks ended with the sender's nursery
+        now = trio.current_time()
+        # At most a line a minute, even if writes fail and succeed by turns.
+        loud = logged_at is None or now - logged_at >= 60
+        if loud:
+            logs.log("federation.sender.paused", level="warning", reason="storage unavailable",
+                     pauses=pauses, retry_every_s=STORAGE_PROBE_SECONDS)
+            logged_at, pauses = now, 0
+        while True:
+            await trio.sleep(STORAGE_PROBE_SECONDS)
+            try:
+                await state.db.write(health_write_txn, state.clock())
+                break
+            except StorageUnavailable:
+                continue
+        logs.log("federation.sender.resumed", level="info" if loud else "debug")
+
+
 async def serve(config: Config, *, services: list[Service] | None = None,
                 shutdown: trio.Event | None = None,
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -103,6 +161,7 @@ async def serve(config: Config, *, services: list[Service] | None = None,
                       clock=_clock())
         client = FederationClient(config.federation)
         state.federation = Federation(state, client)
+        directory.on_new_tenants(state.federation.tenants_added)
         app = create_app(state)
 
         async with client, trio.open_nursery() as nursery:
@@ -117,8 +176,10 @@ async def serve(config: Config, *, services: list[Service] | None = None,
             # Keys first: the descriptor must be right from the first request.
             await nursery.start(run_key_scheduler, state)
             binds = await nursery.start(run_http)
-            await nursery.start(state.federation.sender.run)
+            await nursery.start(run_sender, state)
             await nursery.start(state.federation.repairer.run)
+            # Listening and delivering: now tell our peers we are back.
+            await nursery.start(run_announcer, state)
             for service in services or []:
                 await nursery.start(service, state)
             logs.log("server.listening", addresses=binds, server_name=config.server.name,

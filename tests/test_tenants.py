@@ -79,3 +79,24 @@ async def test_other_tenant_invisible(client: httpx.AsyncClient,
     r = await client.post(f"/v1/rooms/{mroom}/invites", json={"fqid": "@olga"},
                           headers=bearer(mallory))
     assert r.json()["error"]["code"] == "SW_USER_NOT_FOUND"
+
+
+async def test_tenant_created_while_running_is_served_at_once(
+        client: httpx.AsyncClient, server: ServerProcess) -> None:
+    # Back to back, faster than any periodic reload: each new Host is its own
+    # tenant from its first request, with its signing key already published.
+    for i in range(4):
+        name = f"fresh{i}.test"
+        server.cli("admin", "tenant", "create", name)
+        r = await client.get("/.well-known/scaiwave/server", headers={"Host": name})
+        assert r.json()["server_name"] == name, r.text
+        assert r.json()["public_key"].startswith("ed25519:"), r.text
+        token = server.create_user("nina", tenant=name)
+        r = await client.get("/v1/me", headers={**bearer(token), "Host": name})
+        assert r.status_code == 200 and r.json()["fqid"] == f"@nina:{name}", r.text
+    # Unknown Hosts are the default tenant's, and cost no reload each.
+    before = server.logs("tenant.discovered")
+    for _ in range(20):
+        r = await client.get("/.well-known/scaiwave/server", headers={"Host": "nobody.test"})
+        assert r.json()["server_name"] == "localhost"
+    assert server.logs("tenant.discovered") == before

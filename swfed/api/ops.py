@@ -5,7 +5,9 @@ series only (tenants are isolated even here); point Prometheus at it with
 ``authorization: {credentials: TOKEN}``. ``/healthz`` needs nothing and
 tells nothing about tenants: 200 when the storage takes a write, every
 federating tenant has a signing key and the key scheduler and the sender
-run; 503 naming what is wrong otherwise.
+run; 503 naming what is wrong otherwise. A storage that refuses writes (disk
+full, read-only, I/O errors) is named: ``checks.storage`` carries
+``code: SW_STORAGE_UNAVAILABLE``, the ``reason`` and what to do.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import trio
 from quart import Blueprint, Response
 
 from swfed.api.common import current_admin, state, tenant
+from swfed.core.errors import StorageUnavailable
 from swfed.federation.keys import RELOAD_SECONDS
 from swfed.storage import peers as peers_db
 from swfed.storage.db import health_write_txn
@@ -60,7 +63,18 @@ async def healthz() -> tuple[dict[str, Any], int]:
     try:
         with trio.fail_after(HEALTH_WRITE_TIMEOUT):
             await st.db.write(health_write_txn, st.clock())
-        checks["storage"] = {"ok": True}
+        trouble = st.db.trouble
+        if trouble is None:
+            checks["storage"] = {"ok": True}
+        else:
+            # The probe's small update fit, but the last real write did not
+            # (the database cannot grow): still unavailable.
+            checks["storage"] = {"ok": False, "code": trouble.code, "reason": trouble.reason,
+                                 "error": f"the last write was refused: {trouble.message}"}
+    except StorageUnavailable as exc:
+        # disk full, read-only, I/O errors: named, with what to do
+        checks["storage"] = {"ok": False, "code": exc.code, "reason": exc.reason,
+                             "error": exc.message}
     except Exception as exc:  # noqa: BLE001 - any failure to write is the answer
         checks["storage"] = {"ok": False, "error": f"cannot write the database: "
                              f"{type(exc).__name__}: {exc}"}

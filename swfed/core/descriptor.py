@@ -1,22 +1,21 @@
 """The server descriptor at ``/.well-known/scaiwave/server`` (DESIGN §3).
 
-Building ours, checking a peer's, and deciding which of a peer's keys may
-verify what. Pure functions over dicts and millisecond times.
+Building ours and checking a peer's. Pure functions over dicts and
+millisecond times.
 
-A key is *current* (``retired_at`` unset), or *retired*: it stopped signing
-at ``retired_at`` and keeps verifying live traffic until ``expires_at`` (the
-overlap). History (backfill) signed by a retired key verifies when the
-event is older than the key's retirement, so old rooms stay readable.
+``old_keys`` lists every key we ever retired (public half, ``retired_at``,
+``expires_at``), not only those in their overlap: events they signed can be
+asked for at any time. Which key may verify what is decided in
+:mod:`swfed.core.keys`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import attrs
-
 from swfed.core.errors import FederationError
 from swfed.core.ids import is_server_name
+from swfed.core.keys import KeyInfo, published
 from swfed.core.signing import (
     KeyPair,
     decode_base64,
@@ -38,23 +37,6 @@ ENDPOINTS = {
 VALID_FOR_MS = 24 * 3600 * 1000
 
 
-@attrs.frozen
-class KeyInfo:
-    """One key as a descriptor lists it (public half only)."""
-
-    key_id: str
-    public_key: str  # unpadded base64 of the 32-byte Ed25519 key
-    retired_at: int | None = None
-    expires_at: int | None = None
-
-    def usable_live(self, now: int) -> bool:
-        return self.retired_at is None or (self.expires_at is not None and now < self.expires_at)
-
-    def usable_for_history(self, origin_ts: int, now: int) -> bool:
-        return self.usable_live(now) or (self.retired_at is not None
-                                         and origin_ts < self.retired_at)
-
-
 def public_key_field(public_key_b64: str) -> str:
     return f"ed25519:{public_key_b64}" if public_key_b64 else ""
 
@@ -71,7 +53,7 @@ def build_descriptor(server_name: str, current: KeyPair | None, old_keys: list[K
         "old_keys": [
             {"key_id": k.key_id, "public_key": public_key_field(k.public_key),
              "retired_at": k.retired_at, "expires_at": k.expires_at}
-            for k in old_keys
+            for k in published(old_keys)
         ],
         "valid_until": now + VALID_FOR_MS,
     }

@@ -17,6 +17,9 @@ exceptions are mapped once, at the boundary where they happen
      ├─ Conflict            409     already exists, wrong state
      ├─ TooLarge            413     body over the configured limit
      ├─ Unavailable         503     a dependency is down
+     │   └─ StorageUnavailable  503 SW_STORAGE_UNAVAILABLE: the database refuses
+     │                              writes (disk full, read-only, I/O error);
+     │                              transient, retry after ``retry_after`` s
      └─ FederationError     4xx/5xx federation refusals (SW_FED_…)
 """
 
@@ -90,6 +93,22 @@ class TooLarge(SwfedError):
 class Unavailable(SwfedError):
     status = 503
     code = "SW_UNAVAILABLE"
+
+
+class StorageUnavailable(Unavailable):
+    """The database refuses writes for a reason outside the server: disk full,
+    read-only file or file system, I/O errors. Nothing was stored; the same
+    request succeeds once the admin has fixed the disk (DESIGN §6)."""
+
+    code = "SW_STORAGE_UNAVAILABLE"
+    #: Seconds a client or peer should wait before trying again (Retry-After).
+    retry_after = 10
+
+    def __init__(self, message: str, *, reason: str = "io_error",
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        #: disk_full | read_only | io_error, for logs and /healthz.
+        self.reason = reason
 
 
 class FederationError(SwfedError):

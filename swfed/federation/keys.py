@@ -5,8 +5,9 @@ holds a :class:`KeyRing` in memory and reloads it every
 ``RELOAD_SECONDS``, so a ``swfed admin federation key rotate`` run from the
 CLI is picked up without a restart. The scheduler rotates a key when it is
 ``key_rotation_days`` old and wipes the private half of retired keys once
-their ``key_overlap_days`` overlap has ended; the public half stays listed
-so that history they signed keeps verifying.
+their ``key_overlap_days`` overlap has ended; the public half stays in the
+table and in the descriptor for good, with the time it stopped signing, so
+that events it signed verify however old they are (rules: swfed.core.keys).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import attrs
 import trio
 
 from swfed import logs
-from swfed.core.descriptor import KeyInfo, build_descriptor
+from swfed.core.descriptor import build_descriptor
+from swfed.core.errors import StorageUnavailable
+from swfed.core.keys import KeyInfo, rotation_due
 from swfed.core.signing import KeyPair, generate_keypair, keypair_from_seed, sign_json
 from swfed.storage import keys as keys_db
 from swfed.storage.audit import audit_txn
 from swfed.storage.tenants import Tenant
 
 RELOAD_SECONDS = 2.0
-DAY_MS = 24 * 3600 * 1000
 
 
 @attrs.frozen
@@ -63,7 +65,7 @@ def new_key_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, overlap_days
                        "'swfed admin federation key generate'", code="SW_NO_KEY")
     keypair = generate_keypair()
     keys_db.add_key_txn(conn, tenant, keypair.key_id, keypair.seed, keypair.public_key_b64,
-                        now, overlap_days * DAY_MS)
+                        now, overlap_days)
     audit_txn(conn, tenant, "federation.key." + ("rotate" if rotate else "generate"), now,
               actor=actor, outcome="ok", details={"key_id": keypair.key_id})
     return keypair
@@ -92,44 +94,50 @@ class KeyRing:
         return lambda obj: sign_json(obj, name, keypair)
 
     def descriptor(self, tenant: Tenant, now: int) -> dict[str, Any]:
+        """Our descriptor: the current key and every retired one (core.keys.published)."""
         keys = self.get(tenant)
-        old = [k for k in keys.old if k.expires_at is None or k.expires_at > now - 365 * DAY_MS]
-        return build_descriptor(tenant.server_name, keys.current, old, now)
+        return build_descriptor(tenant.server_name, keys.current, list(keys.old), now)
 
 
-def rotation_due(created_at: int | None, now: int, rotation_days: int) -> bool:
-    return created_at is not None and now >= created_at + rotation_days * DAY_MS
+async def ensure_tenant_keys(state: Any, tenant: Tenant) -> TenantKeys:
+    """Load a tenant's keys into the ring: generate the first one (if configured)
+    and rotate a key that is due. Serialised per process by ``fed.key_lock``.
+    """
+    fed = state.federation
+    cfg = state.config.federation
+    async with fed.key_lock:
+        keys = await state.db.read(load_tenant_keys_txn, tenant)
+        if keys.current is None and not keys.old and cfg.generate_key_on_start:
+            kp = await state.db.write(new_key_txn, tenant, state.clock(),
+                                      cfg.key_overlap_days, rotate=False,
+                                      actor="generate_key_on_start")
+            logs.log("federation.key.generated", tenant=tenant.server_name, key_id=kp.key_id)
+            keys = await state.db.read(load_tenant_keys_txn, tenant)
+        if rotation_due(keys.current_created_at, state.clock(), cfg.key_rotation_days):
+            kp = await state.db.write(new_key_txn, tenant, state.clock(),
+                                      cfg.key_overlap_days, rotate=True, actor="key-scheduler")
+            logs.log("federation.key.rotated", tenant=tenant.server_name, key_id=kp.key_id,
+                     by="scheduler")
+            keys = await state.db.read(load_tenant_keys_txn, tenant)
+        fed.keyring.set(tenant, keys)
+        return keys
 
 
 async def run_key_scheduler(
         state: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Reload keys, rotate the ones that are due, wipe expired private halves."""
     fed = state.federation
-    cfg = state.config.federation
     started = False
     while True:
         try:
             await state.tenants.refresh()
             for tenant in state.tenants.all():
-                keys = await state.db.read(load_tenant_keys_txn, tenant)
-                if keys.current is None and not keys.old and cfg.generate_key_on_start:
-                    kp = await state.db.write(new_key_txn, tenant, state.clock(),
-                                              cfg.key_overlap_days, rotate=False,
-                                              actor="generate_key_on_start")
-                    logs.log("federation.key.generated", tenant=tenant.server_name,
-                             key_id=kp.key_id)
-                    keys = await state.db.read(load_tenant_keys_txn, tenant)
-                if rotation_due(keys.current_created_at, state.clock(), cfg.key_rotation_days):
-                    kp = await state.db.write(new_key_txn, tenant, state.clock(),
-                                              cfg.key_overlap_days, rotate=True,
-                                              actor="key-scheduler")
-                    logs.log("federation.key.rotated", tenant=tenant.server_name,
-                             key_id=kp.key_id, by="scheduler")
-                    keys = await state.db.read(load_tenant_keys_txn, tenant)
-                fed.keyring.set(tenant, keys)
+                await ensure_tenant_keys(state, tenant)
             wiped = await state.db.write(keys_db.wipe_expired_seeds_txn, state.clock())
             if wiped:
                 logs.log("federation.key.expired", count=wiped)
+        except StorageUnavailable:
+            pass  # the database logs it (storage.unavailable); try again next pass
         except Exception:  # noqa: BLE001 - the scheduler must outlive one bad pass
             logs.log_exception("federation.key.scheduler_failed")
         fed.scheduler_heartbeat = trio.current_time()

@@ -27,7 +27,7 @@ import trio
 
 from swfed import logs
 from swfed.core.backoff import retry_delay
-from swfed.core.errors import FederationError
+from swfed.core.errors import FederationError, SwfedError
 from swfed.federation import history
 from swfed.storage import protocol
 from swfed.storage import rooms as rooms_db
@@ -72,9 +72,14 @@ class Repairer:
                 try:
                     await self._catch_up(tenant, room_id)
                     self._failures.pop(key, None)
-                except FederationError as exc:
+                except Exception as exc:  # the host's refusal, our full disk, or a bug
                     failures = self._failures[key] = self._failures.get(key, 0) + 1
                     delay = retry_delay(failures, random.random())
+                    if not isinstance(exc, SwfedError):
+                        logs.log_exception("federation.repair.internal_error",
+                                           tenant=tenant.server_name, room_id=room_id)
+                        exc = SwfedError("internal error; the log has the details",
+                                         code="SW_INTERNAL", status=500)
                     logs.log("federation.repair.failed", level="warning",
                              tenant=tenant.server_name, room_id=room_id, reason=exc.code,
                              message=exc.message, retry_in_s=round(delay, 1))

@@ -20,8 +20,9 @@ from typing import Any
 import trio
 
 from swfed import logs
-from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, KeyInfo, parse_descriptor
-from swfed.core.errors import FederationError
+from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, parse_descriptor
+from swfed.core.errors import FederationError, StorageUnavailable
+from swfed.core.keys import KeyInfo, refusal, verifies_event, verifies_request
 from swfed.core.signing import (
     FedAuth,
     decode_base64,
@@ -55,10 +56,24 @@ class Federation:
         self.sender = Sender(self)
         self.repairer = Repairer(self)
         self.scheduler_heartbeat: float | None = None
+        #: Held while a tenant's keys are loaded, generated or rotated.
+        self.key_lock = trio.Lock()
         self._fetched_at: dict[tuple[int, str], float] = {}
         self._fetch_locks: dict[tuple[int, str], trio.Lock] = {}
 
     # -- ours ----------------------------------------------------------------
+
+    async def tenants_added(self, tenants: list[Tenant]) -> None:
+        """A tenant created while we run: its key is ready before its first request."""
+        from swfed.federation.keys import ensure_tenant_keys
+
+        for tenant in tenants:
+            try:
+                await ensure_tenant_keys(self.state, tenant)
+            except StorageUnavailable:
+                pass  # logged by the database; the key scheduler retries within seconds
+            except Exception:  # noqa: BLE001 - the key scheduler retries within seconds
+                logs.log_exception("federation.key.load_failed", tenant=tenant.server_name)
 
     def signer(self, tenant: Tenant) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
         return self.keyring.signer(tenant)
@@ -120,8 +135,13 @@ class Federation:
 
     async def _verify_with_peer_key(self, tenant: Tenant, server_name: str, key_ids: list[str],
                                     usable: Callable[[KeyInfo], bool],
-                                    check: Callable[[bytes, str], None]) -> None:
-        """Run ``check(raw_key, key_id)`` with the peer's key; refetch once on failure."""
+                                    check: Callable[[bytes, str], None],
+                                    origin_ts: int | None = None) -> None:
+        """Run ``check(raw_key, key_id)`` with the peer's key; refetch once on failure.
+
+        ``usable`` is the rule of :mod:`swfed.core.keys` for what is verified
+        (a live request, or an event made at ``origin_ts``).
+        """
         last: FederationError | None = None
         for attempt in (0, 1):
             if attempt == 1 and not self._may_refetch(tenant, server_name):
@@ -133,8 +153,7 @@ class Federation:
                 if info is None:
                     continue
                 if not usable(info):
-                    last = mismatch(f"key {key_id} of {server_name} was retired and its "
-                                    "overlap has ended")
+                    last = mismatch(refusal(info, server_name, origin_ts=origin_ts))
                     continue
                 try:
                     check(decode_base64(info.public_key), key_id)
@@ -150,19 +169,25 @@ class Federation:
 
     async def verify_event(self, tenant: Tenant, event: dict[str, Any], *,
                            history: bool = False) -> None:
-        """Check the origin's signature on an event; raises SW_FED_SIGNATURE_MISMATCH."""
+        """Check the origin's signature on an event; raises SW_FED_SIGNATURE_MISMATCH.
+
+        One rule for events arriving live and for history (``history`` is kept
+        for the callers' clarity): the key that was current when the event was
+        made verifies it, however many rotations ago (swfed.core.keys). So
+        events queued while we were away still arrive after the overlap ended.
+        """
         origin = event["origin"]
         now = self.state.clock()
         ts = event.get("origin_ts", 0)
 
         def usable(info: KeyInfo) -> bool:
-            return info.usable_for_history(ts, now) if history else info.usable_live(now)
+            return verifies_event(info, ts, now)
 
         def check(raw: bytes, key_id: str) -> None:
             verify_signed_json(event, origin, key_id, raw)
 
         await self._verify_with_peer_key(tenant, origin, signing_key_ids(event, origin),
-                                         usable, check)
+                                         usable, check, origin_ts=ts)
 
     async def authenticate(self, tenant: Tenant, method: str, uri: str,
                            content: dict[str, Any] | None, header: str | None) -> FedAuth:
@@ -181,7 +206,7 @@ class Federation:
                            now_ms=now)
 
         await self._verify_with_peer_key(tenant, auth.origin, [auth.key_id],
-                                         lambda info: info.usable_live(now), check)
+                                         lambda info: verifies_request(info, now), check)
         return auth
 
     # -- requests to peers -----------------------------------------------------

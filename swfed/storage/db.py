@@ -12,6 +12,17 @@ Reads run on a pool of read-only connections through ``trio.to_thread``; in
 WAL mode they never block the writer nor each other. No request handler
 touches SQLite on the Trio thread.
 
+Storage trouble has a name. When SQLite refuses a write for a reason outside
+the server -- the disk is full, the file or its file system is read-only, the
+disk reports I/O errors -- the write fails with
+:class:`~swfed.core.errors.StorageUnavailable` (503
+``SW_STORAGE_UNAVAILABLE``, saying what to do) instead of a bare
+``sqlite3.OperationalError``: nothing of its batch was stored, and the same
+write succeeds once the admin has fixed the disk (every write is tried
+afresh, nothing is latched). The writer logs ``storage.unavailable`` at most
+once a minute (with SQLite's message and how many writes failed since the
+last line) and ``storage.recovered`` at the first commit after it.
+
 Storage functions come in pairs (Synapse style): a sync ``_foo_txn(conn, …)``
 that runs on a database thread, and an ``async def foo()`` that schedules it.
 The sync functions also serve the CLI, which opens the file directly
@@ -24,6 +35,7 @@ import functools
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,12 +43,50 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from swfed import logs
+from swfed.core.errors import StorageUnavailable
 from swfed.storage.migrations import migrate
 
 T = TypeVar("T")
 
 #: How many queued writes one commit takes at most.
 MAX_GROUP = 256
+#: ``storage.unavailable`` is logged at most this often (seconds).
+TROUBLE_LOG_SECONDS = 60.0
+
+#: SQLite primary result codes that mean "the storage refuses writes now":
+#: (reason, what the admin should do).
+_TROUBLE = {
+    13: ("disk_full", "the disk holding the database is full: free disk space under "
+                      "data_dir; writes resume by themselves"),
+    8: ("read_only", "the database is read-only: make data_dir and the database file "
+                     "writable by the server's user, or remount its file system read-write; "
+                     "writes resume by themselves"),
+    10: ("io_error", "the disk holding the database reports I/O errors: check it (dmesg) "
+                     "and the free space under data_dir; writes resume once it works"),
+    14: ("io_error", "the database file cannot be opened: check that data_dir exists and "
+                     "is writable by the server's user"),
+}
+_TROUBLE_TEXT = (("database or disk is full", 13), ("readonly database", 8),
+                 ("disk i/o error", 10), ("unable to open database", 14))
+
+
+def storage_trouble(exc: BaseException) -> StorageUnavailable | None:
+    """The :class:`StorageUnavailable` a SQLite error means, or None (not trouble)."""
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary not in _TROUBLE:
+        text = str(exc).lower()
+        primary = next((c for fragment, c in _TROUBLE_TEXT if fragment in text), None)
+    if primary is None:
+        return None
+    reason, what = _TROUBLE[primary]
+    trouble = StorageUnavailable(f"the server cannot write to its database ({exc}): {what}",
+                                 reason=reason)
+    trouble.__cause__ = exc
+    return trouble
 
 
 def connect(path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000,
@@ -96,7 +146,7 @@ class Database:
     """
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", read_connections: int = 4,
-                 busy_timeout_ms: int = 5000) -> None:
+                 busy_timeout_ms: int = 5000, page_limit_file: Path | None = None) -> None:
         self.path = path
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
@@ -109,6 +159,18 @@ class Database:
         #: Commits and writes done, for the benchmark and metrics.
         self.commits = 0
         self.writes = 0
+        #: The storage trouble the last failed write met; None once a write
+        #: (other than the /healthz probe) stored something again.
+        self.trouble: StorageUnavailable | None = None
+        self._trouble_since = 0.0
+        self._trouble_logged_at: float | None = None
+        self._failed_writes = 0
+        self._reported = False  # a storage.unavailable line awaits its storage.recovered
+        #: Test hook (SWFED_TEST_MAX_PAGES_FILE): a file holding a page limit for
+        #: the writer, so tests without root can fill "the disk" and free it.
+        self._page_limit_file = page_limit_file
+        self._page_limit: int | None = None
+        self._default_max_pages: int | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -155,6 +217,10 @@ class Database:
         The write cannot be taken back once queued, so waiting for it is
         shielded from cancellation: a cancelled caller still only moves on
         once it is known whether the data is on disk.
+
+        Raises whatever ``fn`` raised (nothing of it stored), or
+        StorageUnavailable when the database refused the batch (disk full,
+        read-only, I/O error).
         """
         if self._writer_thread is None:
             raise RuntimeError("database is not open")
@@ -188,6 +254,9 @@ class Database:
         conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+        if self._page_limit_file is not None:
+            self._apply_page_limit(conn)
+        changes = conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -195,22 +264,79 @@ class Database:
                 try:
                     job.result = job.fn(conn, *job.args)
                 except Exception as exc:  # the job's own error, reported to its caller
+                    if storage_trouble(exc) is not None:
+                        # SQLite may have rolled the whole transaction back
+                        # already: the batch fails as one, below.
+                        raise
                     conn.execute("ROLLBACK TO w")
                     job.error = exc
                 conn.execute("RELEASE w")
             conn.execute("COMMIT")
             self.commits += 1
             self.writes += len(batch)
+            if (self.trouble is not None and conn.total_changes > changes
+                    and any(job.fn is not health_write_txn for job in batch)):
+                # Only a commit that stored something counts: an empty one
+                # (nothing to update) or the health probe proves nothing.
+                self._storage_recovered()
         except Exception as exc:  # the commit itself failed: nothing of the batch is stored
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            trouble = storage_trouble(exc)
+            if trouble is not None:
+                self._storage_failed(trouble, len(batch))
             for job in batch:
                 job.result = None
-                job.error = exc
+                # one error per caller: each raises its own (tracebacks differ)
+                job.error = exc if trouble is None else storage_trouble(exc)
         for job in batch:
             job.token.run_sync_soon(self._finish, job)
+
+    def _storage_failed(self, trouble: StorageUnavailable, writes: int) -> None:
+        """Count a failed batch; log ``storage.unavailable`` at most once a minute."""
+        now = time.monotonic()
+        if self.trouble is None:
+            self._trouble_since = now
+        self.trouble = trouble
+        self._failed_writes += writes
+        if (self._trouble_logged_at is None
+                or now - self._trouble_logged_at >= TROUBLE_LOG_SECONDS):
+            logs.log("storage.unavailable", level="error", reason=trouble.reason,
+                     sqlite_message=str(trouble.__cause__), data_dir=str(self.path.parent),
+                     failed_writes=self._failed_writes, message=trouble.message,
+                     next_report_in_s=int(TROUBLE_LOG_SECONDS))
+            self._trouble_logged_at = now
+            self._failed_writes = 0
+            self._reported = True
+
+    def _storage_recovered(self) -> None:
+        assert self.trouble is not None
+        if self._reported:  # one storage.recovered per storage.unavailable line
+            logs.log("storage.recovered", level="warning", reason=self.trouble.reason,
+                     after_s=round(time.monotonic() - self._trouble_since, 1),
+                     failed_writes_since_last_report=self._failed_writes)
+            self._reported = False
+        self.trouble = None
+        # _trouble_logged_at stays: storage.unavailable is at most once a
+        # minute even when writes fail and succeed by turns.
+        self._failed_writes = 0
+
+    def _apply_page_limit(self, conn: sqlite3.Connection) -> None:
+        """Test hook: a positive number in the file caps the database at (at
+        least) its current size, 0 or no file lifts the cap."""
+        assert self._page_limit_file is not None
+        try:
+            limit = int(self._page_limit_file.read_text().strip() or 0)
+        except (OSError, ValueError):
+            limit = 0
+        if limit == self._page_limit:
+            return
+        if self._default_max_pages is None:
+            self._default_max_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
+        conn.execute(f"PRAGMA max_page_count = {limit if limit > 0 else self._default_max_pages}")
+        self._page_limit = limit
 
     def _finish(self, job: _Write) -> None:
         job.done.set()
@@ -221,13 +347,21 @@ class Database:
     # -- reads ---------------------------------------------------------------
 
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(conn, *args, **kwargs)`` on a read connection in a worker thread."""
+        """Run ``fn(conn, *args, **kwargs)`` on a read connection in a worker thread.
+
+        Raises StorageUnavailable when the disk fails the read (I/O error).
+        """
         if kwargs:
             fn = functools.partial(fn, **kwargs)
         async with self._read_slots:
             conn = self._readers.pop()
             try:
                 return await trio.to_thread.run_sync(_read_txn, conn, fn, args)
+            except sqlite3.Error as exc:
+                trouble = storage_trouble(exc)
+                if trouble is None:
+                    raise
+                raise trouble from exc
             finally:
                 self._readers.append(conn)
 

@@ -2,6 +2,8 @@
 
 Private seeds never leave this table except into a
 :class:`~swfed.core.signing.KeyPair` in memory; they are never logged.
+Neither our retired keys nor a peer's are ever deleted: events they signed
+can be asked for at any time (rules: swfed.core.keys).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from swfed.core.keys import retire
 from swfed.storage.tenants import Tenant
 
 
@@ -38,18 +41,23 @@ def own_keys_txn(conn: sqlite3.Connection, tenant: Tenant) -> list[OwnKey]:
 
 
 def add_key_txn(conn: sqlite3.Connection, tenant: Tenant, key_id: str, seed: bytes,
-                public_key: str, now: int, overlap_ms: int) -> None:
-    """Make a new current key; the previous one retires now and expires later."""
+                public_key: str, now: int, overlap_days: int) -> None:
+    """Make a new current key; the previous one retires now, its overlap ends later.
+
+    Retired rows are never deleted: their public half stays published.
+    """
+    retired_at, expires_at = retire(now, overlap_days)
     conn.execute(
         "UPDATE signing_keys SET retired_at = ?, expires_at = ? WHERE tenant_id = ?"
-        " AND retired_at IS NULL", (now, now + overlap_ms, tenant.tenant_id))
+        " AND retired_at IS NULL", (retired_at, expires_at, tenant.tenant_id))
     conn.execute(
         "INSERT INTO signing_keys (tenant_id, key_id, seed, public_key, created_at)"
         " VALUES (?, ?, ?, ?, ?)", (tenant.tenant_id, key_id, seed, public_key, now))
 
 
 def wipe_expired_seeds_txn(conn: sqlite3.Connection, now: int) -> int:
-    """Drop the private half of keys whose overlap has ended; the public half stays."""
+    """Drop the private half of keys whose overlap has ended (core.keys.seed_expired);
+    the public half stays, published for good."""
     cur = conn.execute("UPDATE signing_keys SET seed = NULL WHERE seed IS NOT NULL"
                        " AND expires_at IS NOT NULL AND expires_at <= ?", (now,))
     return cur.rowcount
@@ -69,7 +77,9 @@ class PeerKey:
 
 
 def peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) -> list[PeerKey]:
-    rows = conn.execute("SELECT * FROM peer_keys WHERE tenant_id = ? AND server_name = ?",
+    """A peer's keys as we know them: the current one first, then newest retired."""
+    rows = conn.execute("SELECT * FROM peer_keys WHERE tenant_id = ? AND server_name = ?"
+                        " ORDER BY retired_at IS NOT NULL, retired_at DESC",
                         (tenant.tenant_id, server_name)).fetchall()
     return [PeerKey(r["server_name"], r["key_id"], r["public_key"], r["retired_at"],
                     r["expires_at"], r["fetched_at"]) for r in rows]
@@ -77,9 +87,21 @@ def peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) ->
 
 def store_peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str,
                         keys: list[dict[str, Any]], descriptor_json: str, now: int) -> None:
-    """Remember a verified descriptor and the keys it lists (replacing the old list)."""
-    conn.execute("DELETE FROM peer_keys WHERE tenant_id = ? AND server_name = ?",
-                 (tenant.tenant_id, server_name))
+    """Remember a verified descriptor and the keys it lists.
+
+    Keys it lists replace what we knew of them. A key we knew that it no longer
+    lists is kept (a peer on an older release drops retired keys a year after
+    their overlap; the events they signed must stay verifiable): if it was its
+    current key, it counts as retired now, without an overlap.
+    """
+    listed = [k["key_id"] for k in keys]
+    marks = ",".join("?" * len(listed)) or "''"
+    conn.execute(
+        "UPDATE peer_keys SET retired_at = ?, expires_at = ? WHERE tenant_id = ?"
+        f" AND server_name = ? AND retired_at IS NULL AND key_id NOT IN ({marks})",
+        (now, now, tenant.tenant_id, server_name, *listed))
+    conn.execute(f"DELETE FROM peer_keys WHERE tenant_id = ? AND server_name = ?"
+                 f" AND key_id IN ({marks})", (tenant.tenant_id, server_name, *listed))
     for k in keys:
         conn.execute(
             "INSERT INTO peer_keys (tenant_id, server_name, key_id, public_key, retired_at,"

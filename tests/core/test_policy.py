@@ -78,16 +78,6 @@ def test_rooms_limits_backfill() -> None:
         "SW_FED_BACKFILL_REFUSED")
 
 
-def test_key_windows() -> None:
-    current = KeyInfo("ed25519:a", "x")
-    retired = KeyInfo("ed25519:b", "y", retired_at=1_000, expires_at=5_000)
-    assert current.usable_live(10**12)
-    assert retired.usable_live(4_999) and not retired.usable_live(5_000)
-    # history older than the retirement verifies forever; newer does not
-    assert retired.usable_for_history(999, 10**12)
-    assert not retired.usable_for_history(1_000, 10**12)
-
-
 def test_descriptor_roundtrip_and_checks() -> None:
     kp, old = generate_keypair(), generate_keypair()
     desc = build_descriptor("a.test", kp, [KeyInfo(old.key_id, old.public_key_b64, 1, 2)], 0)

@@ -1,0 +1,22 @@
+"""Which peers each tenant shares a room with (sync ``*_txn``; see db.py).
+
+Read by the come-back announcer (swfed.federation.announce) when the server
+starts: the servers of foreign members who joined our rooms, and the hosts
+of rooms hosted elsewhere that we know.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def room_peers_txn(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(tenant_id, server_name) of every peer a tenant shares a room with, sorted."""
+    rows = conn.execute(
+        "SELECT m.tenant_id, substr(m.member, instr(m.member, ':') + 1) FROM members m"
+        " WHERE m.foreign_ = 1 AND m.membership = 'join'"
+        " UNION"
+        " SELECT r.tenant_id, r.host FROM rooms r JOIN tenants t ON t.tenant_id = r.tenant_id"
+        " WHERE r.host != t.server_name"
+        " ORDER BY 1, 2").fetchall()
+    return [(int(r[0]), str(r[1])) for r in rows if r[1]]
