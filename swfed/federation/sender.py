@@ -33,7 +33,7 @@ import trio
 from swfed import logs
 from swfed.core.backoff import retry_delay
 from swfed.core.delivery import BATCH_EVENTS, Settled, classify, take_batch
-from swfed.core.errors import FederationError
+from swfed.core.errors import FederationError, StorageUnavailable
 from swfed.core.policy import decide_peer
 from swfed.storage import peers as peers_db
 from swfed.storage.context import Ctx
@@ -91,6 +91,8 @@ class PeerQueue:
                 await self._attempt(tenant, batch)
             except FederationError as exc:
                 await self._failed(tenant, exc)
+            except StorageUnavailable:
+                raise  # our own disk: the whole sender pauses (swfed.server.run_sender)
             except Exception as exc:  # a bug, or a peer we failed to foresee: back off
                 logs.log_exception("federation.send.internal_error", tenant=tenant.server_name,
                                    peer=self.destination)
