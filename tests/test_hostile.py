@@ -99,17 +99,11 @@ async def test_an_invited_server_does_not_read_history(
     alice = people["alice"]
     room_id = await shared_room(alice, people["bob"])
     await alice.post(room_id, "for members only")
-    await alice.invite(room_id, _mallory())
+    await alice.invite(room_id, Person.elsewhere("@mallory:evil.test"))
     await wait_for(lambda: evil.count(FED + "/send") > 0, what="the invite at evil.test")
     for path in (f"/rooms/{room_id}/members", f"/rooms/{room_id}/backfill?limit=10"):
         r = await evil.request(world.a, "GET", FED + path)
         assert r.status_code == 403 and r.json()["error"]["code"] == "SW_FED_NOT_MEMBER"
-
-
-def _mallory() -> Person:
-    p = Person.__new__(Person)
-    p.fqid = "@mallory:evil.test"
-    return p
 
 
 async def test_ids_cannot_be_squatted(world: World, evil: HostilePeer,
@@ -222,7 +216,7 @@ async def test_big_events_never_block_a_queue(world: World, evil: HostilePeer,
 async def test_a_signed_request_is_not_taken_twice(world: World, evil: HostilePeer,
                                                    people: dict[str, Person]) -> None:
     room_id = await shared_room(people["alice"])
-    await people["alice"].invite(room_id, _mallory())
+    await people["alice"].invite(room_id, Person.elsewhere("@mallory:evil.test"))
     join = evil.event(room_id, "member", {"membership": "join", "display_name": "m"})
     path = f"{FED}/rooms/{room_id}/membership"
     body = {"event": join}

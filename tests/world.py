@@ -77,6 +77,14 @@ class Person:
         self.http = clients[server]
         self.token = world.user(server, local_id)
 
+    @classmethod
+    def elsewhere(cls, fqid: str) -> Person:
+        """Someone on a server we do not drive through the local API (only invited)."""
+        person = cls.__new__(cls)
+        person.fqid = fqid
+        person.server = fqid.partition(":")[2]
+        return person
+
     async def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
         return await self.http.request(method, path, json=body, headers=bearer(self.token))
 

@@ -82,6 +82,10 @@ def _key(server_name: str, key_id: Any, public_key: Any) -> bytes:
     return raw
 
 
+#: A yearly rotation for a century; a descriptor listing more is not one to trust.
+MAX_OLD_KEYS = 100
+
+
 def parse_descriptor(server_name: str, desc: dict[str, Any], now: int) -> list[KeyInfo]:
     """Check a peer's descriptor and return the keys it lists, current first.
 
@@ -111,6 +115,11 @@ def parse_descriptor(server_name: str, desc: dict[str, Any], now: int) -> list[K
     old = desc.get("old_keys", [])
     if not isinstance(old, list):
         raise _bad(server_name, "old_keys is not a list")
+    if len(old) > MAX_OLD_KEYS:
+        raise _bad(server_name, f"it lists {len(old)} old keys, over {MAX_OLD_KEYS}")
+    ids = [key_id] + [item.get("key_id") for item in old if isinstance(item, dict)]
+    if len(set(map(str, ids))) != len(ids):
+        raise _bad(server_name, "it lists a key id twice")
     for item in old:
         if not isinstance(item, dict):
             raise _bad(server_name, "old_keys holds a non-object")

@@ -54,7 +54,7 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
             if not isinstance(seq, int) or isinstance(seq, bool) or seq <= 0:
                 raise FederationError("history event without its seq",
                                       code="SW_FED_BAD_EVENT")
-            await fed.verify_event(tenant, event, history=True)
+            await fed.verify_event(tenant, event, history=True, via=host)
             verified.append(event)
         except FederationError as exc:
             refused.append((event if isinstance(event, dict) else {}, exc))

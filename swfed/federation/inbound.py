@@ -16,6 +16,7 @@ after the accepted events have committed.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import trio
@@ -34,6 +35,7 @@ from swfed.core.signing import parse_auth_header
 from swfed.federation.client import TRANSPORT_CODES
 from swfed.federation.replay import GUARD
 from swfed.storage import members as members_db
+from swfed.storage import peers as peers_db
 from swfed.storage import protocol
 from swfed.storage import tenants as tenants_db
 from swfed.storage.audit import reject_txn
@@ -160,7 +162,9 @@ async def send() -> dict[str, Any]:
             event = check_federated_event(raw)
             # the cheap checks first: no key is fetched for an event that may not come
             check_relay(event, origin, tenant.server_name)
-            await st.federation.verify_event(tenant, event)
+            # a relayed event: if its origin is out of our reach, its host has its keys
+            await st.federation.verify_event(
+                tenant, event, via=origin if origin != event["origin"] else None)
             verified.append(event)
         except FederationError as exc:
             if _transient(exc):
@@ -277,6 +281,22 @@ async def remote_cancel(room_id: str, invite_id: str) -> dict[str, Any]:
     result: dict[str, Any] = await _write_as_host(
         tenant, origin, protocol.remote_cancel_txn, room_id, invite_id, str(actor))
     return result
+
+
+@bp.get(FED_PREFIX + "/descriptors/<server_name>")
+async def descriptor_of(server_name: str) -> dict[str, Any]:
+    """Our copy of another server's self-signed descriptor, for a peer that can't reach it.
+
+    A member server verifying an event we relayed may be unable to reach the
+    event's origin; the descriptor is signed by the origin itself, so the
+    copy is checked exactly like the original.
+    """
+    tenant, _origin, _ = await authenticated(with_body=False)
+    peer = await read(peers_db.peer_state_txn, tenant.tenant_id, server_name)
+    raw = peer.get("descriptor") if peer else None
+    if not raw:
+        raise NotFound(f"no descriptor of {server_name} here", code="SW_FED_UNKNOWN_PEER")
+    return {"server_name": server_name, "descriptor": json.loads(raw)}
 
 
 @bp.get(FED_PREFIX + "/profile/<local_id>")

@@ -113,7 +113,7 @@ async def _verified(fed: Any, tenant: Tenant, room: Room, raw: Any,
             if event["room_id"] != room.room_id or not isinstance(event_seq, int) \
                     or event_seq > seq:
                 continue
-            await fed.verify_event(tenant, event, history=True)
+            await fed.verify_event(tenant, event, history=True, via=room.host)
             out.append(event)
         except FederationError:
             continue

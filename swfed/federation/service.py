@@ -32,7 +32,7 @@ from swfed.core.signing import (
     verify_request,
     verify_signed_json,
 )
-from swfed.federation.client import FederationClient, FedResponse
+from swfed.federation.client import TRANSPORT_CODES, FederationClient, FedResponse
 from swfed.federation.keys import KeyRing
 from swfed.storage import keys as keys_db
 from swfed.storage import peers as peers_db
@@ -90,22 +90,27 @@ class Federation:
 
     # -- peers' keys -----------------------------------------------------------
 
-    async def fetch_peer(self, tenant: Tenant, server_name: str) -> list[KeyInfo]:
+    async def fetch_peer(self, tenant: Tenant, server_name: str, *,
+                         via: str | None = None) -> list[KeyInfo]:
         """Fetch, check and cache a peer's descriptor; returns its keys.
 
-        Raises FederationError (unreachable, TLS, bad descriptor, protocol).
+        ``via``: a room's host that relayed an event of ``server_name``. When
+        we cannot reach ``server_name`` ourselves, we ask the host for the
+        copy it holds: the descriptor is self-signed, so it is checked exactly
+        as if fetched directly. Raises FederationError (unreachable, TLS, bad
+        descriptor, protocol).
         """
         lock = self._fetch_locks.setdefault((tenant.tenant_id, server_name), trio.Lock())
         async with lock:
             self._fetched_at[(tenant.tenant_id, server_name)] = trio.current_time()
             try:
-                resp = await self.client.get_json(server_name, DESCRIPTOR_PATH)
-                if resp.status != 200:
-                    raise FederationError(
-                        f"{server_name}{DESCRIPTOR_PATH} answered {resp.status}: federation "
-                        "needs the peer to publish its descriptor",
-                        code="SW_FED_BAD_DESCRIPTOR", status=502)
-                keys = parse_descriptor(server_name, resp.body, self.state.clock())
+                try:
+                    desc = await self._descriptor(server_name)
+                except FederationError as exc:
+                    if via is None or via == server_name or exc.code not in TRANSPORT_CODES:
+                        raise
+                    desc = await self._descriptor_via(tenant, via, server_name, exc)
+                keys = parse_descriptor(server_name, desc, self.state.clock())
             except FederationError as exc:
                 logs.log("federation.peer_discovery_failed", level="warning",
                          tenant=tenant.server_name, peer=server_name, reason=exc.code,
@@ -115,19 +120,42 @@ class Federation:
                 keys_db.store_peer_keys_txn, tenant, server_name,
                 [{"key_id": k.key_id, "public_key": k.public_key, "retired_at": k.retired_at,
                   "expires_at": k.expires_at} for k in keys],
-                json.dumps(resp.body), self.state.clock())
+                json.dumps(desc), self.state.clock())
             logs.log("federation.peer_discovered", tenant=tenant.server_name, peer=server_name,
                      key_id=keys[0].key_id)
             return keys
 
+    async def _descriptor(self, server_name: str) -> dict[str, Any]:
+        resp = await self.client.get_json(server_name, DESCRIPTOR_PATH)
+        if resp.status != 200:
+            raise FederationError(
+                f"{server_name}{DESCRIPTOR_PATH} answered {resp.status}: federation "
+                "needs the peer to publish its descriptor",
+                code="SW_FED_BAD_DESCRIPTOR", status=502)
+        return resp.body
+
+    async def _descriptor_via(self, tenant: Tenant, host: str, server_name: str,
+                              direct: FederationError) -> dict[str, Any]:
+        """``server_name``'s self-signed descriptor as the room's host holds it."""
+        try:
+            resp = await self.get(tenant, host, f"/descriptors/{server_name}")
+        except FederationError:
+            raise direct from None
+        desc = resp.body.get("descriptor") if resp.status == 200 else None
+        if not isinstance(desc, dict):
+            raise direct
+        logs.log("federation.peer_discovered_via_host", tenant=tenant.server_name,
+                 peer=server_name, host=host, direct_error=direct.code)
+        return desc
+
     async def peer_keys(self, tenant: Tenant, server_name: str, *,
-                        refresh: bool = False) -> list[KeyInfo]:
+                        refresh: bool = False, via: str | None = None) -> list[KeyInfo]:
         if not refresh:
             cached = await self.state.db.read(keys_db.peer_keys_txn, tenant, server_name)
             if cached:
                 return [KeyInfo(k.key_id, k.public_key, k.retired_at, k.expires_at)
                         for k in cached]
-        return await self.fetch_peer(tenant, server_name)
+        return await self.fetch_peer(tenant, server_name, via=via)
 
     def _may_refetch(self, tenant: Tenant, server_name: str) -> bool:
         last = self._fetched_at.get((tenant.tenant_id, server_name))
@@ -136,7 +164,8 @@ class Federation:
     async def _verify_with_peer_key(self, tenant: Tenant, server_name: str, key_ids: list[str],
                                     usable: Callable[[KeyInfo], bool],
                                     check: Callable[[bytes, str], None],
-                                    origin_ts: int | None = None) -> None:
+                                    origin_ts: int | None = None,
+                                    via: str | None = None) -> None:
         """Run ``check(raw_key, key_id)`` with the peer's key; refetch once on failure.
 
         ``usable`` is the rule of :mod:`swfed.core.keys` for what is verified
@@ -146,8 +175,8 @@ class Federation:
         for attempt in (0, 1):
             if attempt == 1 and not self._may_refetch(tenant, server_name):
                 break
-            keys = {k.key_id: k for k in await self.peer_keys(tenant, server_name,
-                                                              refresh=attempt == 1)}
+            keys = {k.key_id: k for k in await self.peer_keys(
+                tenant, server_name, refresh=attempt == 1, via=via)}
             for key_id in key_ids:
                 info = keys.get(key_id)
                 if info is None:
@@ -168,7 +197,7 @@ class Federation:
         raise last
 
     async def verify_event(self, tenant: Tenant, event: dict[str, Any], *,
-                           history: bool = False) -> None:
+                           history: bool = False, via: str | None = None) -> None:
         """Check the origin's signature on an event; raises SW_FED_SIGNATURE_MISMATCH.
 
         One rule for events arriving live and for history (``history`` is kept
@@ -187,7 +216,7 @@ class Federation:
             verify_signed_json(event, origin, key_id, raw)
 
         await self._verify_with_peer_key(tenant, origin, signing_key_ids(event, origin),
-                                         usable, check, origin_ts=ts)
+                                         usable, check, origin_ts=ts, via=via)
 
     async def authenticate(self, tenant: Tenant, method: str, uri: str,
                            content: dict[str, Any] | None, header: str | None) -> FedAuth:
