@@ -39,6 +39,15 @@ from swfed.storage import peers as peers_db
 from swfed.storage.tenants import Tenant
 
 REFETCH_MIN_SECONDS = 2.0
+#: A failed discovery is remembered this long: the same name is not fetched
+#: again meanwhile (a peer naming origins of its choice cannot make us fetch
+#: them over and over).
+NEGATIVE_CACHE_SECONDS = 10.0
+#: Discoveries in flight at once, whatever the names: the rest of the
+#: outbound connections stay free for deliveries.
+MAX_DISCOVERIES = 8
+#: Names remembered for the above (the oldest are forgotten first).
+MAX_REMEMBERED = 10_000
 
 
 def mismatch(message: str) -> FederationError:
@@ -60,6 +69,8 @@ class Federation:
         self.key_lock = trio.Lock()
         self._fetched_at: dict[tuple[int, str], float] = {}
         self._fetch_locks: dict[tuple[int, str], trio.Lock] = {}
+        self._failed: dict[tuple[int, str], tuple[float, FederationError]] = {}
+        self._discoveries = trio.CapacityLimiter(MAX_DISCOVERIES)
 
     # -- ours ----------------------------------------------------------------
 
@@ -100,9 +111,16 @@ class Federation:
         as if fetched directly. Raises FederationError (unreachable, TLS, bad
         descriptor, protocol).
         """
-        lock = self._fetch_locks.setdefault((tenant.tenant_id, server_name), trio.Lock())
-        async with lock:
-            self._fetched_at[(tenant.tenant_id, server_name)] = trio.current_time()
+        key = (tenant.tenant_id, server_name)
+        failed = self._failed.get(key)
+        if failed is not None and trio.current_time() - failed[0] < NEGATIVE_CACHE_SECONDS:
+            raise failed[1]
+        for memo in (self._fetched_at, self._fetch_locks, self._failed):
+            while len(memo) >= MAX_REMEMBERED:
+                memo.pop(next(iter(memo)))  # dicts keep insertion order: the oldest
+        lock = self._fetch_locks.setdefault(key, trio.Lock())
+        async with lock, self._discoveries:
+            self._fetched_at[key] = trio.current_time()
             try:
                 try:
                     desc = await self._descriptor(server_name)
@@ -115,7 +133,10 @@ class Federation:
                 logs.log("federation.peer_discovery_failed", level="warning",
                          tenant=tenant.server_name, peer=server_name, reason=exc.code,
                          message=exc.message)
+                if exc.code in TRANSPORT_CODES:
+                    self._failed[key] = (trio.current_time(), exc)
                 raise
+            self._failed.pop(key, None)
             await self.state.db.write(
                 keys_db.store_peer_keys_txn, tenant, server_name,
                 [{"key_id": k.key_id, "public_key": k.public_key, "retired_at": k.retired_at,
