@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from swfed.storage.files import private_umask
+
+    private_umask()  # before anything is created: keys live in the database
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

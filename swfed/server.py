@@ -37,6 +37,7 @@ from swfed.federation.keys import run_key_scheduler
 from swfed.federation.service import Federation
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database, health_write_txn
+from swfed.storage.files import fix_for, loose_files, private_umask
 
 #: Background services started after the listener is up; each is
 #: ``async fn(state, task_status)``. Federation registers its tasks here.
@@ -148,6 +149,14 @@ async def serve(config: Config, *, services: list[Service] | None = None,
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the server until SIGINT/SIGTERM (or ``shutdown`` is set)."""
     shutdown = shutdown or trio.Event()
+    private_umask()
+    loose = loose_files(config.server.data_dir, db_path(config))
+    if loose:
+        logs.log("storage.permissions", level="warning",
+                 message="the data directory or database can be read by other users of this "
+                 "machine, and it holds the signing keys",
+                 files={str(p): oct(m) for p, m in loose},
+                 fix=fix_for(config.server.data_dir, db_path(config)))
     db = open_database(config)
     await db.start()
     try:

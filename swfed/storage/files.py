@@ -1,0 +1,39 @@
+"""Secrets at rest: the data directory and database files are the owner's alone.
+
+The database holds the tenants' private signing seeds, so ``data_dir`` is
+0700 and the database, its WAL and shared-memory files and backups are 0600
+*from the moment they are created*: the process runs with umask 077
+(:func:`private_umask`, set first thing by the CLI and the server). Files
+that already exist keep their mode; a start that finds them readable by
+others warns with the ``chmod`` that fixes it (:func:`loose_files`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+SUFFIXES = ("", "-wal", "-shm")
+
+
+def private_umask() -> None:
+    """New files 0600, new directories 0700, for this whole process."""
+    os.umask(0o077)
+
+
+def loose_files(data_dir: Path, db_file: Path) -> list[tuple[Path, int]]:
+    """(path, mode) of the data directory and database files others can read or enter."""
+    out = []
+    for path in (data_dir, *(Path(f"{db_file}{s}") for s in SUFFIXES)):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            out.append((path, mode))
+    return out
+
+
+def fix_for(data_dir: Path, db_file: Path) -> str:
+    return f"chmod 700 {data_dir} && chmod 600 {db_file}*"
