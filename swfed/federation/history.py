@@ -14,6 +14,7 @@ import attrs
 
 from swfed.core.errors import FederationError
 from swfed.core.events import check_federated_event
+from swfed.core.rooms import PENDING_SEQ
 from swfed.storage.tenants import Tenant
 
 
@@ -51,7 +52,7 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
                 raise FederationError("event of another room", code="SW_FED_BAD_EVENT")
             seq = event.get("unsigned", {}).get("seq") if isinstance(
                 event.get("unsigned"), dict) else None
-            if not isinstance(seq, int) or isinstance(seq, bool) or seq <= 0:
+            if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < PENDING_SEQ:
                 raise FederationError("history event without its seq",
                                       code="SW_FED_BAD_EVENT")
             await fed.verify_event(tenant, event, history=True, via=host)

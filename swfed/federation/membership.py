@@ -21,7 +21,7 @@ from typing import Any
 
 from swfed import logs
 from swfed.core.errors import FederationError
-from swfed.core.rooms import Room
+from swfed.core.rooms import PENDING_SEQ, Room
 from swfed.federation.client import TRANSPORT_CODES
 from swfed.storage import protocol
 from swfed.storage.context import Ctx
@@ -86,7 +86,7 @@ async def change(state: Any, tenant: Tenant, action: str, member: str, *,
                  reason=exc.code)
         raise
     seq = answer.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq <= 0:
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < PENDING_SEQ:
         raise FederationError(f"{room.host} answered the membership request without its seq",
                               code="SW_FED_BAD_RESPONSE", status=502)
     members = answer.get("members")
