@@ -74,6 +74,17 @@ def parse_participant(value: object, home: str, field: str = "fqid") -> Fqid:
     return Fqid(local, server)
 
 
+def is_fqid(value: object) -> bool:
+    """``@local_id:server_name``, both parts valid (a fully qualified participant id)."""
+    if not isinstance(value, str) or not value.startswith("@") or ":" not in value:
+        return False
+    try:
+        parse_participant(value, "")
+    except BadRequest:
+        return False
+    return True
+
+
 def room_host(room_id: str) -> str | None:
     """The server name a room id names as its host, or None if malformed."""
     m = ROOM_ID_RE.match(room_id)

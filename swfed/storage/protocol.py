@@ -27,13 +27,14 @@ import attrs
 from swfed.core import rooms as rules
 from swfed.core.errors import FederationError, NotFound, TooLarge
 from swfed.core.events import (
+    MAX_DISPLAY_NAME,
     MAX_EVENT_BYTES,
     MAX_INVITE_MEMBERS,
     MessageSpec,
     RoomSpec,
     event_size,
 )
-from swfed.core.ids import Fqid, new_room_id, new_uuid
+from swfed.core.ids import Fqid, is_fqid, new_room_id, new_uuid
 from swfed.core.policy import decide_foreign_count, decide_peer, decide_room
 from swfed.core.rooms import PENDING_SEQ, Room, room_not_found
 from swfed.storage import events as events_db
@@ -47,6 +48,9 @@ from swfed.storage.notifications import add_notification_txn
 from swfed.storage.search import index_body_txn
 from swfed.storage.stream import next_pos_txn
 from swfed.storage.tenants import Tenant, user_txn
+
+#: The most members a host's membership answer may list that we take.
+MAX_STATE_MEMBERS = 10_000
 
 #: A refused event: (event id or "#index", room id, why).
 Refusal = tuple[str, str | None, FederationError]
@@ -509,14 +513,18 @@ def _take_members(conn: sqlite3.Connection, ctx: Ctx, room: Room,
                   members: list[dict[str, Any]]) -> None:
     """Make our copy's member list the host's."""
     listed: set[str] = set()
-    for m in members:
-        fqid, membership = m.get("fqid"), m.get("membership")
-        if not isinstance(fqid, str) or membership not in ("join", "invite"):
+    for m in members[:MAX_STATE_MEMBERS]:
+        if not isinstance(m, dict):
             continue
+        fqid, membership = m.get("fqid"), m.get("membership")
+        if not is_fqid(fqid) or membership not in ("join", "invite"):
+            continue
+        assert isinstance(fqid, str)
         name = m.get("display_name")
         listed.add(fqid)
         members_db.set_membership_txn(conn, ctx.tenant, room.room_id, fqid, membership,
-                                      ctx.now, name if isinstance(name, str) else None)
+                                      ctx.now,
+                                      name[:MAX_DISPLAY_NAME] if isinstance(name, str) else None)
     for m in members_db.members_for_peer_txn(conn, ctx.tenant, room.room_id):
         if m["fqid"] not in listed:
             members_db.set_membership_txn(conn, ctx.tenant, room.room_id, m["fqid"], "leave",
