@@ -29,7 +29,8 @@ FED = "/_scaiwave/federation/v1"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    resolve = {"federation.resolve": {"evil.test": f"127.0.0.1:{EVIL_PORT}"}}
+    resolve = {"federation.resolve": {"evil.test": f"127.0.0.1:{EVIL_PORT}",
+                                      "expiring.test": f"127.0.0.1:{EVIL_PORT}"}}
     w = make_world(tmp_path_factory.mktemp("hostile"),
                    extra={"a.test": resolve, "b.test": resolve})
     with running(w.a, w.b):
@@ -233,3 +234,32 @@ async def test_a_signed_request_is_not_taken_twice(world: World, evil: HostilePe
     assert first.status_code == 200, first.text
     assert again.status_code == 409 and again.json()["error"]["code"] == "SW_FED_REPLAY"
     assert (await people["alice"].members(room_id)).get("@mallory:evil.test") == "join"
+
+
+async def test_a_descriptor_is_trusted_until_its_valid_until(
+        world: World, people: dict[str, Person]) -> None:
+    """evil.test drops a key from its descriptor: once the cached one expires, it is out."""
+    from swfed.core.signing import sign_json
+
+    old, new = generate_keypair(), generate_keypair()
+    peer = HostilePeer(world.net, "expiring.test", EVIL_PORT, old)
+    valid_for = {"ms": 1500}
+
+    def descriptor(current: Any) -> bytes:
+        return json.dumps(sign_json({
+            "server_name": "expiring.test", "public_key": "ed25519:" + current.public_key_b64,
+            "key_id": current.key_id, "protocol_versions": ["v1"], "endpoints": {},
+            "old_keys": [], "valid_until": int(time.time() * 1000) + valid_for["ms"]},
+            "expiring.test", current)).encode()
+
+    peer.descriptor = lambda: descriptor(old)
+    async with peer.serving():
+        r = await peer.request(world.a, "GET", FED + "/probe")
+        assert r.json()["result"]["ok"] is True  # a.test fetched and cached the old key
+        peer.descriptor = lambda: descriptor(new)  # the old key is gone from it
+
+        async def refused() -> bool:
+            r = await peer.request(world.a, "GET", FED + "/probe")
+            return r.json()["result"].get("code") == "SW_FED_SIGNATURE_MISMATCH"
+
+        await wait_for(refused, what="the dropped key refused once the descriptor expired")

@@ -171,11 +171,25 @@ class Federation:
 
     async def peer_keys(self, tenant: Tenant, server_name: str, *,
                         refresh: bool = False, via: str | None = None) -> list[KeyInfo]:
+        """The peer's keys: cached, or fetched (``refresh``, none cached, or the cached
+        descriptor past its ``valid_until``; then a peer out of reach keeps its cached keys).
+        """
         if not refresh:
             cached = await self.state.db.read(keys_db.peer_keys_txn, tenant, server_name)
             if cached:
-                return [KeyInfo(k.key_id, k.public_key, k.retired_at, k.expires_at)
+                keys = [KeyInfo(k.key_id, k.public_key, k.retired_at, k.expires_at)
                         for k in cached]
+                valid_until = await self.state.db.read(keys_db.descriptor_valid_until_txn,
+                                                       tenant, server_name)
+                if (valid_until is None or self.state.clock() <= valid_until
+                        or not self._may_refetch(tenant, server_name)):
+                    return keys
+                try:
+                    return await self.fetch_peer(tenant, server_name, via=via)
+                except FederationError as exc:
+                    if exc.code not in TRANSPORT_CODES:
+                        raise
+                    return keys
         return await self.fetch_peer(tenant, server_name, via=via)
 
     def _may_refetch(self, tenant: Tenant, server_name: str) -> bool:

@@ -8,6 +8,7 @@ can be asked for at any time (rules: swfed.core.keys).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -83,6 +84,17 @@ def peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) ->
                         (tenant.tenant_id, server_name)).fetchall()
     return [PeerKey(r["server_name"], r["key_id"], r["public_key"], r["retired_at"],
                     r["expires_at"], r["fetched_at"]) for r in rows]
+
+
+def descriptor_valid_until_txn(conn: sqlite3.Connection, tenant: Tenant,
+                               server_name: str) -> int | None:
+    """Until when the peer's cached descriptor says it may be used (None: unknown)."""
+    row = conn.execute("SELECT descriptor FROM peers WHERE tenant_id = ? AND server_name = ?",
+                       (tenant.tenant_id, server_name)).fetchone()
+    if row is None or not row[0]:
+        return None
+    value = json.loads(row[0]).get("valid_until")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def store_peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str,
