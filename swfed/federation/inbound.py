@@ -197,7 +197,11 @@ def _transient(exc: FederationError) -> bool:
 def _deferred(tenant: Tenant, origin: str, key: str, exc: FederationError) -> dict[str, Any]:
     logs.log("federation.event.deferred", level="warning", tenant=tenant.server_name,
              peer=origin, event_id=key, reason=exc.code, message=exc.message)
-    return {"error": {"code": exc.code, "message": exc.message, "transient": True}}
+    # What we saw of the network stays in our log: a peer learns only that it
+    # was unreachable (no oracle for scanning ports through us).
+    message = ("the event's origin could not be reached to fetch its keys; send it again "
+               "later" if exc.code in TRANSPORT_CODES else exc.message)
+    return {"error": {"code": exc.code, "message": message, "transient": True}}
 
 
 async def _once(tenant: Tenant, origin: str) -> None:
