@@ -175,12 +175,11 @@ class Federation:
         descriptor past its ``valid_until``; then a peer out of reach keeps its cached keys).
         """
         if not refresh:
-            cached = await self.state.db.read(keys_db.peer_keys_txn, tenant, server_name)
+            cached, valid_until = await self.state.db.read(keys_db.cached_peer_txn, tenant,
+                                                           server_name)
             if cached:
                 keys = [KeyInfo(k.key_id, k.public_key, k.retired_at, k.expires_at)
                         for k in cached]
-                valid_until = await self.state.db.read(keys_db.descriptor_valid_until_txn,
-                                                       tenant, server_name)
                 if (valid_until is None or self.state.clock() <= valid_until
                         or not self._may_refetch(tenant, server_name)):
                     return keys

@@ -86,6 +86,13 @@ def peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) ->
                     r["expires_at"], r["fetched_at"]) for r in rows]
 
 
+def cached_peer_txn(conn: sqlite3.Connection, tenant: Tenant,
+                    server_name: str) -> tuple[list[PeerKey], int | None]:
+    """A peer's keys and its cached descriptor's ``valid_until``, in one read."""
+    return (peer_keys_txn(conn, tenant, server_name),
+            descriptor_valid_until_txn(conn, tenant, server_name))
+
+
 def descriptor_valid_until_txn(conn: sqlite3.Connection, tenant: Tenant,
                                server_name: str) -> int | None:
     """Until when the peer's cached descriptor says it may be used (None: unknown)."""
