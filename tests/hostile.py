@@ -49,6 +49,8 @@ class HostilePeer:
         self.requests: list[tuple[str, str, Any]] = []
         self.answers: list[tuple[str, Answer]] = [("/_scaiwave/federation/v1/send", ok_send)]
         self.descriptor: Callable[[], bytes] = self.honest_descriptor
+        #: > 0: every answer is sent one byte per this many seconds.
+        self.drip_seconds = 0.0
 
     def honest_descriptor(self) -> bytes:
         return json.dumps(build_descriptor(self.name, self.keypair, [],
@@ -93,6 +95,11 @@ class HostilePeer:
                     break
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json")]})
+        if self.drip_seconds:  # a byte at a time, slowly: a peer that never quite answers
+            for i in range(len(out)):
+                await send({"type": "http.response.body", "body": out[i:i + 1],
+                            "more_body": True})
+                await trio.sleep(self.drip_seconds)
         await send({"type": "http.response.body", "body": out})
 
     @contextlib.asynccontextmanager

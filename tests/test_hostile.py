@@ -29,8 +29,9 @@ FED = "/_scaiwave/federation/v1"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    resolve = {"federation.resolve": {"evil.test": f"127.0.0.1:{EVIL_PORT}",
-                                      "expiring.test": f"127.0.0.1:{EVIL_PORT}"}}
+    # each hostile name is its own server to us (keys cached per name)
+    resolve = {"federation.resolve": {name: f"127.0.0.1:{EVIL_PORT}" for name in (
+        "evil.test", "expiring.test", "dup.test", "many.test", "drip.test")}}
     w = make_world(tmp_path_factory.mktemp("hostile"),
                    extra={"a.test": resolve, "b.test": resolve})
     with running(w.a, w.b):
@@ -263,3 +264,54 @@ async def test_a_descriptor_is_trusted_until_its_valid_until(
             return r.json()["result"].get("code") == "SW_FED_SIGNATURE_MISMATCH"
 
         await wait_for(refused, what="the dropped key refused once the descriptor expired")
+
+
+async def test_no_key_is_fetched_for_events_that_may_not_come(
+        world: World, evil: HostilePeer, people: dict[str, Person]) -> None:
+    room_id = await shared_room(people["alice"], people["bob"])
+    claims = []
+    for i in range(20):
+        event = evil.event(room_id, "message", {"body": "x"}, sender=f"@x:o{i}.test")
+        claims.append({**event, "origin": f"o{i}.test"})
+    got = results(await evil.send(world.b, claims))
+    assert {code(r) for r in got.values()} == {"SW_FED_NOT_HOST"}
+    fetched = {line.get("peer") for line in world.b.logs("federation.peer_discovery_failed")}
+    assert not {f"o{i}.test" for i in range(20)} & fetched
+
+
+async def test_descriptors_that_would_hurt_are_refused(world: World,
+                                                       people: dict[str, Person]) -> None:
+    from swfed.core.signing import sign_json
+
+    key = generate_keypair()
+
+    def descriptor(name: str, old_keys: list[dict[str, Any]]) -> bytes:
+        return json.dumps(sign_json({
+            "server_name": name, "public_key": "ed25519:" + key.public_key_b64,
+            "key_id": key.key_id, "protocol_versions": ["v1"], "endpoints": {},
+            "old_keys": old_keys, "valid_until": int(time.time() * 1000) + 60_000},
+            name, key)).encode()
+
+    twice = [{"key_id": key.key_id, "public_key": "ed25519:" + key.public_key_b64,
+              "retired_at": 1, "expires_at": 2}]
+    many = [{"key_id": k.key_id, "public_key": "ed25519:" + k.public_key_b64,
+             "retired_at": 1, "expires_at": 2}
+            for k in (generate_keypair() for _ in range(3000))]
+    for name, old_keys in (("dup.test", twice), ("many.test", many)):
+        peer = HostilePeer(world.net, name, EVIL_PORT, key)
+        peer.descriptor = lambda n=name, o=old_keys: descriptor(n, o)  # type: ignore[misc]
+        async with peer.serving():
+            r = await peer.request(world.a, "GET", FED + "/probe")
+            assert r.json()["result"]["code"] == "SW_FED_BAD_DESCRIPTOR", r.text
+    assert (await people["alice"].http.get("/healthz")).status_code == 200
+    assert (await people["alice"].call("GET", "/v1/me")).status_code == 200
+
+
+async def test_a_dripping_peer_holds_a_request_for_one_deadline_at_most(
+        world: World, people: dict[str, Person]) -> None:
+    peer = HostilePeer(world.net, "drip.test", EVIL_PORT)
+    peer.drip_seconds = 1.0  # its descriptor would take ten minutes
+    async with peer.serving():
+        r = await peer.request(world.a, "GET", FED + "/probe")
+    assert r.json()["result"]["code"] == "SW_FED_PEER_TIMEOUT", r.text
+    assert (await people["alice"].call("GET", "/v1/me")).status_code == 200
