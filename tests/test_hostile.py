@@ -315,3 +315,26 @@ async def test_a_dripping_peer_holds_a_request_for_one_deadline_at_most(
         r = await peer.request(world.a, "GET", FED + "/probe")
     assert r.json()["result"]["code"] == "SW_FED_PEER_TIMEOUT", r.text
     assert (await people["alice"].call("GET", "/v1/me")).status_code == 200
+
+
+async def test_a_hosts_relays_are_bounded(world: World, evil: HostilePeer,
+                                          people: dict[str, Person]) -> None:
+    """evil.test hosts a room with dave in it; what it relays is checked field by field."""
+    dave = people["dave"]
+    room_id = "!boundedroom:evil.test"
+    invite = evil.event(room_id, "invite", {
+        "invitee": dave.fqid, "invite_id": "8c0e7c1e-0000-4000-8000-000000000002",
+        "room_name": "bounded", "room_type": "standard", "members": ["@mallory:evil.test"]})
+    assert results(await evil.send(world.b, [{**invite, "unsigned": {"seq": 2}}]))[
+        invite["event_id"]] == {}
+    flood = evil.event(room_id, "message", {"body": "hi", "mentions": [dave.fqid] * 2
+                                            + [f"@u{i}:b.test" for i in range(60)]})
+    long_name = evil.event(room_id, "member", {"membership": "join",
+                                               "display_name": "n" * 500_000})
+    no_seq = evil.event(room_id, "message", {"body": "where do I go?"})
+    huge_seq = evil.event(room_id, "message", {"body": "far away"})
+    got = results(await evil.send(world.b, [
+        {**flood, "unsigned": {"seq": 3}}, {**long_name, "unsigned": {"seq": 4}}, no_seq,
+        {**huge_seq, "unsigned": {"seq": 2**41}}]))
+    assert {code(r) for r in got.values()} == {"SW_FED_BAD_EVENT"}
+    assert not [n for n in await dave.notifications() if n["type"] == "mention"]

@@ -614,6 +614,10 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
         room = rooms_db.room_txn(conn, ctx.tenant, room_id)
     assert room is not None
     host_seq = rules.host_seq(room, ctx.me, request_origin, event)
+    if room.host != ctx.me and host_seq is None:
+        raise FederationError("an event relayed by the room's host must carry its place in "
+                              "the host's order (unsigned.seq, 1 to 2^40)",
+                              code="SW_FED_BAD_EVENT", status=400)
     signed = {k: v for k, v in event.items() if k != "unsigned"}
     seq = _take(conn, ctx, room, signed, signed, host_seq)
     return {"seq": seq} if room.host == ctx.me else {}
