@@ -132,7 +132,7 @@ async def test_bad_events_and_requests(setup: Any, tokens: dict[str, str],
 
     # a good event through the same path is stored: the harness itself is sound
     good = event(room_id, "genuine", key)
-    r = await post_send(b, net, [good], key)
+    r = await post_send(b, net, [{**good, "unsigned": {"seq": 1000}}], key)  # as relayed
     assert r.status_code == 200 and r.json()["results"][good["event_id"]] == {}
 
     tampered = event(room_id, "original", key)

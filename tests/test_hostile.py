@@ -131,11 +131,14 @@ async def test_ids_cannot_be_squatted(world: World, evil: HostilePeer,
     fair = evil.event(evil_room, "invite", {
         "invitee": dave.fqid, "invite_id": "8c0e7c1e-0000-4000-8000-000000000001",
         "room_name": "spam", "room_type": "standard", "members": ["@mallory:evil.test"]})
-    assert results(await evil.send(world.b, [fair]))[fair["event_id"]] == {}
+    assert results(await evil.send(world.b, [{**fair, "unsigned": {"seq": 1}}]))[
+        fair["event_id"]] == {}
     twin = evil.event(evil_room, "message", {"body": "twin"}, event_id=real)
-    assert results(await evil.send(world.b, [twin]))[twin["event_id"]] == {}
+    assert results(await evil.send(world.b, [{**twin, "unsigned": {"seq": 2}}]))[
+        twin["event_id"]] == {}
     other = evil.event(evil_room, "message", {"body": "other twin"}, event_id=real)
-    assert code(results(await evil.send(world.b, [other]))[real]) == "SW_FED_EVENT_CONFLICT"
+    assert code(results(await evil.send(world.b, [{**other, "unsigned": {"seq": 3}}]))[
+        real]) == "SW_FED_EVENT_CONFLICT"
     mine = await dave.event(room_id, real)
     assert mine is not None and mine["content"]["body"] == "the real one"
 
