@@ -39,9 +39,10 @@ from swfed.storage import peers as peers_db
 from swfed.storage.tenants import Tenant
 
 REFETCH_MIN_SECONDS = 2.0
-#: A failed discovery is remembered this long: the same name is not fetched
-#: again meanwhile (a peer naming origins of its choice cannot make us fetch
-#: them over and over).
+#: A failed discovery of a name we hold no keys for is remembered this long:
+#: it is not fetched again meanwhile (a peer naming origins of its choice
+#: cannot make us fetch them over and over). Peers we know are refetched at
+#: most every REFETCH_MIN_SECONDS instead: one back from downtime must not wait.
 NEGATIVE_CACHE_SECONDS = 10.0
 #: Discoveries in flight at once, whatever the names: the rest of the
 #: outbound connections stay free for deliveries.
@@ -102,7 +103,7 @@ class Federation:
     # -- peers' keys -----------------------------------------------------------
 
     async def fetch_peer(self, tenant: Tenant, server_name: str, *,
-                         via: str | None = None) -> list[KeyInfo]:
+                         via: str | None = None, known: bool = False) -> list[KeyInfo]:
         """Fetch, check and cache a peer's descriptor; returns its keys.
 
         ``via``: a room's host that relayed an event of ``server_name``. When
@@ -112,7 +113,7 @@ class Federation:
         descriptor, protocol).
         """
         key = (tenant.tenant_id, server_name)
-        failed = self._failed.get(key)
+        failed = None if known else self._failed.get(key)
         if failed is not None and trio.current_time() - failed[0] < NEGATIVE_CACHE_SECONDS:
             raise failed[1]
         for memo in (self._fetched_at, self._fetch_locks, self._failed):
@@ -133,7 +134,7 @@ class Federation:
                 logs.log("federation.peer_discovery_failed", level="warning",
                          tenant=tenant.server_name, peer=server_name, reason=exc.code,
                          message=exc.message)
-                if exc.code in TRANSPORT_CODES:
+                if exc.code in TRANSPORT_CODES and not known:
                     self._failed[key] = (trio.current_time(), exc)
                 raise
             self._failed.pop(key, None)
@@ -184,12 +185,12 @@ class Federation:
                         or not self._may_refetch(tenant, server_name)):
                     return keys
                 try:
-                    return await self.fetch_peer(tenant, server_name, via=via)
+                    return await self.fetch_peer(tenant, server_name, via=via, known=True)
                 except FederationError as exc:
                     if exc.code not in TRANSPORT_CODES:
                         raise
                     return keys
-        return await self.fetch_peer(tenant, server_name, via=via)
+        return await self.fetch_peer(tenant, server_name, via=via, known=refresh)
 
     def _may_refetch(self, tenant: Tenant, server_name: str) -> bool:
         last = self._fetched_at.get((tenant.tenant_id, server_name))
