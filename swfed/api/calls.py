@@ -12,40 +12,19 @@ both servers meet in the host's LiveKit room. Tokens are short-lived
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from quart import Blueprint
 
 from swfed import logs
 from swfed.api.common import current_user, read, state, tenant
-from swfed.app import State
+from swfed.calls import call_token
 from swfed.core.errors import SwfedError
-from swfed.core.livekit import access_token, livekit_room_name
 from swfed.core.rooms import check_room_federates
 from swfed.federation.service import error_of
 from swfed.storage import rooms as rooms_db
 
 bp = Blueprint("calls", __name__)
-
-
-def call_token(st: State, host: str, room_id: str, identity: str, name: str) -> dict[str, Any]:
-    """A token for ``identity`` in the call of a room we host; SW_CALLS_NOT_CONFIGURED."""
-    calls = st.config.calls
-    if not calls.enabled:
-        raise SwfedError(f"calls are not set up on {host}, which hosts this room: its admin "
-                         "sets [calls] livekit_url, livekit_api_key and livekit_api_secret",
-                         code="SW_CALLS_NOT_CONFIGURED", status=503)
-    now_s = st.clock() // 1000
-    room = livekit_room_name(room_id)
-    token = access_token(api_key=calls.livekit_api_key, api_secret=calls.livekit_api_secret,
-                         identity=identity, name=name, room=room, now_s=now_s,
-                         ttl_s=calls.token_ttl_seconds)
-    logs.log("call.token_issued", tenant=host, room_id=room_id, identity=identity, host=host)
-    return {"room_id": room_id, "host": host, "livekit_url": calls.livekit_url,
-            "livekit_room": room, "identity": identity, "token": token,
-            "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                        time.gmtime(now_s + calls.token_ttl_seconds))}
 
 
 @bp.post("/v1/rooms/<room_id>/call")

@@ -23,7 +23,8 @@ import trio
 from quart import Blueprint, g, request
 
 from swfed import logs
-from swfed.api.common import int_arg, read, state
+from swfed.calls import call_token
+from swfed.context import int_arg, read, state
 from swfed.core.canonical import decode_json_object
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, PROTOCOL_VERSIONS
 from swfed.core.errors import FederationError, NotFound, SwfedError
@@ -328,8 +329,6 @@ async def members(room_id: str) -> dict[str, Any]:
 @bp.post(FED_PREFIX + "/rooms/<room_id>/call")
 async def call(room_id: str) -> dict[str, Any]:
     """A LiveKit token from our LiveKit for a member of the origin, in a room we host."""
-    from swfed.api.calls import call_token
-
     tenant, origin, body = await authenticated(with_body=True)
     await _once(tenant, origin)
     assert body is not None

@@ -47,3 +47,50 @@ def test_sql_only_in_storage() -> None:
                     node.value):
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert bad == []
+
+
+#: Layers point one way (STYLE): a package may import its own layer and those
+#: below it. Top-level modules: config, logs, metrics, calls and context are
+#: shared below the API; app and server and cli sit on top of everything.
+LAYERS = {"core": 0, "storage": 1, "federation": 2, "api": 3, "web": 3}
+SHARED = {"config": 0, "logs": 0, "metrics": 0, "calls": 1, "context": 2, "doctor": 3,
+          "housekeeping": 2, "app": 4, "server": 5, "cli": 5, "__main__": 5}
+
+
+def _layer(dotted: str) -> int | None:
+    parts = dotted.split(".")
+    if parts[0] != "swfed" or len(parts) < 2:
+        return None
+    return LAYERS.get(parts[1], SHARED.get(parts[1]))
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Imports that run (not those under ``if TYPE_CHECKING:``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(n) for child in node.body for n in ast.walk(child))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_layers_point_one_way() -> None:
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        own = _layer("swfed." + ".".join(rel.with_suffix("").parts))
+        if own is None:
+            continue
+        for name in _runtime_imports(path):
+            other = _layer(name)
+            if other is not None and other > own:
+                bad.append(f"{rel} (layer {own}) imports {name} (layer {other})")
+    assert bad == []
