@@ -10,9 +10,7 @@ resolved against the working directory at load time.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
-import re
 import tomllib
 import types
 from collections.abc import Callable, Mapping
@@ -21,7 +19,8 @@ from typing import Any
 
 import attrs
 
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+from swfed.core.errors import BadRequest
+from swfed.core.ids import canonical_server_name
 
 
 class ConfigError(Exception):
@@ -29,39 +28,18 @@ class ConfigError(Exception):
 
 
 def validate_server_name(value: str) -> str:
-    """A DNS name or IP with optional ``:port``; returns it lowercased.
+    """A DNS name or IP with optional ``:port``, in its canonical form.
 
-    Raises ValueError with a human message.
+    Lower case, no trailing dot, no default port (``:443``): see
+    :func:`swfed.core.ids.canonical_server_name`. Surrounding blanks are
+    dropped. Raises ValueError with a human message.
     """
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a host name like chat.example.com")
-    name = value.strip().lower()
-    host, port = name, None
-    if name.startswith("["):
-        end = name.find("]")
-        if end < 0:
-            raise ValueError(f"{value!r}: unclosed [ in IPv6 address")
-        host, rest = name[1:end], name[end + 1:]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address") from None
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{value!r}: expected :port after ]")
-            port = rest[1:]
-    else:
-        if name.count(":") == 1:
-            host, port = name.split(":")
-        elif ":" in name:
-            raise ValueError(f"{value!r}: put an IPv6 address in brackets, like [::1]:8448")
-        labels = host.split(".")
-        if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
-            raise ValueError(f"{value!r} is not a valid host name (letters, digits, '-', "
-                             "dots between labels)")
-    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise ValueError(f"{value!r}: port must be 1..65535")
-    return name
+    try:
+        return canonical_server_name(value.strip())
+    except BadRequest as exc:
+        raise ValueError(exc.message) from None
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
