@@ -115,12 +115,43 @@ class CallsConfig:
 
 
 @attrs.frozen
+class LimitsConfig:
+    """Rates per bearer token and per peer; 429 SW_RATE_LIMITED with Retry-After past them.
+
+    The defaults are far above what a person's client or a peer catching up
+    after downtime does, and far below what one flooding token or peer could.
+    """
+
+    client_requests_per_second: float = 50.0
+    client_burst: int = 500
+    federation_requests_per_second: float = 50.0
+    federation_burst: int = 500
+    federation_events_per_second: float = 500.0
+    federation_events_burst: int = 5000
+    streams_per_user: int = 8
+    max_tracked_keys: int = 10_000
+
+
+@attrs.frozen
+class RetentionConfig:
+    """How long the housekeeping task keeps what only grows (days)."""
+
+    audit_days: int = 90
+    rejected_days: int = 90
+    peer_counts_days: int = 30
+    interval_seconds: float = 3600.0
+    batch_rows: int = 1000
+
+
+@attrs.frozen
 class Config:
     path: Path
     server: ServerConfig
     storage: StorageConfig = StorageConfig()
     federation: FederationConfig = FederationConfig()
     calls: CallsConfig = CallsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 # -- the schema: (key, parser, default) per table; each check written once ------
@@ -254,6 +285,23 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "livekit_url": _livekit_url, "livekit_api_key": _typed(str),
         "livekit_api_secret": _secret, "token_ttl_seconds": _ranged(int, 60, 86_400),
     },
+    "limits": {
+        "client_requests_per_second": _ranged(float, 0, 100_000, low_open=True),
+        "client_burst": _ranged(int, 1, 1_000_000),
+        "federation_requests_per_second": _ranged(float, 0, 100_000, low_open=True),
+        "federation_burst": _ranged(int, 1, 1_000_000),
+        "federation_events_per_second": _ranged(float, 0, 1_000_000, low_open=True),
+        "federation_events_burst": _ranged(int, 1, 10_000_000),
+        "streams_per_user": _ranged(int, 1, 1000),
+        "max_tracked_keys": _ranged(int, 100, 10_000_000),
+    },
+    "retention": {
+        "audit_days": _ranged(int, 1, 36_500),
+        "rejected_days": _ranged(int, 1, 36_500),
+        "peer_counts_days": _ranged(int, 2, 36_500),
+        "interval_seconds": _ranged(float, 1, 86_400),
+        "batch_rows": _ranged(int, 1, 100_000),
+    },
 }
 SUBTABLES = {"server": ("tls",), "federation": ("resolve",)}
 
@@ -280,7 +328,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         return ConfigError(f"{shown}: [{table}] {key}: {why}")
 
     parsed: dict[str, dict[str, Any]] = {t: {} for t in SCHEMA}
-    tops = ["server", "storage", "federation", "calls"]
+    tops = ["server", "storage", "federation", "calls", "limits", "retention"]
     unknown_tables = sorted(set(doc) - set(tops))
     if unknown_tables:
         raise ConfigError(f"{shown}: [{unknown_tables[0]}]: unknown table"
@@ -347,4 +395,6 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         storage=StorageConfig(**parsed["storage"]),
         federation=FederationConfig(**parsed["federation"], **parsed["federation.resolve"]),
         calls=CallsConfig(**calls),
+        limits=LimitsConfig(**parsed["limits"]),
+        retention=RetentionConfig(**parsed["retention"]),
     )

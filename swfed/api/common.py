@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import trio
 from quart import current_app, g, request
 
+from swfed import logs
 from swfed.app import State
 from swfed.core.canonical import decode_json_object
 from swfed.core.errors import BadRequest, FederationError, Forbidden, Unauthorized
+from swfed.core.ratelimit import Limits, Rate, RateLimited
 from swfed.storage import passwords as passwords_db
 from swfed.storage.tenants import Tenant, User
 
@@ -21,6 +24,34 @@ MAX_PAGE = 200
 
 def state() -> State:
     return current_app.swfed  # type: ignore[attr-defined,no-any-return]
+
+
+def limits() -> Limits:
+    """The process's rate limiters, built from ``[limits]`` on first use."""
+    ext = current_app.extensions
+    if "swfed_limits" not in ext:
+        cfg = state().config.limits
+        ext["swfed_limits"] = Limits(
+            client=Rate(cfg.client_requests_per_second, cfg.client_burst),
+            federation=Rate(cfg.federation_requests_per_second, cfg.federation_burst),
+            federation_events=Rate(cfg.federation_events_per_second,
+                                   cfg.federation_events_burst),
+            streams_per_user=cfg.streams_per_user, max_keys=cfg.max_tracked_keys)
+    return ext["swfed_limits"]  # type: ignore[no-any-return]
+
+
+def rate_limited(kind: str, key_shown: str | None, message: str, wait: float) -> RateLimited:
+    """A 429 for ``kind`` (client, federation, …): counted, logged at most 1/s per kind."""
+    exc = RateLimited(message, wait)
+    ten = getattr(g, "tenant", None)
+    name = ten.server_name if ten is not None else ""
+    state().metrics.rate_limited.inc(tenant=name, kind=kind)
+    suppressed = limits().log.admit(("rate_limited", name, kind), trio.current_time())
+    if suppressed is not None:
+        logs.log("limits.rate_limited", level="warning", tenant=name, kind=kind,
+                 who=key_shown, path=request.path, retry_after=exc.retry_after,
+                 suppressed=suppressed)
+    return exc
 
 
 def tenant() -> Tenant:
@@ -122,6 +153,14 @@ async def current_user() -> User:
             # arrived leaves a kept-alive connection stuck for the next request.
             await request.get_data(cache=False)
             raise
+    if not g.get("rate_checked"):
+        # Before the lookup: a flood of wrong tokens is limited like a right one.
+        g.rate_checked = True
+        wait = limits().client.check((tenant().tenant_id, token.strip()),
+                                     trio.current_time())
+        if wait > 0:
+            raise rate_limited("client", None, "too many requests with this token "
+                               "([limits] client_requests_per_second)", wait)
     user = await read(passwords_db.session_user_txn, tenant(), token.strip(), state().clock())
     if user is None:
         raise Unauthorized(f"unknown token for {tenant().server_name}: check the token and "

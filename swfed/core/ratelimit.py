@@ -12,6 +12,11 @@ the same as no bucket, so idle keys are dropped, and past ``max_keys`` the
 least recently used key goes first (it can only gain from being forgotten,
 which is why the cap is set far above the number of honest keys).
 
+:class:`Limits` is the set one server process keeps (built from ``[limits]``):
+per token, per peer, per peer's events, per address for refused federation
+requests, open streams per user (:class:`StreamSlots`), and a
+:class:`LogGate` so a flood of refusals makes a few log lines, not one each.
+
 Refusals are :class:`RateLimited`: 429 ``SW_RATE_LIMITED`` with
 ``details.retry_after`` (whole seconds), which the app also sends as the
 ``Retry-After`` header.
@@ -102,6 +107,10 @@ class KeyedLimiter:
             self._buckets.popitem(last=False)
         return wait
 
+    def blocked(self, key: Hashable, now: float, cost: float = 1.0) -> float:
+        """Seconds until ``key`` could spend ``cost`` (0: now); spends nothing."""
+        return take(self.rate, self._buckets.get(key), now, cost)[1]
+
     def sweep(self, now: float, at_most: int | None = None) -> int:
         """Drop idle (full) buckets among the ``at_most`` least recently used; how many."""
         dropped = 0
@@ -130,3 +139,75 @@ def retry_after_seconds(details: dict[str, object]) -> int | None:
     """The Retry-After value an error's details ask for, if any."""
     value = details.get("retry_after")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def peek(rate: Rate, bucket: Bucket | None, now: float, cost: float = 1.0) -> float:
+    """Seconds until ``cost`` could be spent (0: now), spending nothing."""
+    return take(rate, bucket, now, cost)[1]
+
+
+class StreamSlots:
+    """Open long-lived connections per key, at most ``cap`` each (no entry at zero)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._open: dict[Hashable, int] = {}
+
+    def acquire(self, key: Hashable) -> bool:
+        """Take a slot; False when ``key`` already holds ``cap``."""
+        count = self._open.get(key, 0)
+        if count >= self.cap:
+            return False
+        self._open[key] = count + 1
+        return True
+
+    def release(self, key: Hashable) -> None:
+        count = self._open.get(key, 0) - 1
+        if count > 0:
+            self._open[key] = count
+        else:
+            self._open.pop(key, None)
+
+    def held(self, key: Hashable) -> int:
+        return self._open.get(key, 0)
+
+
+class LogGate:
+    """At most ``rate`` log lines per key; says how many were held back since the last one.
+
+    Keys are few and fixed in kind (tenant and reason code), still capped.
+    """
+
+    def __init__(self, rate: Rate, max_keys: int = 1000) -> None:
+        self._limiter = KeyedLimiter(rate, max_keys)
+        self._suppressed: OrderedDict[Hashable, int] = OrderedDict()
+        self._max_keys = max_keys
+
+    def admit(self, key: Hashable, now: float) -> int | None:
+        """None: skip this line. Else log it, noting this many suppressed before it."""
+        if self._limiter.check(key, now) > 0:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            self._suppressed.move_to_end(key)
+            while len(self._suppressed) > self._max_keys:
+                self._suppressed.popitem(last=False)
+            return None
+        return self._suppressed.pop(key, 0)
+
+
+class Limits:
+    """The limiters one server process keeps (see ``[limits]`` in the config)."""
+
+    def __init__(self, *, client: Rate, federation: Rate, federation_events: Rate,
+                 streams_per_user: int, max_keys: int) -> None:
+        #: per (tenant, bearer token)
+        self.client = KeyedLimiter(client, max_keys)
+        #: per (tenant, verified peer)
+        self.federation = KeyedLimiter(federation, max_keys)
+        #: per (tenant, verified peer), one token per event on /send
+        self.federation_events = KeyedLimiter(federation_events, max_keys)
+        #: federation requests refused before authentication, per client address
+        self.refusals = KeyedLimiter(federation, max_keys)
+        #: open event streams per (tenant, user)
+        self.streams = StreamSlots(streams_per_user)
+        #: log lines of refusals that are counted rather than stored
+        self.log = LogGate(Rate(per_second=1.0, burst=10.0))
