@@ -32,6 +32,7 @@ from swfed.config import Config
 from swfed.federation.client import FederationClient
 from swfed.federation.keys import run_key_scheduler
 from swfed.federation.service import Federation
+from swfed.housekeeping import run_housekeeping
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database
 
@@ -119,6 +120,7 @@ async def serve(config: Config, *, services: list[Service] | None = None,
             binds = await nursery.start(run_http)
             await nursery.start(state.federation.sender.run)
             await nursery.start(state.federation.repairer.run)
+            await nursery.start(run_housekeeping, state)
             for service in services or []:
                 await nursery.start(service, state)
             logs.log("server.listening", addresses=binds, server_name=config.server.name,

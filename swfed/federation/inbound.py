@@ -74,22 +74,31 @@ async def _refuse(tenant: Tenant, peer: str, exc: FederationError, *,
     A request from a ``verified`` origin, or one claiming a name we know
     (:func:`swfed.storage.refusals.known_peer_txn`), is logged, counted under
     its peer and stored (``fed_rejected``, ``sw_audit``). Any other refusal
-    before authentication is only counted by reason and logged at most about
-    once a second per reason: the origin is a string of the caller's choosing.
+    before authentication names an origin of the caller's choosing: it is
+    counted by reason only, logged at most about once a second per reason
+    (with how many were suppressed), and stored at most once per
+    ``UNKNOWN_ROW_SECONDS`` per reason (so the admin still sees who knocks).
     """
     st = state()
     if not verified:
-        limits().refusals.check(request.remote_addr or "?", trio.current_time())
+        now = trio.current_time()
+        lim = limits()
+        lim.refusals.check(request.remote_addr or "?", now)
         known = is_server_name(peer) and await read(known_peer_txn, tenant, peer)
         if not known:
             st.metrics.refused_unauthenticated.inc(tenant=tenant.server_name, reason=exc.code)
-            suppressed = limits().log.admit(("refused", tenant.server_name, exc.code),
-                                            trio.current_time())
-            if suppressed is not None:
+            suppressed = lim.log.admit(("refused", tenant.server_name, exc.code), now)
+            store = lim.unknown_rows.check((tenant.tenant_id, exc.code), now) == 0
+            if suppressed is not None or store:
                 logs.log(_log_event(exc), level="warning", tenant=tenant.server_name,
-                         peer="(unverified)", claimed_origin=peer[:100], reason=exc.code,
+                         peer=peer[:100], verified=False, reason=exc.code,
                          message=exc.message[:300], path=request.path[:200],
-                         address=request.remote_addr, suppressed=suppressed, stored=False)
+                         address=request.remote_addr, suppressed=suppressed or 0, stored=store)
+            if store:
+                await st.db.write(reject_txn, tenant, peer[:255], st.clock(), reason=exc.code,
+                                  message=f"{request.method} {request.path[:200]}: "
+                                          f"{exc.message} (origin not verified)",
+                                  action="federation.request.rejected")
             return exc
     log_refusal(tenant, peer, exc, path=request.path)
     await st.db.write(reject_txn, tenant, peer, st.clock(), reason=exc.code,
