@@ -128,6 +128,8 @@ class LimitsConfig:
     federation_burst: int = 500
     federation_events_per_second: float = 500.0
     federation_events_burst: int = 5000
+    refused_requests_per_second: float = 10.0
+    refused_requests_burst: int = 1000
     streams_per_user: int = 8
     max_tracked_keys: int = 10_000
 
@@ -292,6 +294,8 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "federation_burst": _ranged(int, 1, 1_000_000),
         "federation_events_per_second": _ranged(float, 0, 1_000_000, low_open=True),
         "federation_events_burst": _ranged(int, 1, 10_000_000),
+        "refused_requests_per_second": _ranged(float, 0, 100_000, low_open=True),
+        "refused_requests_burst": _ranged(int, 1, 10_000_000),
         "streams_per_user": _ranged(int, 1, 1000),
         "max_tracked_keys": _ranged(int, 100, 10_000_000),
     },

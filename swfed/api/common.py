@@ -36,6 +36,7 @@ def limits() -> Limits:
             federation=Rate(cfg.federation_requests_per_second, cfg.federation_burst),
             federation_events=Rate(cfg.federation_events_per_second,
                                    cfg.federation_events_burst),
+            refused=Rate(cfg.refused_requests_per_second, cfg.refused_requests_burst),
             streams_per_user=cfg.streams_per_user, max_keys=cfg.max_tracked_keys)
     return ext["swfed_limits"]  # type: ignore[no-any-return]
 

@@ -204,7 +204,7 @@ class Limits:
     """The limiters one server process keeps (see ``[limits]`` in the config)."""
 
     def __init__(self, *, client: Rate, federation: Rate, federation_events: Rate,
-                 streams_per_user: int, max_keys: int) -> None:
+                 refused: Rate, streams_per_user: int, max_keys: int) -> None:
         #: per (tenant, bearer token)
         self.client = KeyedLimiter(client, max_keys)
         #: per (tenant, verified peer)
@@ -212,7 +212,7 @@ class Limits:
         #: per (tenant, verified peer), one token per event on /send
         self.federation_events = KeyedLimiter(federation_events, max_keys)
         #: federation requests refused before authentication, per client address
-        self.refusals = KeyedLimiter(federation, max_keys)
+        self.refusals = KeyedLimiter(refused, max_keys)
         #: rows stored for refusals of unverified, unknown origins, per (tenant, reason)
         self.unknown_rows = KeyedLimiter(Rate(per_second=1 / UNKNOWN_ROW_SECONDS, burst=20.0),
                                          max_keys)
