@@ -251,6 +251,21 @@ async def test_unverified_strangers_add_no_series_and_few_rows(
                      headers=bearer(admin_b))
     assert any("stranger.test" in row["peer"] for row in r.json()["data"])
 
+    # forgeries in a known peer's name: counted under it, and still only a sample stored
+    before = rows()
+    async with httpx.AsyncClient(verify=net.ssl_context(), timeout=20) as c:
+        for _ in range(100):
+            uri = FED + "/probe"
+            auth = sign_request(method="GET", uri=uri, origin="a.test", destination="b.test",
+                                ts_ms=int(time.time() * 1000), content=None, keypair=key)
+            r = await c.get(b.url + uri, headers={"Host": "b.test", "Authorization": auth})
+            assert r.json()["result"]["code"] == "SW_FED_SIGNATURE_MISMATCH"
+    assert rows() - before <= 2 * 21
+    r = await cb.get("/metrics", headers=bearer(admin_b))
+    line = next(x for x in r.text.splitlines() if x.startswith(
+        'swfed_federation_events_rejected_total{peer="a.test",reason="SW_FED_SIGNATURE_MISMATCH"'))
+    assert int(line.rsplit(" ", 1)[1]) >= 100
+
 
 async def test_retry_only_for_known_peers(pair: Pair, cb: httpx.AsyncClient,
                                           admin_b: str) -> None:

@@ -194,9 +194,9 @@ class LogGate:
         return self._suppressed.pop(key, 0)
 
 
-#: A refusal of an unverified origin we do not know is stored at most this often
-#: per tenant and reason (after a burst of 20): the admin sees who knocks, a
-#: flood adds no rows.
+#: A refusal of an unverified origin is stored at most this often per tenant,
+#: peer (when known) and reason, after a burst of 20: the admin sees who
+#: knocks, a flood adds no rows.
 UNKNOWN_ROW_SECONDS = 10.0
 
 
@@ -213,8 +213,8 @@ class Limits:
         self.federation_events = KeyedLimiter(federation_events, max_keys)
         #: federation requests refused before authentication, per client address
         self.refusals = KeyedLimiter(refused, max_keys)
-        #: rows stored for refusals of unverified, unknown origins, per (tenant, reason)
-        self.unknown_rows = KeyedLimiter(Rate(per_second=1 / UNKNOWN_ROW_SECONDS, burst=20.0),
+        #: rows stored for refusals of unverified origins, per (tenant, known peer, reason)
+        self.refusal_rows = KeyedLimiter(Rate(per_second=1 / UNKNOWN_ROW_SECONDS, burst=20.0),
                                          max_keys)
         #: open event streams per (tenant, user)
         self.streams = StreamSlots(streams_per_user)

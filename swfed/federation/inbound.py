@@ -71,13 +71,15 @@ async def _refuse(tenant: Tenant, peer: str, exc: FederationError, *,
                   verified: bool = True) -> FederationError:
     """Record a refused request and return the error to raise.
 
-    A request from a ``verified`` origin, or one claiming a name we know
-    (:func:`swfed.storage.refusals.known_peer_txn`), is logged, counted under
-    its peer and stored (``fed_rejected``, ``sw_audit``). Any other refusal
-    before authentication names an origin of the caller's choosing: it is
-    counted by reason only, logged at most about once a second per reason
-    (with how many were suppressed), and stored at most once per
-    ``UNKNOWN_ROW_SECONDS`` per reason (so the admin still sees who knocks).
+    A refusal of a ``verified`` origin is logged, counted under its peer and
+    stored (``fed_rejected``, ``sw_audit``). A refusal before the origin was
+    verified names an origin anyone can claim, so it is counted (under the
+    peer only when it is a name we know, see
+    :func:`swfed.storage.refusals.known_peer_txn`; else by reason alone),
+    logged at most about once a second per (peer we know or none, reason)
+    with how many lines were suppressed, and stored as a sample: a burst,
+    then one row per ``UNKNOWN_ROW_SECONDS`` per (peer, reason). The admin
+    still sees who knocks; a flood adds counts, not rows.
     """
     st = state()
     if not verified:
@@ -85,21 +87,24 @@ async def _refuse(tenant: Tenant, peer: str, exc: FederationError, *,
         lim = limits()
         lim.refusals.check(request.remote_addr or "?", now)
         known = is_server_name(peer) and await read(known_peer_txn, tenant, peer)
-        if not known:
+        if known:
+            st.metrics.rejected.inc(tenant=tenant.server_name, peer=peer, reason=exc.code)
+        else:
             st.metrics.refused_unauthenticated.inc(tenant=tenant.server_name, reason=exc.code)
-            suppressed = lim.log.admit(("refused", tenant.server_name, exc.code), now)
-            store = lim.unknown_rows.check((tenant.tenant_id, exc.code), now) == 0
-            if suppressed is not None or store:
-                logs.log(_log_event(exc), level="warning", tenant=tenant.server_name,
-                         peer=peer[:100], verified=False, reason=exc.code,
-                         message=exc.message[:300], path=request.path[:200],
-                         address=request.remote_addr, suppressed=suppressed or 0, stored=store)
-            if store:
-                await st.db.write(reject_txn, tenant, peer[:255], st.clock(), reason=exc.code,
-                                  message=f"{request.method} {request.path[:200]}: "
-                                          f"{exc.message} (origin not verified)",
-                                  action="federation.request.rejected")
-            return exc
+        key = (tenant.tenant_id, peer if known else None, exc.code)
+        store = lim.refusal_rows.check(key, now) == 0
+        suppressed = lim.log.admit(("refused", *key), now)
+        if suppressed is not None or store:
+            logs.log(_log_event(exc), level="warning", tenant=tenant.server_name,
+                     peer=peer[:100], verified=False, reason=exc.code,
+                     message=exc.message[:300], path=request.path[:200],
+                     address=request.remote_addr, suppressed=suppressed or 0, stored=store)
+        if store:
+            await st.db.write(reject_txn, tenant, peer[:255], st.clock(), reason=exc.code,
+                              message=f"{request.method} {request.path[:200]}: "
+                                      f"{exc.message} (origin not verified)",
+                              action="federation.request.rejected")
+        return exc
     log_refusal(tenant, peer, exc, path=request.path)
     await st.db.write(reject_txn, tenant, peer, st.clock(), reason=exc.code,
                       message=f"{request.method} {request.path}: {exc.message}",
