@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from swfed.core.errors import BadRequest, FederationError
 from swfed.core.ids import canonical_server_name, is_server_name, parse_participant, room_host
@@ -148,3 +150,29 @@ def test_relayed_origin_must_be_canonical() -> None:
     with pytest.raises(FederationError) as info:
         decide_relayed_origin(Policy(default_mode="open"), "EVIL.test")
     assert info.value.code == "SW_FED_BAD_SERVER_NAME"
+
+
+names = st.one_of(
+    st.text(st.sampled_from("abcXYZ019-.:[]"), max_size=30),
+    st.builds(lambda labels, port, dot: ".".join(labels) + ("." if dot else "")
+              + (f":{port}" if port is not None else ""),
+              st.lists(st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?",
+                                     fullmatch=True), min_size=1, max_size=4),
+              st.one_of(st.none(), st.integers(0, 70000)), st.booleans()))
+
+
+@given(names)
+def test_canonical_is_idempotent_and_stable(name: str) -> None:
+    try:
+        canonical = canonical_server_name(name)
+    except BadRequest:
+        assert not is_server_name(name)
+        return
+    assert canonical_server_name(canonical) == canonical
+    assert is_server_name(canonical)
+    assert canonical == canonical.lower() and not canonical.endswith((".", ":443"))
+    # whatever the spelling, a denial of the canonical name holds
+    policy = parse_policy_update(Policy(default_mode="open"), {"denied_peers": [name]})
+    assert policy.denied_peers == (canonical,)
+    with pytest.raises(FederationError):
+        decide_peer(policy, canonical)

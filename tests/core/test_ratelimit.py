@@ -7,8 +7,10 @@ import pytest
 from swfed.core.ratelimit import (
     Bucket,
     KeyedLimiter,
+    LogGate,
     Rate,
     RateLimited,
+    StreamSlots,
     refill,
     retry_after_seconds,
     take,
@@ -96,3 +98,32 @@ def test_rate_limited_error_carries_whole_seconds() -> None:
     assert "try again in 1 s" in exc.message
     assert RateLimited("x", 2.2).retry_after == 3
     assert retry_after_seconds({}) is None
+
+
+def test_stream_slots_cap_each_key_and_forget_empty_ones() -> None:
+    slots = StreamSlots(2)
+    assert slots.acquire("u") and slots.acquire("u")
+    assert not slots.acquire("u")
+    assert slots.acquire("v")
+    slots.release("u")
+    assert slots.held("u") == 1 and slots.acquire("u")
+    for _ in range(5):
+        slots.release("v")
+    assert slots.held("v") == 0 and slots.acquire("v")
+
+
+def test_log_gate_admits_a_burst_then_one_a_second_with_the_count_left_out() -> None:
+    gate = LogGate(Rate(per_second=1.0, burst=2.0))
+    assert gate.admit("k", 0.0) == 0
+    assert gate.admit("k", 0.0) == 0
+    assert [gate.admit("k", 0.0) for _ in range(5)] == [None] * 5
+    assert gate.admit("k", 1.0) == 5
+    assert gate.admit("other", 1.0) == 0
+
+
+def test_blocked_peeks_without_spending() -> None:
+    lim = KeyedLimiter(Rate(1.0, 1.0))
+    assert lim.blocked("a", 0.0) == 0.0
+    assert lim.blocked("a", 0.0) == 0.0
+    assert lim.check("a", 0.0) == 0.0
+    assert lim.blocked("a", 0.25) == 0.75
