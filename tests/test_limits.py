@@ -83,6 +83,15 @@ async def test_an_address_whose_requests_keep_being_refused_waits(
     assert len(small.logs("federation.event_rejected")) <= 10
 
 
+def test_tenant_names_from_the_cli_are_canonical(small: ServerProcess) -> None:
+    out = small.cli("admin", "tenant", "create", "Other.Example.:443", "--json")
+    assert '"other.example"' in out.stdout
+    token = small.create_user("x", tenant="OTHER.example.")
+    assert token
+    bad = small.cli("admin", "tenant", "create", "a..b", check=False)
+    assert bad.returncode == 1 and "SW_BAD_SERVER_NAME" in bad.stderr + bad.stdout
+
+
 async def test_streams_per_user_are_capped(small: ServerProcess) -> None:
     token = small.create_user("streamer")
     async with httpx.AsyncClient(base_url=small.url, timeout=10) as c:
