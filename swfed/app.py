@@ -179,6 +179,27 @@ class State:
         return result
 
 
+#: How long a refusal waits for the rest of a body it did not read (s).
+DRAIN_SECONDS = 2.0
+
+
+async def _drain_body() -> None:
+    """Take an unread request body off the connection before answering a refusal.
+
+    A refusal raised before the body was read (no token, 429, a bad
+    signature header) would otherwise leave it on a kept-alive connection,
+    which the server then drops under the client's next request. Bounded:
+    at most ``max_request_bytes`` and :data:`DRAIN_SECONDS`.
+    """
+    if request.method in ("GET", "HEAD", "OPTIONS") and not request.content_length:
+        return
+    with trio.move_on_after(DRAIN_SECONDS):
+        try:
+            await request.get_data(cache=False)
+        except Exception:  # over the size limit, or the client went away: nothing to keep
+            pass
+
+
 def _error_response(exc: SwfedError) -> Response:
     response = Response(_dumps(exc.to_json()), status=exc.status,
                         content_type="application/json")
@@ -219,6 +240,7 @@ def create_app(state: State) -> QuartTrio:
         logs.log("request.refused", level="info", method=request.method, path=request.path,
                  code=exc.code, status=exc.status,
                  tenant=getattr(g, "tenant", None) and g.tenant.server_name)
+        await _drain_body()
         return _error_response(exc)
 
     @app.errorhandler(HTTPException)
