@@ -20,7 +20,8 @@ from werkzeug.exceptions import HTTPException
 
 from swfed import logs
 from swfed.config import Config
-from swfed.core.errors import StorageUnavailable, SwfedError
+from swfed.core.errors import BadRequest, StorageUnavailable, SwfedError
+from swfed.core.ids import canonical_server_name
 from swfed.metrics import Metrics
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database
@@ -147,13 +148,65 @@ class TenantDirectory:
         return tenant
 
     async def for_host(self, host: str) -> Tenant:
-        """The tenant a Host header names: exact, then without port, else default."""
-        host = host.strip().lower()
+        """The tenant a Host header names: exact, then without port, else default.
+
+        The name is made canonical first (``Chat.Example.com.:443`` is
+        ``chat.example.com``); a Host that is no server name at all is
+        refused before routing (:class:`HostCheck`).
+        """
+        host = host.strip()
+        try:
+            host = canonical_server_name(host)
+        except BadRequest:
+            host = host.lower()
         tenant = self._cached_for_host(host)
         if tenant is None:
             await self._catch_up()
             tenant = self._cached_for_host(host)
         return tenant or self.default
+
+
+class HostCheck:
+    """ASGI middleware: a ``Host`` header that names no server is 400 ``SW_BAD_HOST``.
+
+    It runs before quart, whose URL routing turns such a Host (an empty or
+    over-long label) into an unhandled error: a bare 500 outside our error
+    boundary. No Host (HTTP/1.0) is let through to the default tenant.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") in ("http", "websocket"):
+            hosts = [v for k, v in scope.get("headers", ()) if k.lower() == b"host"]
+            host = hosts[0].decode("latin-1").strip() if hosts else ""
+            why = None
+            if len(hosts) > 1:
+                why = "more than one Host header"
+            elif host:
+                try:
+                    canonical_server_name(host)
+                except BadRequest as exc:
+                    why = exc.message
+            if why is not None:
+                logs.log("request.refused", level="info", method=scope.get("method"),
+                         path=str(scope.get("path", ""))[:200], code="SW_BAD_HOST", status=400)
+                if scope["type"] == "http":
+                    await _send_error(send, SwfedError(
+                        f"Host header: {why}; call this server by its name",
+                        code="SW_BAD_HOST", status=400))
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_error(send: Any, exc: SwfedError) -> None:
+    body = _dumps(exc.to_json()).encode("utf-8")
+    await send({"type": "http.response.start", "status": exc.status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 @attrs.define
@@ -179,6 +232,27 @@ class State:
         if self.federation is not None:
             self.federation.committed(tenant, ctx)
         return result
+
+
+#: How long a refusal waits for the rest of a body it did not read (s).
+DRAIN_SECONDS = 2.0
+
+
+async def _drain_body() -> None:
+    """Take an unread request body off the connection before answering a refusal.
+
+    A refusal raised before the body was read (no token, 429, a bad
+    signature header) would otherwise leave it on a kept-alive connection,
+    which the server then drops under the client's next request. Bounded:
+    at most ``max_request_bytes`` and :data:`DRAIN_SECONDS`.
+    """
+    if request.method in ("GET", "HEAD", "OPTIONS") and not request.content_length:
+        return
+    with trio.move_on_after(DRAIN_SECONDS):
+        try:
+            await request.get_data(cache=False)
+        except Exception:  # over the size limit, or the client went away: nothing to keep
+            pass
 
 
 def _error_response(exc: SwfedError) -> Response:
@@ -225,6 +299,7 @@ def create_app(state: State) -> QuartTrio:
         logs.log("request.refused", level="info", method=request.method, path=request.path,
                  code=exc.code, status=exc.status,
                  tenant=getattr(g, "tenant", None) and g.tenant.server_name)
+        await _drain_body()
         return _error_response(exc)
 
     @app.errorhandler(HTTPException)
@@ -261,4 +336,5 @@ def create_app(state: State) -> QuartTrio:
 
     for module in (auth, doctor_api, web):
         app.register_blueprint(module.bp)
+    app.asgi_app = HostCheck(app.asgi_app)  # type: ignore[method-assign]
     return app

@@ -43,6 +43,10 @@ def _db(config: Config) -> Any:
 
 def _tenant(conn: Any, config: Config, name: str | None) -> tenants_db.Tenant:
     server_name = name or config.server.name
+    try:
+        server_name = validate_server_name(server_name)
+    except ValueError as exc:
+        raise SwfedError(f"--tenant {server_name!r}: {exc}", code="SW_BAD_SERVER_NAME") from exc
     tenant = tenants_db.tenant_by_name_txn(conn, server_name)
     if tenant is None:
         raise SwfedError(f"no tenant {server_name}: create it with "

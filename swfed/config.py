@@ -10,9 +10,7 @@ resolved against the working directory at load time.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
-import re
 import tomllib
 import types
 from collections.abc import Callable, Mapping
@@ -21,7 +19,8 @@ from typing import Any
 
 import attrs
 
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+from swfed.core.errors import BadRequest
+from swfed.core.ids import canonical_server_name
 
 
 class ConfigError(Exception):
@@ -29,39 +28,18 @@ class ConfigError(Exception):
 
 
 def validate_server_name(value: str) -> str:
-    """A DNS name or IP with optional ``:port``; returns it lowercased.
+    """A DNS name or IP with optional ``:port``, in its canonical form.
 
-    Raises ValueError with a human message.
+    Lower case, no trailing dot, no default port (``:443``): see
+    :func:`swfed.core.ids.canonical_server_name`. Surrounding blanks are
+    dropped. Raises ValueError with a human message.
     """
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a host name like chat.example.com")
-    name = value.strip().lower()
-    host, port = name, None
-    if name.startswith("["):
-        end = name.find("]")
-        if end < 0:
-            raise ValueError(f"{value!r}: unclosed [ in IPv6 address")
-        host, rest = name[1:end], name[end + 1:]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address") from None
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{value!r}: expected :port after ]")
-            port = rest[1:]
-    else:
-        if name.count(":") == 1:
-            host, port = name.split(":")
-        elif ":" in name:
-            raise ValueError(f"{value!r}: put an IPv6 address in brackets, like [::1]:8448")
-        labels = host.split(".")
-        if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
-            raise ValueError(f"{value!r} is not a valid host name (letters, digits, '-', "
-                             "dots between labels)")
-    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise ValueError(f"{value!r}: port must be 1..65535")
-    return name
+    try:
+        return canonical_server_name(value.strip())
+    except BadRequest as exc:
+        raise ValueError(exc.message) from None
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
@@ -137,12 +115,45 @@ class CallsConfig:
 
 
 @attrs.frozen
+class LimitsConfig:
+    """Rates per bearer token and per peer; 429 SW_RATE_LIMITED with Retry-After past them.
+
+    The defaults are far above what a person's client or a peer catching up
+    after downtime does, and far below what one flooding token or peer could.
+    """
+
+    client_requests_per_second: float = 50.0
+    client_burst: int = 500
+    federation_requests_per_second: float = 50.0
+    federation_burst: int = 500
+    federation_events_per_second: float = 500.0
+    federation_events_burst: int = 5000
+    refused_requests_per_second: float = 10.0
+    refused_requests_burst: int = 1000
+    streams_per_user: int = 8
+    max_tracked_keys: int = 10_000
+
+
+@attrs.frozen
+class RetentionConfig:
+    """How long the housekeeping task keeps what only grows (days)."""
+
+    audit_days: int = 90
+    rejected_days: int = 90
+    peer_counts_days: int = 30
+    interval_seconds: float = 3600.0
+    batch_rows: int = 1000
+
+
+@attrs.frozen
 class Config:
     path: Path
     server: ServerConfig
     storage: StorageConfig = StorageConfig()
     federation: FederationConfig = FederationConfig()
     calls: CallsConfig = CallsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 # -- the schema: (key, parser, default) per table; each check written once ------
@@ -276,6 +287,25 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "livekit_url": _livekit_url, "livekit_api_key": _typed(str),
         "livekit_api_secret": _secret, "token_ttl_seconds": _ranged(int, 60, 86_400),
     },
+    "limits": {
+        "client_requests_per_second": _ranged(float, 0, 100_000, low_open=True),
+        "client_burst": _ranged(int, 1, 1_000_000),
+        "federation_requests_per_second": _ranged(float, 0, 100_000, low_open=True),
+        "federation_burst": _ranged(int, 1, 1_000_000),
+        "federation_events_per_second": _ranged(float, 0, 1_000_000, low_open=True),
+        "federation_events_burst": _ranged(int, 1, 10_000_000),
+        "refused_requests_per_second": _ranged(float, 0, 100_000, low_open=True),
+        "refused_requests_burst": _ranged(int, 1, 10_000_000),
+        "streams_per_user": _ranged(int, 1, 1000),
+        "max_tracked_keys": _ranged(int, 100, 10_000_000),
+    },
+    "retention": {
+        "audit_days": _ranged(int, 1, 36_500),
+        "rejected_days": _ranged(int, 1, 36_500),
+        "peer_counts_days": _ranged(int, 2, 36_500),
+        "interval_seconds": _ranged(float, 1, 86_400),
+        "batch_rows": _ranged(int, 1, 100_000),
+    },
 }
 SUBTABLES = {"server": ("tls",), "federation": ("resolve",)}
 
@@ -302,7 +332,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         return ConfigError(f"{shown}: [{table}] {key}: {why}")
 
     parsed: dict[str, dict[str, Any]] = {t: {} for t in SCHEMA}
-    tops = ["server", "storage", "federation", "calls"]
+    tops = ["server", "storage", "federation", "calls", "limits", "retention"]
     unknown_tables = sorted(set(doc) - set(tops))
     if unknown_tables:
         raise ConfigError(f"{shown}: [{unknown_tables[0]}]: unknown table"
@@ -369,4 +399,6 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         storage=StorageConfig(**parsed["storage"]),
         federation=FederationConfig(**parsed["federation"], **parsed["federation.resolve"]),
         calls=CallsConfig(**calls),
+        limits=LimitsConfig(**parsed["limits"]),
+        retention=RetentionConfig(**parsed["retention"]),
     )

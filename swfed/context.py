@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import trio
 from quart import current_app, g, request
 
+from swfed import logs
 from swfed.core.canonical import decode_json_object
 from swfed.core.errors import BadRequest
+from swfed.core.ratelimit import Limits, Rate, RateLimited
 from swfed.storage.tenants import Tenant
 
 if TYPE_CHECKING:
@@ -27,6 +30,35 @@ MAX_PAGE = 200
 
 def state() -> State:
     return current_app.swfed  # type: ignore[attr-defined,no-any-return]
+
+
+def limits() -> Limits:
+    """The process's rate limiters, built from ``[limits]`` on first use."""
+    ext = current_app.extensions
+    if "swfed_limits" not in ext:
+        cfg = state().config.limits
+        ext["swfed_limits"] = Limits(
+            client=Rate(cfg.client_requests_per_second, cfg.client_burst),
+            federation=Rate(cfg.federation_requests_per_second, cfg.federation_burst),
+            federation_events=Rate(cfg.federation_events_per_second,
+                                   cfg.federation_events_burst),
+            refused=Rate(cfg.refused_requests_per_second, cfg.refused_requests_burst),
+            streams_per_user=cfg.streams_per_user, max_keys=cfg.max_tracked_keys)
+    return ext["swfed_limits"]  # type: ignore[no-any-return]
+
+
+def rate_limited(kind: str, key_shown: str | None, message: str, wait: float) -> RateLimited:
+    """A 429 for ``kind`` (client, federation, …): counted, logged at most 1/s per kind."""
+    exc = RateLimited(message, wait)
+    ten = getattr(g, "tenant", None)
+    name = ten.server_name if ten is not None else ""
+    state().metrics.rate_limited.inc(tenant=name, kind=kind)
+    suppressed = limits().log.admit(("rate_limited", name, kind), trio.current_time())
+    if suppressed is not None:
+        logs.log("limits.rate_limited", level="warning", tenant=name, kind=kind,
+                 who=key_shown, path=request.path, retry_after=exc.retry_after,
+                 suppressed=suppressed)
+    return exc
 
 
 def tenant() -> Tenant:

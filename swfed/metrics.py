@@ -18,7 +18,15 @@ swfed_federation_delivery_latency_seconds          histogram  tenant, peer
 swfed_federation_queue_depth                       gauge      tenant, peer
 swfed_federation_backoff_failures                  gauge      tenant, peer
 swfed_federation_backoff_retry_in_seconds          gauge      tenant, peer
+swfed_federation_requests_refused_total            counter    tenant, reason
+swfed_rate_limited_total                           counter    tenant, kind
 =================================================  =========  ===================
+
+Labels hold only bounded values: ``peer`` is a peer we know (a verified
+origin, or one in our peers table or policy lists); requests refused before
+their origin was verified are counted by reason alone
+(``swfed_federation_requests_refused_total``), so a stranger inventing names
+cannot add series.
 """
 
 from __future__ import annotations
@@ -149,13 +157,18 @@ class Metrics:
                                  "Events waiting in the outbox for a peer.")
         self.backoff_failures = Gauge("swfed_federation_backoff_failures",
                                       "Consecutive failed sends to a peer (0: healthy).")
+        self.refused_unauthenticated = Counter(
+            "swfed_federation_requests_refused_total",
+            "Federation requests refused before their origin was verified, by reason.")
+        self.rate_limited = Counter("swfed_rate_limited_total",
+                                    "Requests answered 429 SW_RATE_LIMITED, by limit.")
         self.retry_in = Gauge("swfed_federation_backoff_retry_in_seconds",
                               "Seconds until the next attempt while backing off (0: now).")
 
     def families(self) -> list[Family]:
         return [self.sent, self.received, self.rejected, self.refused_by_peer,
                 self.send_failures, self.latency, self.queue_depth, self.backoff_failures,
-                self.retry_in]
+                self.retry_in, self.refused_unauthenticated, self.rate_limited]
 
     def render(self, tenant: str | None = None) -> str:
         """The exposition text; only ``tenant``'s series unless None."""

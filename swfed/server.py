@@ -35,6 +35,7 @@ from swfed.federation.announce import run_announcer
 from swfed.federation.client import FederationClient
 from swfed.federation.keys import run_key_scheduler
 from swfed.federation.service import Federation
+from swfed.housekeeping import run_housekeeping
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database, health_write_txn
 from swfed.storage.files import fix_for, loose_files, private_umask
@@ -189,6 +190,7 @@ async def serve(config: Config, *, services: list[Service] | None = None,
             await nursery.start(state.federation.repairer.run)
             # Listening and delivering: now tell our peers we are back.
             await nursery.start(run_announcer, state)
+            await nursery.start(run_housekeeping, state)
             for service in services or []:
                 await nursery.start(service, state)
             logs.log("server.listening", addresses=binds, server_name=config.server.name,

@@ -89,3 +89,35 @@ def test_resolve_map(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, '[server]\nname = "a"\n[federation.resolve]\n'
                             '"B.test:8448" = "127.0.0.1:9000"\n'), env={})
     assert dict(cfg.federation.resolve) == {"b.test:8448": "127.0.0.1:9000"}
+
+
+def test_names_in_the_config_are_canonical(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[server]\nname = "Chat.Example.com.:443"\n'
+                                      '[federation.resolve]\n"Peer.LAN.:443" = "10.0.0.7:8448"\n'
+                                      '"peer2.lan:8448" = "10.0.0.8:8448"\n'), env={})
+    assert cfg.server.name == "chat.example.com"
+    assert dict(cfg.federation.resolve) == {"peer.lan": "10.0.0.7:8448",
+                                            "peer2.lan:8448": "10.0.0.8:8448"}
+    assert load_config(write(tmp_path, "[server]\n"),
+                       env={"SCAIWAVE_SERVER_NAME": "B.test."}).server.name == "b.test"
+    for bad in ("a..b", "a.test:x", "a.test:0", "-a.test"):
+        assert "[server] name:" in error(tmp_path, f'[server]\nname = "{bad}"\n')
+
+
+def test_limits_and_retention_tables(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[server]\nname = "a.test"\n'), env={})
+    assert cfg.limits.client_requests_per_second == 50.0 and cfg.limits.streams_per_user == 8
+    assert cfg.retention.audit_days == 90 and cfg.retention.batch_rows == 1000
+    cfg = load_config(write(tmp_path, '[server]\nname = "a.test"\n[limits]\nclient_burst = 7\n'
+                                      'federation_events_per_second = 2\n'
+                                      '[retention]\naudit_days = 3\n'), env={})
+    assert cfg.limits.client_burst == 7 and cfg.limits.federation_events_per_second == 2.0
+    assert cfg.retention.audit_days == 3
+    assert "[limits] client_burst:" in error(
+        tmp_path, '[server]\nname = "a"\n[limits]\nclient_burst = 0\n')
+    assert "did you mean streams_per_user?" in error(
+        tmp_path, '[server]\nname = "a"\n[limits]\nstreams_per_usr = 3\n')
+    assert "[retention] peer_counts_days:" in error(
+        tmp_path, '[server]\nname = "a"\n[retention]\npeer_counts_days = 1\n')
+    assert "[retention] audit_days:" in error(
+        tmp_path, '[server]\nname = "a"\n[retention]\naudit_days = "90"\n')

@@ -187,7 +187,10 @@ async def test_bad_events_and_requests(setup: Any, tokens: dict[str, str],
         r = await post_send(b, net, [event(room_id, "not allowed", key)], key)
         assert r.status_code == 403
         assert r.json()["error"]["code"] == "SW_FED_PEER_UNKNOWN"
-        assert b.logs("federation.policy_rejected")[-1]["peer"] == "a.test"
+        # the log is read from the server's stderr by a thread: wait for the line
+        await wait_for(lambda: any(
+            line["peer"] == "a.test" and line["reason"] == "SW_FED_PEER_UNKNOWN"
+            for line in b.logs("federation.policy_rejected")), what="the refusal's log line")
         r = await cb.put("/v1/admin/federation/policy", json={"denied_peers": ["a.test"],
                                                                "default_mode": "open"},
                          headers=bearer(tokens["rb"]))

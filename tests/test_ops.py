@@ -101,7 +101,8 @@ async def test_metrics_after_real_traffic(clients: Any, tokens: dict[str, str]) 
     assert families["swfed_federation_events_sent"].type == "counter"
     assert value(families, "swfed_federation_events_received_total", tenant="a.test",
                  peer="b.test") >= 1  # bob's join
-    assert value(families, "swfed_federation_events_rejected_total", tenant="a.test",
+    # unsigned, so no verified origin: counted by reason, without a peer label
+    assert value(families, "swfed_federation_requests_refused_total", tenant="a.test",
                  reason="SW_FED_SIGNATURE_MISMATCH") >= 1
     latency = families["swfed_federation_delivery_latency_seconds"]
     assert latency.type == "histogram"

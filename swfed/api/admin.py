@@ -25,9 +25,9 @@ from swfed.api.common import (
     tenant,
     write,
 )
-from swfed.core.errors import BadRequest, FederationError
+from swfed.core.errors import BadRequest, FederationError, NotFound
 from swfed.core.events import check_federated_event
-from swfed.core.ids import parse_participant, room_host
+from swfed.core.ids import canonical_server_name, parse_participant, room_host
 from swfed.core.policy import decide_peer, parse_policy_update
 from swfed.core.rooms import check_room_federates, room_not_found
 from swfed.federation.inbound import log_refusal
@@ -39,6 +39,7 @@ from swfed.storage.audit import audit_page_txn, rejected_page_txn
 from swfed.storage.context import Ctx
 from swfed.storage.keys import peer_keys_txn
 from swfed.storage.policy import update_policy_txn
+from swfed.storage.refusals import known_peer_txn
 
 bp = Blueprint("admin", __name__)
 
@@ -83,10 +84,23 @@ async def peers() -> dict[str, Any]:
 
 @bp.post("/v1/admin/federation/peers/<server_name>/retry")
 async def retry_peer(server_name: str) -> dict[str, Any]:
+    """Wake a known peer's queue now; 404 SW_FED_PEER_NOT_FOUND for any other name.
+
+    Only peers of our peers table (or policy lists) have a queue worth waking:
+    a made-up name must not start a task.
+    """
     await current_admin()
     st = state()
-    st.federation.sender.queue(tenant().tenant_id, server_name).poke(reset=True)
-    return {"server_name": server_name, "retrying": True}
+    try:
+        name = canonical_server_name(server_name)
+    except BadRequest:
+        name = None
+    if name is None or not await read(known_peer_txn, tenant(), name):
+        raise NotFound(f"no peer {server_name[:100]!r} in this server's peers: "
+                       "GET /v1/admin/federation/peers lists them",
+                       code="SW_FED_PEER_NOT_FOUND")
+    st.federation.sender.queue(tenant().tenant_id, name).poke(reset=True)
+    return {"server_name": name, "retrying": True}
 
 
 @bp.post("/v1/admin/federation/foreign/<participant_id>/refresh")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import trio
 from quart import g, request
 
 from swfed.context import (  # noqa: F401 - the request context, re-exported for handlers
@@ -12,8 +13,10 @@ from swfed.context import (  # noqa: F401 - the request context, re-exported for
     act,
     int_arg,
     json_body,
+    limits,
     page,
     page_limit,
+    rate_limited,
     read,
     state,
     tenant,
@@ -106,6 +109,14 @@ async def current_user() -> User:
             # arrived leaves a kept-alive connection stuck for the next request.
             await request.get_data(cache=False)
             raise
+    if not g.get("rate_checked"):
+        # Before the lookup: a flood of wrong tokens is limited like a right one.
+        g.rate_checked = True
+        wait = limits().client.check((tenant().tenant_id, token.strip()),
+                                     trio.current_time())
+        if wait > 0:
+            raise rate_limited("client", None, "too many requests with this token "
+                               "([limits] client_requests_per_second)", wait)
     user = await read(passwords_db.session_user_txn, tenant(), token.strip(), state().clock())
     if user is None:
         raise Unauthorized(f"unknown token for {tenant().server_name}: check the token and "

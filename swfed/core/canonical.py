@@ -3,25 +3,43 @@
 Keys sorted by code point, no insignificant whitespace, UTF-8, integers only
 in [-(2**53)+1, 2**53-1]. Floats are refused rather than guessed at: two
 implementations must produce the same bytes for the same value.
+
+What we accept is also what we can store and send on: strings hold no lone
+surrogates (``"\ud800"`` decodes in Python but cannot be encoded as UTF-8),
+and values nest at most :data:`MAX_DEPTH` deep (deeper is a 400, never a
+``RecursionError``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from swfed.core.errors import BadRequest
 
 INT_MIN = -(2**53) + 1
 INT_MAX = 2**53 - 1
+#: Arrays and objects nested deeper than this are refused (events need ~4).
+MAX_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _bad(why: str) -> BadRequest:
     return BadRequest(why, code="SW_BAD_JSON")
 
 
-def _check(value: Any, path: str) -> None:
-    if value is None or isinstance(value, (bool, str)):
+def _text(value: str, path: str) -> None:
+    if _SURROGATE.search(value):
+        raise _bad(f"{path}: text holds a lone UTF-16 surrogate (\\ud800-\\udfff without "
+                   "its pair), which is not a character")
+
+
+def _check(value: Any, path: str, depth: int = 0) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _text(value, path)
         return
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
@@ -30,15 +48,18 @@ def _check(value: Any, path: str) -> None:
         return
     if isinstance(value, float):
         raise _bad(f"{path}: {value!r} is not an integer; only integers are allowed")
+    if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
+        raise _bad(f"{path}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check(item, f"{path}[{i}]")
+            _check(item, f"{path}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _bad(f"{path}: object key {key!r} is not a string")
-            _check(item, f"{path}.{key}")
+            _text(key, path)
+            _check(item, f"{path}.{key[:40]}", depth + 1)
         return
     raise _bad(f"{path}: {type(value).__name__} is not a JSON value")
 

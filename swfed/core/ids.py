@@ -5,10 +5,19 @@
   ones by fqid; storage always uses the fqid.
 - room id: ``!<random>:<server_name of the hosting tenant>``.
 - event, invite and notification ids: UUIDs.
+
+**One canonical server name** (DESIGN §10): lower case, no trailing dot, the
+default port 443 left out, an IPv6 address in brackets in its compressed
+form, valid DNS labels. :func:`canonical_server_name` makes that form (for
+config, the CLI, Host headers and admins' policy lists) and
+:func:`is_server_name` says whether a name already is in it: what peers send
+us (auth headers, fqids, room ids, descriptors) must be canonical already,
+because it is signed as it is written; it is refused, never rewritten.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import uuid
@@ -41,8 +50,76 @@ class Fqid:
         return f"@{self.local_id}" if self.server_name == home else str(self)
 
 
-def is_server_name(value: str) -> bool:
-    return len(value) <= 255 and SERVER_NAME_RE.match(value) is not None
+#: The port a server name without one means (HTTPS).
+DEFAULT_PORT = 443
+MAX_SERVER_NAME = 255
+_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _bad_name(value: object, why: str) -> BadRequest:
+    shown = repr(value) if not isinstance(value, str) or len(value) <= 80 else (
+        repr(value[:80]) + "…")
+    return BadRequest(f"{shown} is not a server name: {why} (expected a DNS name like "
+                      "chat.example.com, optionally with :port)", code="SW_BAD_SERVER_NAME")
+
+
+def canonical_server_name(value: object) -> str:
+    """The one spelling of a server name: lower case, no trailing dot, no ``:443``.
+
+    IPv6 addresses are bracketed and compressed (``[::1]:8448``). Raises
+    BadRequest ``SW_BAD_SERVER_NAME`` saying what is wrong: not a string, too
+    long, a bad label, a port that is not 1..65535.
+    """
+    if not isinstance(value, str) or not value:
+        raise _bad_name(value, "empty or not a string")
+    if len(value) > MAX_SERVER_NAME + 7:
+        raise _bad_name(value, f"longer than {MAX_SERVER_NAME} characters")
+    name = value.lower()
+    port: str | None = None
+    if name.startswith("["):
+        end = name.find("]")
+        if end < 0:
+            raise _bad_name(value, "unclosed [ of an IPv6 address")
+        try:
+            host = "[" + ipaddress.IPv6Address(name[1:end]).compressed + "]"
+        except ValueError:
+            raise _bad_name(value, "not an IPv6 address in the brackets") from None
+        rest = name[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise _bad_name(value, "expected :port after ]")
+            port = rest[1:]
+    else:
+        host, sep, port_text = name.partition(":")
+        if sep:
+            if ":" in port_text:
+                raise _bad_name(value, "put an IPv6 address in brackets, like [::1]:8448")
+            port = port_text
+        if host.endswith("."):
+            host = host[:-1]
+        if not host or len(host) > 253:
+            raise _bad_name(value, "empty host or longer than 253 characters")
+        if not all(_LABEL_RE.match(label) for label in host.split(".")):
+            raise _bad_name(value, "labels are 1-63 of a-z 0-9 and '-' (not first or last), "
+                            "separated by single dots")
+    if port is not None:
+        if not port.isascii() or not port.isdigit() or len(port) > 5 or not (
+                1 <= int(port) <= 65535):
+            raise _bad_name(value, "the port must be a number 1..65535")
+        port = str(int(port))
+        if int(port) == DEFAULT_PORT:
+            port = None
+    return host if port is None else f"{host}:{port}"
+
+
+def is_server_name(value: object) -> bool:
+    """True for a server name already in its canonical form."""
+    if not isinstance(value, str) or len(value) > MAX_SERVER_NAME:
+        return False
+    try:
+        return canonical_server_name(value) == value
+    except BadRequest:
+        return False
 
 
 def check_local_id(value: object, field: str = "local_id") -> str:
@@ -57,21 +134,32 @@ def check_local_id(value: object, field: str = "local_id") -> str:
 def parse_participant(value: object, home: str, field: str = "fqid") -> Fqid:
     """Parse ``@local_id`` (of ``home``) or ``@local_id:server_name``.
 
-    Raises BadRequest SW_BAD_ID naming the field when it is neither.
+    With a ``home`` (what our users and admins type) the server name is made
+    canonical: ``@bob:Peer.Example.com.`` is ``@bob:peer.example.com``.
+    Without one (``home=""``: what a peer sent, signed as it is written) it
+    must be canonical already. Raises BadRequest SW_BAD_ID naming the field.
     """
-    if not isinstance(value, str) or not value.startswith("@"):
-        raise BadRequest(
+    def bad(hint: str = "") -> BadRequest:
+        shown = value[:300] if isinstance(value, str) else value
+        return BadRequest(
             f"{field}: expected a participant id like @alice or @alice:example.com, "
-            f"got {value!r}", code="SW_BAD_ID")
+            f"got {shown!r}{hint}", code="SW_BAD_ID")
+
+    if not isinstance(value, str) or not value.startswith("@"):
+        raise bad()
     local, sep, server = value[1:].partition(":")
     if not sep:
         server = home
-    server = server.lower()
-    if not LOCAL_ID_RE.match(local) or not is_server_name(server):
-        raise BadRequest(
-            f"{field}: expected a participant id like @alice or @alice:example.com, "
-            f"got {value!r}", code="SW_BAD_ID")
-    return Fqid(local, server)
+    if not LOCAL_ID_RE.match(local):
+        raise bad()
+    try:
+        canonical = canonical_server_name(server)
+    except BadRequest:
+        raise bad() from None
+    if canonical != server and not home:
+        raise bad(f": the server name must be canonical (@{local}:{canonical}: lower case, "
+                  "no trailing dot, no :443)")
+    return Fqid(local, canonical)
 
 
 def is_fqid(value: object) -> bool:

@@ -15,7 +15,19 @@ SW_FED_ROOM_NOT_FEDERATABLE    incognito, bridge and sidekick rooms never federa
 SW_FED_ROOM_NOT_FEDERATED      the room's federate flag is off
 SW_FED_ROOM_FULL               max_foreign_participants_per_room reached
 SW_FED_BACKFILL_REFUSED        max_backfill_events_per_request is 0
+SW_FED_BAD_SERVER_NAME         a peer's name is not a canonical server name
 =============================  =============================================
+
+Peer names in ``allowed_peers`` and ``denied_peers`` are stored in their
+canonical form (:func:`swfed.core.ids.canonical_server_name`: lower case, no
+trailing dot, no ``:443``), so ``EVIL.test``, ``evil.test.`` and
+``evil.test:443`` are all ``evil.test``; a ``*.example.com`` pattern matches
+any name ending in ``.example.com``, with any port.
+
+Events a room's host relays from a third server (their *origin*) are kept
+even when our policy denies or does not allow that origin
+(:func:`decide_relayed_origin`): the host decides who is in its room, and our
+copy must stay equal to the host's, so refusing one would fork it.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from typing import Any
 import attrs
 
 from swfed.core.errors import BadRequest, FederationError
-from swfed.core.ids import is_server_name
+from swfed.core.ids import canonical_server_name, is_server_name
 
 MODES = ("open", "invite_only", "closed")
 NOT_FEDERATABLE = ("incognito", "bridge", "sidekick")
@@ -57,7 +69,16 @@ def policy_from_stored(stored: dict[str, Any], federation_enabled: bool) -> Poli
     fields = {k: v for k, v in stored.items() if k in attrs.fields_dict(Policy)}
     for name in ("allowed_peers", "denied_peers"):
         if name in fields:
-            fields[name] = tuple(fields[name])
+            # Lists written before names were canonical are read canonical.
+            patterns: list[str] = []
+            for item in fields[name]:
+                try:
+                    pattern = _peer_pattern(item, name)
+                except BadRequest:
+                    continue
+                if pattern not in patterns:
+                    patterns.append(pattern)
+            fields[name] = tuple(patterns)
     fields["federation_enabled"] = federation_enabled
     return Policy(**fields)
 
@@ -65,12 +86,18 @@ def policy_from_stored(stored: dict[str, Any], federation_enabled: bool) -> Poli
 def _peer_pattern(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"{field}: expected server names, got {value!r}", code="SW_BAD_POLICY")
-    name = value.strip().lower()
-    check = name[2:] if name.startswith("*.") else name
-    if not is_server_name(check):
-        raise BadRequest(f"{field}: {value!r} is not a server name (like peer.example.com, "
-                         "peer.example.com:8448 or *.example.com)", code="SW_BAD_POLICY")
-    return name
+    name = value.strip()
+    wildcard = name.startswith("*.")
+    try:
+        canonical = canonical_server_name(name[2:] if wildcard else name)
+    except BadRequest:
+        raise BadRequest(f"{field}: {value[:300]!r} is not a server name (like "
+                         "peer.example.com, peer.example.com:8448 or *.example.com)",
+                         code="SW_BAD_POLICY") from None
+    if wildcard and (":" in canonical or canonical.startswith("[")):
+        raise BadRequest(f"{field}: {value!r}: a *. pattern is a domain without a port "
+                         "(it matches every port)", code="SW_BAD_POLICY")
+    return "*." + canonical if wildcard else canonical
 
 
 def _limit(value: Any, field: str, high: int) -> int:
@@ -120,14 +147,31 @@ def parse_policy_update(current: Policy, body: dict[str, Any]) -> Policy:
 
 
 def peer_matches(pattern: str, peer: str) -> bool:
+    """Does a (canonical) policy pattern match a (canonical) peer name?"""
     if pattern.startswith("*."):
-        host = peer.split(":")[0] if not peer.startswith("[") else peer
+        if peer.startswith("["):
+            return False
+        host = peer.split(":")[0]
         return host.endswith(pattern[1:])
     return pattern == peer
 
 
+def _bad_peer_name(peer: str) -> FederationError:
+    shown = peer if len(peer) <= 80 else peer[:80] + "…"
+    return FederationError(
+        f"{shown!r} is not a canonical server name: peers must name themselves in lower "
+        "case, without a trailing dot and without :443", code="SW_FED_BAD_SERVER_NAME",
+        status=400)
+
+
 def decide_peer(policy: Policy, peer: str) -> None:
-    """May this tenant federate with ``peer`` at all? Raises FederationError."""
+    """May this tenant federate with ``peer`` at all? Raises FederationError.
+
+    ``peer`` must be canonical (SW_FED_BAD_SERVER_NAME otherwise): a name
+    spelled another way never slips past ``denied_peers``.
+    """
+    if not is_server_name(peer):
+        raise _bad_peer_name(peer)
     if not policy.federation_enabled:
         raise FederationError("federation is switched off for this server (tenant-wide)",
                               code="SW_FED_DISABLED", status=403)
@@ -143,6 +187,43 @@ def decide_peer(policy: Policy, peer: str) -> None:
             f"{peer} is not in allowed_peers and default_mode is invite_only: add it to "
             "allowed_peers (PUT /v1/admin/federation/policy) or set default_mode to open",
             code="SW_FED_PEER_UNKNOWN", status=403)
+
+
+@attrs.frozen
+class RelayedOrigin:
+    """What to do with an event a room's host relays from a third server."""
+
+    #: Store and apply it (always, for a valid origin: see the module docstring).
+    keep: bool
+    #: Our policy would refuse this origin on its own (``decide_peer``):
+    #: worth a log line, so the admin sees whose content the host brings in.
+    refused_directly: bool
+    #: That refusal's code when ``refused_directly`` (e.g. SW_FED_PEER_DENIED).
+    reason: str | None = None
+
+
+def decide_relayed_origin(policy: Policy, origin: str) -> RelayedOrigin:
+    """Keep an event relayed by a room's host whose origin is ``origin``?
+
+    The rule: the host of a room decides who is in it and orders its events;
+    our copy must stay equal to the host's (sequence numbers are contiguous,
+    and a refused event would be a gap repaired forever). So an event whose
+    origin our policy denies, or does not allow, is still kept when the host
+    relays it; the caller logs it (``refused_directly``). Our policy still
+    governs what that server may do *directly*: its own requests, invites
+    and DMs are refused by :func:`decide_peer`. An admin who wants none of a
+    server's words leaves (or asks the host to close) rooms it is in.
+
+    Raises FederationError SW_FED_BAD_SERVER_NAME when ``origin`` is not a
+    canonical server name (such an event is malformed, not a policy matter).
+    """
+    if not is_server_name(origin):
+        raise _bad_peer_name(origin)
+    try:
+        decide_peer(policy, origin)
+    except FederationError as exc:
+        return RelayedOrigin(keep=True, refused_directly=True, reason=exc.code)
+    return RelayedOrigin(keep=True, refused_directly=False)
 
 
 def decide_room(room_type: str, federate: bool) -> None:

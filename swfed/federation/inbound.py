@@ -24,12 +24,12 @@ from quart import Blueprint, g, request
 
 from swfed import logs
 from swfed.calls import call_token
-from swfed.context import int_arg, read, state
+from swfed.context import int_arg, limits, rate_limited, read, state
 from swfed.core.canonical import decode_json_object
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, PROTOCOL_VERSIONS
 from swfed.core.errors import FederationError, NotFound, SwfedError
 from swfed.core.events import check_federated_event
-from swfed.core.ids import LOCAL_ID_RE, Fqid, parse_participant
+from swfed.core.ids import LOCAL_ID_RE, Fqid, is_server_name, parse_participant
 from swfed.core.policy import backfill_limit, decide_peer
 from swfed.core.rooms import check_relay, server_of
 from swfed.core.signing import parse_auth_header
@@ -41,6 +41,7 @@ from swfed.storage import protocol
 from swfed.storage import tenants as tenants_db
 from swfed.storage.audit import reject_txn
 from swfed.storage.context import Ctx
+from swfed.storage.refusals import known_peer_txn
 from swfed.storage.tenants import Tenant
 
 bp = Blueprint("federation", __name__)
@@ -51,25 +52,68 @@ POLICY_CODES = ("SW_FED_DISABLED", "SW_FED_CLOSED", "SW_FED_PEER_DENIED", "SW_FE
                 "SW_FED_BACKFILL_REFUSED")
 
 
-def log_refusal(tenant: Tenant, peer: str, exc: FederationError, **fields: Any) -> None:
-    """Log a refused federation request or event under the spec's event names."""
+def _log_event(exc: FederationError) -> str:
     if exc.code == "SW_FED_SIGNATURE_MISMATCH":
-        event = "federation.signature_verify_failed"
-    elif exc.code in POLICY_CODES:
-        event = "federation.policy_rejected"
-    else:
-        event = "federation.event_rejected"
-    logs.log(event, level="warning", tenant=tenant.server_name, peer=peer, reason=exc.code,
-             message=exc.message, **fields)
+        return "federation.signature_verify_failed"
+    if exc.code in POLICY_CODES:
+        return "federation.policy_rejected"
+    return "federation.event_rejected"
+
+
+def log_refusal(tenant: Tenant, peer: str, exc: FederationError, **fields: Any) -> None:
+    """Log a refused federation request or event under the spec's event names.
+
+    ``peer`` must be a name we know (it becomes a metric label); refusals of
+    a request whose origin was not verified go through :func:`_refuse`.
+    """
+    logs.log(_log_event(exc), level="warning", tenant=tenant.server_name, peer=peer,
+             reason=exc.code, message=exc.message, **fields)
     if not fields.get("local"):
         state().metrics.rejected.inc(tenant=tenant.server_name, peer=peer, reason=exc.code)
 
 
-async def _refuse(tenant: Tenant, peer: str, exc: FederationError) -> FederationError:
+async def _refuse(tenant: Tenant, peer: str, exc: FederationError, *,
+                  verified: bool = True) -> FederationError:
+    """Record a refused request and return the error to raise.
+
+    A refusal of a ``verified`` origin is logged, counted under its peer and
+    stored (``fed_rejected``, ``sw_audit``). A refusal before the origin was
+    verified names an origin anyone can claim, so it is counted (under the
+    peer only when it is a name we know, see
+    :func:`swfed.storage.refusals.known_peer_txn`; else by reason alone),
+    logged at most about once a second per (peer we know or none, reason)
+    with how many lines were suppressed, and stored as a sample: a burst,
+    then one row per ``UNKNOWN_ROW_SECONDS`` per (peer, reason). The admin
+    still sees who knocks; a flood adds counts, not rows.
+    """
+    st = state()
+    if not verified:
+        now = trio.current_time()
+        lim = limits()
+        lim.refusals.check(request.remote_addr or "?", now)
+        known = is_server_name(peer) and await read(known_peer_txn, tenant, peer)
+        if known:
+            st.metrics.rejected.inc(tenant=tenant.server_name, peer=peer, reason=exc.code)
+        else:
+            st.metrics.refused_unauthenticated.inc(tenant=tenant.server_name, reason=exc.code)
+        key = (tenant.tenant_id, peer if known else None, exc.code)
+        store = lim.refusal_rows.check(key, now) == 0
+        suppressed = lim.log.admit(("refused", *key), now)
+        if suppressed is not None or store:
+            logs.log(_log_event(exc), level="warning", tenant=tenant.server_name,
+                     peer=peer[:100], verified=False, reason=exc.code,
+                     message=exc.message[:300], path=request.path[:200],
+                     address=request.remote_addr, suppressed=suppressed or 0, stored=store)
+        if store:
+            await st.db.write(reject_txn, tenant, peer[:255], st.clock(), reason=exc.code,
+                              message=f"{request.method} {request.path[:200]}: "
+                                      f"{exc.message} (origin not verified)",
+                              action="federation.request.rejected")
+        return exc
     log_refusal(tenant, peer, exc, path=request.path)
-    await state().db.write(reject_txn, tenant, peer, state().clock(), reason=exc.code,
-                           message=f"{request.method} {request.path}: {exc.message}",
-                           action="federation.request.rejected")
+    await st.db.write(reject_txn, tenant, peer, st.clock(), reason=exc.code,
+                      message=f"{request.method} {request.path}: {exc.message}",
+                      action="federation.request.rejected")
     return exc
 
 
@@ -81,19 +125,37 @@ def _uri() -> str:
 
 
 async def authenticated(with_body: bool) -> tuple[Tenant, str, dict[str, Any] | None]:
-    """The tenant addressed, the verified origin, and the JSON body if any."""
+    """The tenant addressed, the verified origin, and the JSON body if any.
+
+    Before the signature is checked: the header must name canonical server
+    names (SW_FED_BAD_SERVER_NAME), and a client address whose requests keep
+    being refused waits (429). After it: the peer's request rate, and on
+    ``/send`` its event rate ([limits]), 429 SW_RATE_LIMITED with Retry-After.
+    """
     st = state()
     fed = st.federation
+    now = trio.current_time()
+    address = request.remote_addr or "?"
+    lim = limits()
+    if lim.refusals.blocked(address, now) > 0:
+        raise rate_limited("federation_refusals", address, "too many refused federation "
+                           "requests from this address", lim.refusals.blocked(address, now))
     header = request.headers.get("Authorization")
     try:
         auth = parse_auth_header(header)
+        for field, name in (("origin", auth.origin), ("destination", auth.destination)):
+            if not is_server_name(name):
+                raise FederationError(
+                    f"SW-Fed {field} {name[:100]!r} is not a canonical server name: lower "
+                    "case, no trailing dot, no :443, a port of 1..65535",
+                    code="SW_FED_BAD_SERVER_NAME", status=400)
     except FederationError as exc:
-        raise await _refuse(g.tenant, "(unauthenticated)", exc) from None
+        raise await _refuse(g.tenant, "(unauthenticated)", exc, verified=False) from None
     tenant = await st.tenants.lookup(auth.destination)
     if tenant is None:
         raise await _refuse(g.tenant, auth.origin, FederationError(
             f"{auth.destination} is not served here", code="SW_FED_SIGNATURE_MISMATCH",
-            status=401))
+            status=401), verified=False)
     g.tenant = tenant
     body = None
     if with_body:
@@ -105,7 +167,18 @@ async def authenticated(with_body: bool) -> tuple[Tenant, str, dict[str, Any] | 
                                   code="SW_FED_NO_KEY", status=503)
         await fed.authenticate(tenant, request.method, _uri(), body, header)
     except FederationError as exc:
-        raise await _refuse(tenant, auth.origin, exc) from None
+        raise await _refuse(tenant, auth.origin, exc, verified=False) from None
+    key = (tenant.tenant_id, auth.origin)
+    wait = lim.federation.check(key, trio.current_time())
+    if wait > 0:
+        raise rate_limited("federation", auth.origin, f"too many requests from "
+                           f"{auth.origin} ([limits] federation_requests_per_second)", wait)
+    events = body.get("events") if body is not None and request.path.endswith("/send") else None
+    if isinstance(events, list) and events:
+        wait = lim.federation_events.check(key, trio.current_time(), cost=len(events))
+        if wait > 0:
+            raise rate_limited("federation_events", auth.origin, f"too many events from "
+                               f"{auth.origin} ([limits] federation_events_per_second)", wait)
     await fed.heard_from(tenant, auth.origin)
     return tenant, auth.origin, body
 

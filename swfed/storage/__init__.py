@@ -16,5 +16,7 @@ One concern per module:
   ``core.rooms`` and write the outcome through the modules above;
 - ``delivery``: what a peer answered for a batch we sent;
 - ``peers`` (outbox, per-peer state, counters), ``keys``, ``tenants``,
-  ``policy``, ``audit``: the rest of a tenant's state.
+  ``policy``, ``audit``: the rest of a tenant's state;
+- ``refusals``: which peer names a tenant knows (bounded refusal records);
+- ``retention``: the housekeeping task's batched deletes.
 """

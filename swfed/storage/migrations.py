@@ -356,6 +356,14 @@ CREATE TABLE login_sessions (
 CREATE INDEX login_sessions_by_user ON login_sessions(tenant_id, local_id);
 """
 
+_V_RETENTION = """
+-- The housekeeping task deletes oldest first, in batches: by time, not by id.
+CREATE INDEX sw_audit_by_time ON sw_audit(created_at);
+CREATE INDEX fed_rejected_by_time ON fed_rejected(created_at);
+CREATE INDEX peer_counts_by_hour ON peer_counts(hour);
+CREATE INDEX login_sessions_by_expiry ON login_sessions(expires_at);
+"""
+
 #: (version, SQL script); versions are consecutive from 1.
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _V1),
@@ -363,6 +371,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (3, _V3),
     (4, _V4),
     (5, _V_PASSWORDS),
+    (6, _V_RETENTION),
 ]
 
 
