@@ -1,8 +1,10 @@
 """What peers call: the descriptor and ``/_scaiwave/federation/v1/*`` (DESIGN §5).
 
 Every federation request is checked in this order, and each refusal is
-answered with its own code, logged under the spec's event name and recorded
-(``fed_rejected`` and ``sw_audit``); nothing of a refused request is stored:
+answered with its own code and logged under the spec's event name; a
+refusal of a verified origin is recorded (``fed_rejected``, ``sw_audit``),
+one before verification is counted and sampled (see :func:`_refuse`);
+nothing of a refused request is stored:
 
 1. ``Authorization: SW-Fed …`` parses and names one of our tenants.
 2. Our policy lets the origin in (``federation.policy_rejected``).
@@ -109,12 +111,25 @@ async def _refuse(tenant: Tenant, peer: str, exc: FederationError, *,
                               message=f"{request.method} {request.path[:200]}: "
                                       f"{exc.message} (origin not verified)",
                               action="federation.request.rejected")
-        return exc
+        return _as_told(exc, peer)
     log_refusal(tenant, peer, exc, path=request.path)
     await st.db.write(reject_txn, tenant, peer, st.clock(), reason=exc.code,
                       message=f"{request.method} {request.path}: {exc.message}",
                       action="federation.request.rejected")
-    return exc
+    return _as_told(exc, peer)
+
+
+def _as_told(exc: FederationError, peer: str) -> FederationError:
+    """The refusal as the peer reads it: what we saw of the network stays in our log.
+
+    Otherwise a caller naming origins of its choice could tell closed, open,
+    silent and TLS ports apart through us (a scan oracle).
+    """
+    if exc.code not in TRANSPORT_CODES:
+        return exc
+    return FederationError(f"{peer[:100]} could not be reached from here to fetch its keys: "
+                           "it must serve its descriptor at /.well-known/scaiwave/server",
+                           code=exc.code, status=exc.status)
 
 
 def _uri() -> str:
