@@ -25,13 +25,12 @@ from swfed.api.common import (
     tenant,
     write,
 )
-from swfed.core.errors import BadRequest, FederationError, NotFound
-from swfed.core.events import check_federated_event
+from swfed.core.errors import BadRequest, NotFound
 from swfed.core.ids import canonical_server_name, parse_participant, room_host
 from swfed.core.policy import decide_peer, parse_policy_update
 from swfed.core.rooms import check_room_federates, room_not_found
+from swfed.federation import history
 from swfed.federation.inbound import log_refusal
-from swfed.federation.service import error_of
 from swfed.storage import peers as peers_db
 from swfed.storage import protocol
 from swfed.storage import rooms as rooms_db
@@ -150,31 +149,16 @@ async def backfill(room_id: str) -> dict[str, Any]:
     refused = 0
     before: int | None = None
     while len(pulled) < BACKFILL_MAX:
-        path = f"/rooms/{room_id}/backfill?limit={min(100, BACKFILL_MAX - len(pulled))}"
-        if before is not None:
-            path += f"&before={before}"
         async with recorded_refusal(ten, room.host, actor=admin.fqid, room_id=room_id):
-            resp = await fed.get(ten, room.host, path)
-            if resp.status != 200:
-                raise error_of(resp)
-        events = resp.body.get("events")
-        if not isinstance(events, list) or not events:
+            page = await history.fetch(fed, ten, room.host, room_id, before=before,
+                                       limit=min(100, BACKFILL_MAX - len(pulled)))
+        pulled += page.events
+        refused += len(page.refused)
+        for event, exc in page.refused:
+            log_refusal(ten, room.host, exc, event_id=event.get("event_id"), backfill=True)
+        if not (page.events or page.refused) or page.next is None:
             break
-        for event in events:
-            try:
-                check_federated_event(event)
-                if event["room_id"] != room_id:
-                    raise FederationError("event of another room", code="SW_FED_BAD_EVENT")
-                await fed.verify_event(ten, event, history=True)
-                pulled.append(event)
-            except FederationError as exc:
-                refused += 1
-                log_refusal(ten, room.host, exc, event_id=event.get("event_id")
-                            if isinstance(event, dict) else None, backfill=True)
-        nxt = resp.body.get("next")
-        if not isinstance(nxt, int):
-            break
-        before = nxt
+        before = page.next
     ctx = Ctx(ten, st.clock(), fed.signer(ten))
     stored = await write(protocol.store_backfill_txn, ctx, room_id, pulled, actor=admin.fqid,
                          peer=room.host, refused=refused)
