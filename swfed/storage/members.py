@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
@@ -89,17 +88,3 @@ def foreign_count_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) ->
                        " AND foreign_ = 1 AND membership IN ('join', 'invite')",
                        (tenant.tenant_id, room_id)).fetchone()
     return int(row[0])
-
-
-def membership_snapshot_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
-                            exclude: str) -> list[dict[str, Any]]:
-    """The latest signed member event of each joined member, in host order."""
-    rows = conn.execute(
-        "SELECT e.signed, e.seq FROM events e JOIN members m ON m.tenant_id = e.tenant_id"
-        " AND m.room_id = e.room_id AND m.member = e.sender AND m.membership = 'join'"
-        " WHERE e.tenant_id = ? AND e.room_id = ? AND e.type = 'member'"
-        " AND e.event_id != ? AND e.signed IS NOT NULL AND e.seq = (SELECT MAX(e2.seq)"
-        " FROM events e2 WHERE e2.tenant_id = e.tenant_id AND e2.room_id = e.room_id"
-        " AND e2.sender = e.sender AND e2.type = 'member') ORDER BY e.seq",
-        (tenant.tenant_id, room_id, exclude)).fetchall()
-    return [{**json.loads(r["signed"]), "unsigned": {"seq": r["seq"]}} for r in rows]
