@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,13 @@ async def client(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def peer_row(client: httpx.AsyncClient, admin_token: str, name: str) -> dict[str, Any]:
+    """``name``'s row of the admin's peers view (GET /v1/admin/federation/peers)."""
+    r = await client.get("/v1/admin/federation/peers", headers=bearer(admin_token))
+    assert r.status_code == 200, r.text
+    return next(dict(p) for p in r.json()["data"] if p["server_name"] == name)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import bearer
+from tests.conftest import peer_row
 from tests.harness import wait_for
 from tests.test_federation_delivery import (
     _equals,
@@ -43,8 +43,7 @@ async def test_restarted_peer_is_caught_up_without_waiting_for_the_backoff(
             await send_many(ca, tokens["alice"], room_id, "while away", 20)
 
             async def backed_off() -> Any:
-                r = await ca.get("/v1/admin/federation/peers", headers=bearer(tokens["admin_a"]))
-                row = next(p for p in r.json()["data"] if p["server_name"] == "b.test")
+                row = await peer_row(ca, tokens["admin_a"], "b.test")
                 return row if row["failures"] >= 4 and row["next_retry_at"] else None
 
             row = await wait_for(backed_off, timeout=40, what="a.test backing off from b.test")

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import bearer
+from tests.conftest import bearer, peer_row
 from tests.harness import ServerProcess, TlsNet, federated_servers, wait_for
 
 OPEN = {"default_mode": "open"}
@@ -103,8 +103,7 @@ async def test_receiver_down_then_back(tmp_path: Path) -> None:
             await send_many(ca, tokens["alice"], room_id, "while down", 500)
 
             async def queued() -> bool:
-                r = await ca.get("/v1/admin/federation/peers", headers=bearer(tokens["admin_a"]))
-                row = next(p for p in r.json()["data"] if p["server_name"] == "b.test")
+                row = await peer_row(ca, tokens["admin_a"], "b.test")
                 return row["queue_depth"] == 500 and row["last_error"] is not None
 
             await wait_for(queued, what="a queueing for b and showing the error")

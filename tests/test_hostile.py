@@ -18,6 +18,7 @@ import pytest
 
 from swfed.core.canonical import encode_canonical_json
 from swfed.core.signing import generate_keypair, sign_request
+from tests.conftest import peer_row
 from tests.harness import free_port, running, wait_for
 from tests.hostile import HostilePeer
 from tests.world import Person, World, make_world, open_policies
@@ -179,8 +180,7 @@ async def test_a_peer_answering_nonsense_neither_spins_nor_stops_our_sender(
 
 
 async def _peer(root: Person, name: str) -> dict[str, Any]:
-    rows = (await root.ok("GET", "/v1/admin/federation/peers"))["data"]
-    return next(r for r in rows if r["server_name"] == name)
+    return await peer_row(root.http, root.token, name)
 
 
 async def _failed(root: Person) -> bool:

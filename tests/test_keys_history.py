@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import bearer
+from tests.conftest import bearer, peer_row
 from tests.harness import ServerProcess, wait_for
 from tests.test_federation_delivery import (
     _equals,
@@ -89,9 +89,7 @@ async def test_history_verifies_after_many_rotations_and_queued_events_arrive(
                            timeout=30, what="the queued messages on b")
 
             async def drained() -> bool:
-                r = await ca.get("/v1/admin/federation/peers",
-                                 headers=bearer(tokens["admin_a"]))
-                row = next(p for p in r.json()["data"] if p["server_name"] == "b.test")
+                row = await peer_row(ca, tokens["admin_a"], "b.test")
                 return row["queue_depth"] == 0
 
             # (b stores before a records the delivery: wait for a's side too)

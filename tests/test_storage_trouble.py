@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import bearer
+from tests.conftest import bearer, peer_row
 from tests.harness import ServerProcess, running, wait_for
 from tests.test_federation_delivery import (
     _equals,
@@ -204,8 +204,7 @@ async def test_peer_with_a_full_disk_is_retried_not_refused(tmp_path: Path) -> N
                 assert r.status_code == 201
 
             async def refused_for_storage() -> Any:
-                r = await ca.get("/v1/admin/federation/peers", headers=bearer(tokens["admin_a"]))
-                row = next(p for p in r.json()["data"] if p["server_name"] == "b.test")
+                row = await peer_row(ca, tokens["admin_a"], "b.test")
                 return row["queue_depth"] and "SW_STORAGE_UNAVAILABLE" in (row["last_error"] or "")
 
             await wait_for(refused_for_storage, what="b answering 503 SW_STORAGE_UNAVAILABLE")
@@ -258,9 +257,7 @@ async def test_sender_whose_own_disk_fills_pauses_and_delivers_once(tmp_path: Pa
                                timeout=30, what="every queued event on b, once")
 
                 async def drained() -> bool:
-                    r = await ca.get("/v1/admin/federation/peers",
-                                     headers=bearer(tokens["admin_a"]))
-                    row = next(p for p in r.json()["data"] if p["server_name"] == "b.test")
+                    row = await peer_row(ca, tokens["admin_a"], "b.test")
                     return row["queue_depth"] == 0
 
                 await wait_for(drained, timeout=30, what="a's outbox to b drained")

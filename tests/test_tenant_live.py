@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import bearer
+from tests.conftest import bearer, peer_row
 from tests.harness import ServerProcess, TlsNet, free_port, running, wait_for
 
 
@@ -58,8 +58,7 @@ async def test_new_tenant_federates_at_once(tmp_path: Path) -> None:
                               headers=bearer(alice))
             assert r.status_code == 403, r.text
             assert r.json()["error"]["code"] == "SW_FED_PEER_UNKNOWN", r.text
-            r = await ca.get("/v1/admin/federation/peers", headers=bearer(admin_a))
-            row = next(p for p in r.json()["data"] if p["server_name"] == "c.test")
+            row = await peer_row(ca, admin_a, "c.test")
             assert row["key_id"] and row["protocol_versions"] == ["v1"]
 
             r = await cb.put("/v1/admin/federation/policy", json=OPEN,

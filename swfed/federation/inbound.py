@@ -293,13 +293,19 @@ def _deferred(tenant: Tenant, origin: str, key: str, exc: FederationError) -> di
     return {"error": {"code": exc.code, "message": message, "transient": True}}
 
 
-async def _once(tenant: Tenant, origin: str) -> None:
-    """A POST that is not idempotent is accepted once per signature (see replay.py)."""
+async def authenticated_once() -> tuple[Tenant, str, dict[str, Any]]:
+    """:func:`authenticated` for a POST that is not idempotent: each signature once.
+
+    (See replay.py; ``/send`` is idempotent by event ids and does not need it.)
+    """
+    tenant, origin, body = await authenticated(with_body=True)
+    assert body is not None
     try:
         sig = parse_auth_header(request.headers.get("Authorization")).sig
         GUARD.check(origin, sig, trio.current_time())
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None
+    return tenant, origin, body
 
 
 async def _write_as_host(tenant: Tenant, origin: str, fn: Any, *args: Any) -> Any:
@@ -319,9 +325,7 @@ async def membership(room_id: str) -> dict[str, Any]:
     """A member server's join, leave or decline, ordered now; answers the room's state."""
     from swfed.federation.membership import STATE_EVENTS
 
-    tenant, origin, body = await authenticated(with_body=True)
-    await _once(tenant, origin)
-    assert body is not None
+    tenant, origin, body = await authenticated_once()
     try:
         event = check_federated_event(body.get("event"))
         if event["room_id"] != room_id or event["origin"] != origin:
@@ -346,9 +350,7 @@ def _participant(body: dict[str, Any], field: str) -> Fqid:
 @bp.post(FED_PREFIX + "/rooms/<room_id>/invites")
 async def remote_invite(room_id: str) -> dict[str, Any]:
     """A member on another server invites someone into a room we host (our rules apply)."""
-    tenant, origin, body = await authenticated(with_body=True)
-    await _once(tenant, origin)
-    assert body is not None
+    tenant, origin, body = await authenticated_once()
     try:
         inviter, invitee = _participant(body, "inviter"), _participant(body, "invitee")
     except FederationError as exc:
@@ -361,9 +363,7 @@ async def remote_invite(room_id: str) -> dict[str, Any]:
 @bp.post(FED_PREFIX + "/rooms/<room_id>/invites/<invite_id>/cancel")
 async def remote_cancel(room_id: str, invite_id: str) -> dict[str, Any]:
     """A member on another server cancels an invite it made."""
-    tenant, origin, body = await authenticated(with_body=True)
-    await _once(tenant, origin)
-    assert body is not None
+    tenant, origin, body = await authenticated_once()
     try:
         actor = _participant(body, "actor")
         if actor.server_name != origin:
@@ -417,9 +417,7 @@ async def members(room_id: str) -> dict[str, Any]:
 @bp.post(FED_PREFIX + "/rooms/<room_id>/call")
 async def call(room_id: str) -> dict[str, Any]:
     """A LiveKit token from our LiveKit for a member of the origin, in a room we host."""
-    tenant, origin, body = await authenticated(with_body=True)
-    await _once(tenant, origin)
-    assert body is not None
+    tenant, origin, body = await authenticated_once()
     user, name = body.get("user"), body.get("display_name")
     try:
         if not isinstance(user, str) or server_of(user) != origin:
