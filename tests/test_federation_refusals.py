@@ -2,7 +2,8 @@
 
 The test plays a misbehaving peer: it holds a.test's real signing key (read
 from a.test's data directory) and talks to b.test's federation endpoints
-directly; ``c.test`` is a fake peer of our own that speaks only protocol v2.
+directly; ``c.test`` is a hostile peer (tests/hostile.py) that speaks only
+protocol v2.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ import httpx
 import pytest
 import signedjson.key
 import signedjson.sign
-import trio
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
 
 from swfed.core.canonical import encode_canonical_json
 from swfed.core.signing import (
@@ -32,6 +30,7 @@ from swfed.core.signing import (
 )
 from tests.conftest import bearer
 from tests.harness import ServerProcess, TlsNet, federated_servers, running, wait_for
+from tests.hostile import HostilePeer
 
 SEND = "/_scaiwave/federation/v1/send"
 
@@ -219,28 +218,13 @@ async def test_descriptor_verifies_with_signedjson(setup: Any) -> None:
     signedjson.sign.verify_signed_json(desc, "a.test", verify_key)
 
 
-def fake_peer_app(keypair: KeyPair) -> Any:
-    """An ASGI peer that publishes a valid, signed descriptor speaking only v2."""
-    desc = sign_json({
+def v2_only(keypair: KeyPair) -> bytes:
+    """A valid, signed descriptor of c.test that speaks only protocol v2."""
+    return json.dumps(sign_json({
         "server_name": "c.test", "public_key": "ed25519:" + keypair.public_key_b64,
         "key_id": keypair.key_id, "protocol_versions": ["v2"], "endpoints": {},
         "old_keys": [], "valid_until": int(time.time() * 1000) + 3_600_000,
-    }, "c.test", keypair)
-    body = json.dumps(desc).encode()
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].rsplit(".", 1)[-1]
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-
-    return app
+    }, "c.test", keypair)).encode()
 
 
 async def test_no_common_protocol_version(setup: Any, tokens: dict[str, str],
@@ -249,18 +233,12 @@ async def test_no_common_protocol_version(setup: Any, tokens: dict[str, str],
     net, a, b, c = setup
     ca, cb = clients
     keypair = generate_keypair()
-    cfg = HyperConfig()
-    cfg.bind = [f"127.0.0.1:{c.port}"]
-    certfile, keyfile = net.cert_for("c.test")
-    cfg.certfile, cfg.keyfile = str(certfile), str(keyfile)
+    peer = HostilePeer(net, "c.test", c.port, keypair)
+    peer.descriptor = lambda: v2_only(keypair)
     for client, admin in ((ca, tokens["ra"]), (cb, tokens["rb"])):
         await client.put("/v1/admin/federation/policy", json={"default_mode": "open"},
                          headers=bearer(admin))
-    async with trio.open_nursery() as nursery:
-        stop = trio.Event()
-        await nursery.start(lambda task_status: serve(fake_peer_app(keypair), cfg,
-                                                      shutdown_trigger=stop.wait,
-                                                      task_status=task_status))
+    async with peer.serving():
         # inbound: c.test's request is refused once b sees c's versions
         r = await post_send(b, net, [], keypair, origin="c.test")
         assert r.status_code == 400, r.text
@@ -270,7 +248,6 @@ async def test_no_common_protocol_version(setup: Any, tokens: dict[str, str],
                           headers=bearer(tokens["alice"]))
         assert r.status_code == 400
         assert r.json()["error"]["code"] == "SW_FED_PROTOCOL_VERSION"
-        stop.set()
     discovery = b.logs("federation.peer_discovery_failed")
     assert discovery and discovery[-1]["reason"] == "SW_FED_PROTOCOL_VERSION"
     assert discovery[-1]["peer"] == "c.test"
