@@ -496,10 +496,8 @@ def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, A
     _apply(conn, ctx, room, signed)
     if signed["content"].get("membership") == "join":
         _take_members(conn, ctx, room, members)
-        for event in sorted(events, key=lambda e: e.get("unsigned", {}).get("seq", 0)):
-            event_seq = event.get("unsigned", {}).get("seq")
-            clean = {k: v for k, v in event.items() if k != "unsigned"}
-            if isinstance(event_seq, int) and event_seq <= seq:
+        for event_seq, clean in _in_host_order(events):
+            if event_seq <= seq:
                 _store(conn, ctx, room, clean, clean, event_seq)
         for event_id in events_db.events_after_seq_txn(conn, ctx.tenant, room.room_id, seq):
             events_db.set_pos_txn(conn, ctx.tenant, room.room_id, event_id,
@@ -555,10 +553,8 @@ def store_repair_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
     room = rooms_db.room_txn(conn, ctx.tenant, room_id)
     if room is None:
         raise room_not_found(room_id)
-    for event in sorted(events, key=lambda e: e.get("unsigned", {}).get("seq", 0)):
-        seq = event.get("unsigned", {}).get("seq")
-        clean = {k: v for k, v in event.items() if k != "unsigned"}
-        if isinstance(seq, int) and room.synced_seq > 0:
+    if room.synced_seq > 0:
+        for seq, clean in _in_host_order(events):
             _store(conn, ctx, room, clean, clean, seq, applied=False)
     return _advance(conn, ctx, room)
 
@@ -711,10 +707,21 @@ def store_backfilled_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
     if room is None:
         raise room_not_found(room_id)
     stored = 0
-    for event in sorted(events, key=lambda e: e.get("unsigned", {}).get("seq", 0)):
-        seq = event.get("unsigned", {}).get("seq")
-        signed = {k: v for k, v in event.items() if k != "unsigned"}
-        if _store(conn, ctx, room, signed, signed,
-                  seq if isinstance(seq, int) else None) is not None:
+    for seq, signed in _in_host_order(events):
+        if _store(conn, ctx, room, signed, signed, seq) is not None:
             stored += 1
     return stored
+
+
+def _in_host_order(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(host seq, the event as signed) of history from the host, in its order.
+
+    Pages from the host carry each event's place as ``unsigned.seq``
+    (checked by :mod:`swfed.federation.history`); one without it is skipped.
+    """
+    out = []
+    for event in events:
+        seq = (event.get("unsigned") or {}).get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            out.append((seq, {k: v for k, v in event.items() if k != "unsigned"}))
+    return sorted(out, key=lambda pair: pair[0])
