@@ -16,13 +16,12 @@ import httpx
 import pytest
 import trio
 import trustme
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
 
 from swfed.core.signing import generate_keypair
 from tests.conftest import bearer
 from tests.harness import ServerProcess, TlsNet, federated_servers, running, wait_for
-from tests.test_federation_refusals import fake_peer_app
+from tests.hostile import HostilePeer
+from tests.test_federation_refusals import v2_only
 
 Setup = tuple[TlsNet, ServerProcess, ServerProcess, ServerProcess]
 
@@ -174,17 +173,11 @@ async def test_skewed_clock(setup: Setup, clients: Any) -> None:
 
 async def test_no_common_protocol_version(setup: Setup, clients: Any) -> None:
     net, a, _, c = setup
-    cfg = HyperConfig()
-    cfg.bind = [f"127.0.0.1:{c.port}"]
-    certfile, keyfile = net.cert_for("c.test")
-    cfg.certfile, cfg.keyfile = str(certfile), str(keyfile)
-    async with trio.open_nursery() as nursery:
-        stop = trio.Event()
-        await nursery.start(lambda task_status: serve(fake_peer_app(generate_keypair()), cfg,
-                                                      shutdown_trigger=stop.wait,
-                                                      task_status=task_status))
+    keypair = generate_keypair()
+    peer = HostilePeer(net, "c.test", c.port, keypair)
+    peer.descriptor = lambda: v2_only(keypair)
+    async with peer.serving():
         rc, checks = await doctor(a, "c.test")
-        stop.set()
     assert rc == 1
     versions = checks["protocol_versions"]
     assert versions["status"] == "problem" and versions["code"] == "SW_FED_PROTOCOL_VERSION"
