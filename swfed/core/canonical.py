@@ -36,6 +36,46 @@ def _text(value: str, path: str) -> None:
 
 
 def _check(value: Any, path: str, depth: int = 0) -> None:
+    """Raise SW_BAD_JSON naming the first thing in ``value`` peers cannot agree on."""
+    if not _fine(value, MAX_DEPTH - depth):
+        _explain(value, path, depth)
+
+
+def _fine(value: Any, room: int) -> bool:
+    """Whether ``value`` is acceptable, as fast as Python allows (the hot path).
+
+    No paths are built here: only when this says no does :func:`_explain`
+    walk again to name the place.
+    """
+    kind = type(value)
+    if kind is str:
+        return _SURROGATE.search(value) is None
+    if kind is int:
+        return INT_MIN <= value <= INT_MAX
+    if value is None or kind is bool:
+        return True
+    if kind is dict:
+        if room <= 0:
+            return False
+        room -= 1
+        for key, item in value.items():
+            if type(key) is not str or _SURROGATE.search(key) is not None:
+                return False
+            kind = type(item)
+            if kind is str:
+                if _SURROGATE.search(item) is not None:
+                    return False
+            elif not (kind is int and INT_MIN <= item <= INT_MAX) and not _fine(item, room):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        if room <= 0:
+            return False
+        return all(_fine(item, room - 1) for item in value)
+    return False  # subclasses of the JSON types, floats, anything else: explained below
+
+
+def _explain(value: Any, path: str, depth: int = 0) -> None:
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, str):
@@ -52,14 +92,14 @@ def _check(value: Any, path: str, depth: int = 0) -> None:
         raise _bad(f"{path}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check(item, f"{path}[{i}]", depth + 1)
+            _explain(item, f"{path}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _bad(f"{path}: object key {key!r} is not a string")
             _text(key, path)
-            _check(item, f"{path}.{key[:40]}", depth + 1)
+            _explain(item, f"{path}.{key[:40]}", depth + 1)
         return
     raise _bad(f"{path}: {type(value).__name__} is not a JSON value")
 

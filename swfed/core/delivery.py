@@ -12,6 +12,7 @@ peer that answers ``{"results": {}}`` cannot make us spin.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -79,3 +80,11 @@ def take_batch(sizes: list[int], *, max_bytes: int = BATCH_BYTES,
             return n
         total += size
     return min(len(sizes), max_events)
+
+
+def send_body(origin: str, txn_id: str, events: list[bytes]) -> bytes:
+    """The canonical JSON of a /send body, ``{"events":[…],"origin":…,"txn_id":…}``,
+    joined from events already encoded canonically (keys in code point order)."""
+    return b"".join((b'{"events":[', b",".join(events), b'],"origin":',
+                     json.dumps(origin, ensure_ascii=False).encode(), b',"txn_id":',
+                     json.dumps(txn_id, ensure_ascii=False).encode(), b"}"))

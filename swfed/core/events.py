@@ -151,18 +151,31 @@ MAX_FQID_CHARS = 321
 MAX_INVITE_MEMBERS = 1000
 
 
-def event_size(event: dict[str, Any]) -> int:
-    """Bytes of the event as signed (canonical JSON, without ``unsigned``); huge if unencodable."""
+def event_size(event: dict[str, Any], signable: bytes | None = None) -> int:
+    """Bytes of the event as signed (canonical JSON, without ``unsigned``); huge if unencodable.
+
+    ``signable``: the event's bytes without ``signatures`` (core.signing.signable_bytes),
+    when already encoded; only the signatures are encoded then.
+    """
     from swfed.core.canonical import encode_canonical_json
 
     try:
-        return len(encode_canonical_json({k: v for k, v in event.items() if k != "unsigned"}))
+        if signable is None:
+            return len(encode_canonical_json({k: v for k, v in event.items()
+                                              if k != "unsigned"}))
+        if "signatures" not in event:
+            return len(signable)
+        # the same object with one more key: `"signatures":` + its value + a comma
+        return len(signable) + len(b'"signatures":,') + len(
+            encode_canonical_json(event["signatures"]))
     except (ValueError, TypeError, RecursionError, UnicodeError):
         return 2**31
 
 
-def check_federated_event(event: Any) -> dict[str, Any]:
+def check_federated_event(event: Any, *, signable: bytes | None = None) -> dict[str, Any]:
     """Check the shape of an event a peer sent; returns it or raises.
+
+    ``signable``: its bytes without signatures, if already encoded (for the size).
 
     Raises FederationError SW_FED_BAD_EVENT naming what is wrong. This says
     nothing about the signature or whether the event may enter its room.
@@ -184,7 +197,7 @@ def check_federated_event(event: Any) -> dict[str, Any]:
         raise bad("event_id is not a UUID")
     if not 0 <= event["origin_ts"] < 2**53:
         raise bad("origin_ts out of range")
-    size = event_size(event)
+    size = event_size(event, signable)
     if size > MAX_EVENT_BYTES:
         raise bad(f"the event is {size} bytes, over the limit of {MAX_EVENT_BYTES}")
     if room_host(event["room_id"]) is None:

@@ -30,3 +30,15 @@ def test_take_batch() -> None:
     assert take_batch([30_000] * 40, max_bytes=512 * 1024) == 17
     assert take_batch([2_000_000, 10]) == 1  # one event always goes, however large
     assert take_batch([10, 2_000_000]) == 1
+
+
+def test_a_send_body_joined_from_stored_events_is_their_canonical_json() -> None:
+    from swfed.core.canonical import encode_canonical_json
+    from swfed.core.delivery import send_body
+
+    events = [{"event_id": "e1", "content": {"body": "é ✓ \"q\""}, "origin_ts": 1},
+              {"type": "message", "a": [1, {"z": None, "b": True}]}]
+    raw = send_body("a.test", "1-2", [encode_canonical_json(e) for e in events])
+    assert raw == encode_canonical_json({"origin": "a.test", "txn_id": "1-2", "events": events})
+    assert send_body("a.test", "x", []) == encode_canonical_json(
+        {"origin": "a.test", "txn_id": "x", "events": []})

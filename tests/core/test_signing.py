@@ -220,3 +220,35 @@ def test_bad_headers(value: str | None) -> None:
 def test_header_values_cannot_inject() -> None:
     with pytest.raises(ValueError):
         header(origin='a.test",destination="x')
+
+
+def test_a_request_signed_over_its_canonical_bytes_is_the_same_signature() -> None:
+    """The sender signs a /send body it joined from stored bytes; a peer that
+    re-encodes the parsed content (an older swfed, another implementation) agrees,
+    and we accept a body sent with other spacing by its canonical encoding."""
+    import json
+
+    from swfed.core.canonical import encode_canonical_json
+    from swfed.core.signing import (
+        generate_keypair,
+        parse_auth_header,
+        sign_request,
+        verify_request,
+    )
+
+    kp = generate_keypair()
+    content = {"origin": "a.test", "txn_id": "1-1", "events": [{"b": "é", "a": 1}]}
+    kw = dict(method="POST", uri="/_scaiwave/federation/v1/send", origin="a.test",
+              destination="b.test", ts_ms=1_000, keypair=kp)
+    by_bytes = sign_request(content=None, content_bytes=encode_canonical_json(content), **kw)
+    assert by_bytes == sign_request(content=content, **kw)
+    auth = parse_auth_header(by_bytes)
+    check = dict(method="POST", uri="/_scaiwave/federation/v1/send", content=content,
+                 verify_key=kp.verify_key_bytes, now_ms=1_000)
+    verify_request(auth, **check)  # an older receiver: canonical encoding
+    verify_request(auth, body=encode_canonical_json(content), **check)  # ours: the bytes
+    verify_request(auth, body=json.dumps(content, indent=2).encode(), **check)  # other spacing
+    tampered = {**content, "txn_id": "1-2"}
+    with pytest.raises(FederationError):
+        verify_request(auth, **{**check, "content": tampered},
+                       body=encode_canonical_json(tampered))
