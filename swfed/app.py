@@ -25,6 +25,7 @@ from swfed.core.ids import canonical_server_name
 from swfed.metrics import Metrics
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database
+from swfed.storage.sessions import SessionCache
 from swfed.storage.tenants import Tenant
 
 T = TypeVar("T")
@@ -221,6 +222,9 @@ class State:
     #: swfed.federation.service.Federation once the server runs.
     federation: Any = None
     metrics: Metrics = attrs.Factory(Metrics)
+    #: Who tokens belong to, remembered (swfed.storage.sessions).
+    sessions: SessionCache = attrs.Factory(lambda self: SessionCache(self.db),
+                                           takes_self=True)
 
     async def act(self, tenant: Tenant, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, ctx, *args)`` as ``tenant``; wake delivery after the commit."""

@@ -325,10 +325,11 @@ class Doctor:
         self.add("their_policy", "problem", f"{self.peer} refuses {self.me}: {code}: {message}",
                  their_refusal_fix(self.me, self.peer, code, message), code)
 
-    def _auth(self, keypair: KeyPair) -> Callable[[str, str, Any], str]:
-        def auth(method: str, uri: str, content: Any) -> str:
+    def _auth(self, keypair: KeyPair) -> Callable[..., str]:
+        def auth(method: str, uri: str, content: Any, content_bytes: bytes | None) -> str:
             return sign_request(method=method, uri=uri, origin=self.me, destination=self.peer,
-                                ts_ms=self.clock(), content=content, keypair=keypair)
+                                ts_ms=self.clock(), content=content, keypair=keypair,
+                                content_bytes=content_bytes)
         return auth
 
     def _check_skew(self, resp: FedResponse, ours: int) -> None:

@@ -18,6 +18,8 @@ import httpx
 import pytest
 
 from swfed.api.auth import MAX_FAILURES_PER_ACCOUNT
+from swfed.storage.db import SESSIONS_STAMP
+from swfed.storage.files import bump_stamp
 from tests.conftest import bearer
 from tests.harness import ServerProcess
 
@@ -194,6 +196,9 @@ async def test_login_sessions_expire_and_end_with_a_new_password(
                  " token_hash = (SELECT token_hash FROM login_sessions WHERE local_id = 'dora'"
                  " ORDER BY created_at, rowid LIMIT 1)")
     conn.close()
+    # (the edit stands in for time passing; the server remembers the expiry it
+    # read, so a hand edit tells it the way the CLI does: the sessions stamp)
+    bump_stamp(Path(server.root) / "data" / "swfed.sqlite3", SESSIONS_STAMP)
     r = await client.get("/v1/me", headers=bearer(first))
     assert r.status_code == 401 and error_code(r) == "SW_BAD_TOKEN"
     assert (await client.get("/v1/me", headers=bearer(second))).status_code == 200

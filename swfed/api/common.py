@@ -23,7 +23,6 @@ from swfed.context import (  # noqa: F401 - the request context, re-exported for
     write,
 )
 from swfed.core.errors import FederationError, Forbidden, Unauthorized
-from swfed.storage import passwords as passwords_db
 from swfed.storage.tenants import Tenant, User
 
 
@@ -117,7 +116,7 @@ async def current_user() -> User:
         if wait > 0:
             raise rate_limited("client", None, "too many requests with this token "
                                "([limits] client_requests_per_second)", wait)
-    user = await read(passwords_db.session_user_txn, tenant(), token.strip(), state().clock())
+    user = await state().sessions.user(tenant(), token.strip(), state().clock())
     if user is None:
         raise Unauthorized(f"unknown token for {tenant().server_name}: check the token and "
                            "the host you are calling, or sign in again", code="SW_BAD_TOKEN")

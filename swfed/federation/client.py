@@ -37,7 +37,8 @@ from swfed.core.addresses import is_public
 from swfed.core.canonical import encode_canonical_json
 from swfed.core.errors import FederationError
 
-Auth = Callable[[str, str, Any], str]
+#: auth(method, uri, content, content_bytes) -> the Authorization header
+Auth = Callable[[str, str, Any, "bytes | None"], str]
 
 #: Failures to reach a peer, as opposed to a peer's refusal.
 TRANSPORT_CODES = frozenset({"SW_FED_PEER_UNREACHABLE", "SW_FED_PEER_TIMEOUT",
@@ -114,31 +115,35 @@ class FederationClient:
 
     async def request(self, method: str, server_name: str, uri: str,
                       body: dict[str, Any] | None = None, *,
-                      auth: Auth | None = None) -> FedResponse:
+                      auth: Auth | None = None, raw: bytes | None = None) -> FedResponse:
         """One request, name lookup to last byte within ``request_timeout_seconds``.
+
+        ``raw``: the body already as canonical JSON (instead of ``body``).
 
         httpx's timeouts are per read, so a peer dripping a byte at a time
         would otherwise hold us for ever. Raises FederationError (see above).
         """
         try:
             with trio.fail_after(self.cfg.request_timeout_seconds):
-                return await self._request(method, server_name, uri, body, auth)
+                return await self._request(method, server_name, uri, body, auth, raw)
         except trio.TooSlowError:
             raise FederationError(f"{server_name} did not answer in "
                                   f"{self.cfg.request_timeout_seconds} s",
                                   code="SW_FED_PEER_TIMEOUT", status=504) from None
 
     async def _request(self, method: str, server_name: str, uri: str,
-                       body: dict[str, Any] | None, auth: Auth | None) -> FedResponse:
+                       body: dict[str, Any] | None, auth: Auth | None,
+                       raw: bytes | None = None) -> FedResponse:
         ip, port, sni = await self._address(server_name)
         shown = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         headers = {"Host": server_name, "Accept": "application/json"}
-        content = None
-        if body is not None:
+        content = raw
+        if content is None and body is not None:
             content = encode_canonical_json(body)
+        if content is not None:
             headers["Content-Type"] = "application/json"
         if auth is not None:
-            headers["Authorization"] = auth(method, uri, body)
+            headers["Authorization"] = auth(method, uri, body, content)
         url = f"https://{shown}{uri}"
         limit = self.cfg.max_response_bytes
         status, retry_after, data = await self._exchange(method, url, content, headers, sni,
@@ -189,9 +194,9 @@ class FederationClient:
                        auth: Auth | None = None) -> FedResponse:
         return await self.request("GET", server_name, path, auth=auth)
 
-    async def post_json(self, server_name: str, path: str, body: dict[str, Any], *,
-                        auth: Auth | None = None) -> FedResponse:
-        return await self.request("POST", server_name, path, body, auth=auth)
+    async def post_json(self, server_name: str, path: str, body: dict[str, Any] | None, *,
+                        auth: Auth | None = None, raw: bytes | None = None) -> FedResponse:
+        return await self.request("POST", server_name, path, body, auth=auth, raw=raw)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -29,12 +29,12 @@ from swfed.calls import call_token
 from swfed.context import int_arg, limits, rate_limited, read, state
 from swfed.core.canonical import decode_json_object
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, PROTOCOL_VERSIONS
-from swfed.core.errors import FederationError, NotFound, SwfedError
+from swfed.core.errors import BadRequest, FederationError, NotFound, SwfedError
 from swfed.core.events import check_federated_event
 from swfed.core.ids import LOCAL_ID_RE, Fqid, is_server_name, parse_participant
 from swfed.core.policy import backfill_limit, decide_peer
 from swfed.core.rooms import check_relay, server_of
-from swfed.core.signing import parse_auth_header
+from swfed.core.signing import parse_auth_header, signable_bytes
 from swfed.federation.client import TRANSPORT_CODES
 from swfed.federation.replay import GUARD
 from swfed.storage import members as members_db
@@ -172,15 +172,16 @@ async def authenticated(with_body: bool) -> tuple[Tenant, str, dict[str, Any] | 
             f"{auth.destination} is not served here", code="SW_FED_SIGNATURE_MISMATCH",
             status=401), verified=False)
     g.tenant = tenant
-    body = None
+    body = raw = None
     if with_body:
-        body = decode_json_object(await request.get_data(cache=False, as_text=False))
+        raw = await request.get_data(cache=False, as_text=False)
+        body = decode_json_object(raw)
     try:
         decide_peer(tenant.policy, auth.origin)
         if fed.keyring.current(tenant) is None:
             raise FederationError(f"{tenant.server_name} has no federation key yet",
                                   code="SW_FED_NO_KEY", status=503)
-        await fed.authenticate(tenant, request.method, _uri(), body, header)
+        await fed.authenticate(tenant, request.method, _uri(), body, auth, body=raw)
     except FederationError as exc:
         raise await _refuse(tenant, auth.origin, exc, verified=False) from None
     key = (tenant.tenant_id, auth.origin)
@@ -242,30 +243,32 @@ async def send() -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     refused: list[tuple[str, str | None, FederationError]] = []
-    verified: list[dict[str, Any]] = []
+    checked: list[tuple[str, dict[str, Any], bytes | None]] = []  # key, event, signable
     for index, raw in enumerate(events):
         key = raw.get("event_id") if isinstance(raw, dict) else None
         key = key if isinstance(key, str) else f"#{index}"
         room_id = raw.get("room_id") if isinstance(raw, dict) else None
         try:
-            event = check_federated_event(raw)
+            signable = _signable(raw)
+            event = check_federated_event(raw, signable=signable)
             # the cheap checks first: no key is fetched for an event that may not come
             check_relay(event, origin, tenant.server_name)
-            # a relayed event: if its origin is out of our reach, its host has its keys
-            await st.federation.verify_event(
-                tenant, event, via=origin if origin != event["origin"] else None)
-            verified.append(event)
+            checked.append((key, event, signable))
         except FederationError as exc:
-            if _transient(exc):
-                results[key] = _deferred(tenant, origin, key, exc)
-            else:
-                refused.append((key, room_id if isinstance(room_id, str) else None, exc))
+            refused.append((key, room_id if isinstance(room_id, str) else None, exc))
         except Exception:  # a bug must not turn the whole /send into a 500
-            logs.log_exception("federation.event.internal_error", tenant=tenant.server_name,
-                               peer=origin, event_id=key)
-            results[key] = _deferred(tenant, origin, key, FederationError(
-                "internal error while checking this event; try again later",
-                code="SW_INTERNAL", status=500))
+            results[key] = _internal(tenant, origin, key)
+    # a relayed event: if its origin is out of our reach, its host has its keys
+    outcomes = await st.federation.verify_events(
+        tenant, [(event, signable) for _, event, signable in checked], via=origin)
+    verified: list[dict[str, Any]] = []
+    for (key, event, _), error in zip(checked, outcomes, strict=True):
+        if error is None:
+            verified.append(event)
+        elif _transient(error):
+            results[key] = _deferred(tenant, origin, key, error)
+        else:
+            refused.append((key, event["room_id"], error))
 
     ctx = Ctx(tenant, st.clock(), st.federation.signer(tenant))
     late = await st.db.write(protocol.receive_batch_txn, ctx, origin, verified, refused,
@@ -276,6 +279,24 @@ async def send() -> dict[str, Any]:
         results[key] = {"error": {"code": exc.code, "message": exc.message}}
         log_refusal(tenant, origin, exc, event_id=key, room_id=room_id)
     return {"results": results}
+
+
+def _signable(raw: Any) -> bytes | None:
+    """The bytes an event's signature covers, encoded once for sizing and verifying."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return signable_bytes(raw)
+    except (BadRequest, ValueError, TypeError, RecursionError, UnicodeError):
+        return None  # check_federated_event says what is wrong
+
+
+def _internal(tenant: Tenant, origin: str, key: str) -> dict[str, Any]:
+    logs.log_exception("federation.event.internal_error", tenant=tenant.server_name,
+                       peer=origin, event_id=key)
+    return _deferred(tenant, origin, key, FederationError(
+        "internal error while checking this event; try again later",
+        code="SW_INTERNAL", status=500))
 
 
 def _transient(exc: FederationError) -> bool:

@@ -86,12 +86,17 @@ class KeyRing:
     def current(self, tenant: Tenant) -> KeyPair | None:
         return self.get(tenant).current
 
-    def signer(self, tenant: Tenant) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    def signer(self, tenant: Tenant) -> Callable[..., dict[str, Any]] | None:
+        """``sign(obj, signable=None)``: obj signed as the tenant (signable: its bytes)."""
         keypair = self.current(tenant)
         if keypair is None:
             return None
         name = tenant.server_name
-        return lambda obj: sign_json(obj, name, keypair)
+
+        def sign(obj: dict[str, Any], signable: bytes | None = None) -> dict[str, Any]:
+            return sign_json(obj, name, keypair, signable=signable)
+
+        return sign
 
     def descriptor(self, tenant: Tenant, now: int) -> dict[str, Any]:
         """Our descriptor: the current key and every retired one (core.keys.published)."""

@@ -32,7 +32,7 @@ import trio
 
 from swfed import logs
 from swfed.core.backoff import retry_delay
-from swfed.core.delivery import BATCH_EVENTS, Settled, classify, take_batch
+from swfed.core.delivery import BATCH_EVENTS, Settled, classify, send_body, take_batch
 from swfed.core.errors import FederationError, StorageUnavailable
 from swfed.core.policy import decide_peer
 from swfed.storage import peers as peers_db
@@ -108,11 +108,8 @@ class PeerQueue:
         # Our own policy holds the queue (nothing is dropped) while it
         # refuses this peer: tenant-wide off, closed, denied, not allowed.
         decide_peer(tenant.policy, self.destination)
-        resp = await fed.post(tenant, self.destination, "/send", {
-            "origin": tenant.server_name,
-            "txn_id": f"{batch[0].id}-{batch[-1].id}",
-            "events": [q.payload for q in batch],
-        })
+        resp = await fed.post(tenant, self.destination, "/send", None, raw=send_body(
+            tenant.server_name, f"{batch[0].id}-{batch[-1].id}", [q.raw for q in batch]))
         self.peer_retry_after = resp.retry_after
         if resp.status != 200:
             raise error_of(resp)
@@ -167,6 +164,7 @@ class PeerQueue:
         now = state.clock()
         await state.db.write(peers_db.peer_failed_txn, tenant.tenant_id, self.destination, now,
                              self.last_error, self.failures, now + int(delay * 1000))
+        self.sender.fed.failed_toward(tenant.tenant_id, self.destination)
         logs.log("federation.send.failed", level="warning", tenant=tenant.server_name,
                  peer=self.destination, reason=exc.code, message=exc.message,
                  failures=self.failures, retry_in_s=round(delay, 1))

@@ -21,14 +21,16 @@ import trio
 
 from swfed import logs
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, parse_descriptor
-from swfed.core.errors import FederationError, StorageUnavailable
+from swfed.core.errors import BadRequest, FederationError, StorageUnavailable
 from swfed.core.keys import KeyInfo, refusal, verifies_event, verifies_request
 from swfed.core.signing import (
     FedAuth,
     decode_base64,
     parse_auth_header,
     sign_request,
+    signable_bytes,
     signing_key_ids,
+    verify_detached,
     verify_request,
     verify_signed_json,
 )
@@ -49,6 +51,15 @@ NEGATIVE_CACHE_SECONDS = 10.0
 MAX_DISCOVERIES = 8
 #: Names remembered for the above (the oldest are forgotten first).
 MAX_REMEMBERED = 10_000
+#: Peers' keys are kept in memory this long after reading them from the
+#: database (only this process writes them, in :meth:`Federation.fetch_peer`,
+#: which replaces the entry; the bound is a safety net, not a rule).
+KEYS_MEMO_SECONDS = 60.0
+#: A peer that keeps contacting us has its ``last_seen`` written this often at most.
+SEEN_WRITE_SECONDS = 30.0
+#: A batch of at least this many signatures is checked in worker threads
+#: (libsodium releases the GIL); fewer are cheaper than the thread hop.
+THREADED_VERIFY_MIN = 8
 
 
 def mismatch(message: str) -> FederationError:
@@ -72,6 +83,11 @@ class Federation:
         self._fetch_locks: dict[tuple[int, str], trio.Lock] = {}
         self._failed: dict[tuple[int, str], tuple[float, FederationError]] = {}
         self._discoveries = trio.CapacityLimiter(MAX_DISCOVERIES)
+        #: (tenant_id, peer) -> (read at, keys, the descriptor's valid_until)
+        self._keys: dict[tuple[int, str], tuple[float, list[KeyInfo], int | None]] = {}
+        self._keys_generation = 0
+        #: (tenant_id, peer) -> when heard_from last wrote its row (trio clock)
+        self._seen_written: dict[tuple[int, str], float] = {}
 
     # -- ours ----------------------------------------------------------------
 
@@ -87,7 +103,7 @@ class Federation:
             except Exception:  # noqa: BLE001 - the key scheduler retries within seconds
                 logs.log_exception("federation.key.load_failed", tenant=tenant.server_name)
 
-    def signer(self, tenant: Tenant) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    def signer(self, tenant: Tenant) -> Callable[..., dict[str, Any]] | None:
         return self.keyring.signer(tenant)
 
     def kick(self, tenant: Tenant, destinations: set[str]) -> None:
@@ -138,11 +154,16 @@ class Federation:
                     self._failed[key] = (trio.current_time(), exc)
                 raise
             self._failed.pop(key, None)
-            await self.state.db.write(
-                keys_db.store_peer_keys_txn, tenant, server_name,
-                [{"key_id": k.key_id, "public_key": k.public_key, "retired_at": k.retired_at,
-                  "expires_at": k.expires_at} for k in keys],
-                json.dumps(desc), self.state.clock())
+            try:
+                await self.state.db.write(
+                    keys_db.store_peer_keys_txn, tenant, server_name,
+                    [{"key_id": k.key_id, "public_key": k.public_key,
+                      "retired_at": k.retired_at, "expires_at": k.expires_at} for k in keys],
+                    json.dumps(desc), self.state.clock())
+            finally:
+                # a read begun before this write must not memoise what it replaced
+                self._keys_generation += 1
+                self._keys.pop(key, None)
             logs.log("federation.peer_discovered", tenant=tenant.server_name, peer=server_name,
                      key_id=keys[0].key_id)
             return keys
@@ -176,11 +197,8 @@ class Federation:
         descriptor past its ``valid_until``; then a peer out of reach keeps its cached keys).
         """
         if not refresh:
-            cached, valid_until = await self.state.db.read(keys_db.cached_peer_txn, tenant,
-                                                           server_name)
-            if cached:
-                keys = [KeyInfo(k.key_id, k.public_key, k.retired_at, k.expires_at)
-                        for k in cached]
+            keys, valid_until = await self._cached_keys(tenant, server_name)
+            if keys:
                 if (valid_until is None or self.state.clock() <= valid_until
                         or not self._may_refetch(tenant, server_name)):
                     return keys
@@ -191,6 +209,24 @@ class Federation:
                         raise
                     return keys
         return await self.fetch_peer(tenant, server_name, via=via, known=refresh)
+
+    async def _cached_keys(self, tenant: Tenant, server_name: str
+                           ) -> tuple[list[KeyInfo], int | None]:
+        """The keys stored for a peer (and its descriptor's valid_until), memoised."""
+        key = (tenant.tenant_id, server_name)
+        now = trio.current_time()
+        memo = self._keys.get(key)
+        if memo is not None and now - memo[0] < KEYS_MEMO_SECONDS:
+            return memo[1], memo[2]
+        generation = self._keys_generation
+        cached, valid_until = await self.state.db.read(keys_db.cached_peer_txn, tenant,
+                                                       server_name)
+        keys = [KeyInfo(k.key_id, k.public_key, k.retired_at, k.expires_at) for k in cached]
+        if keys and generation == self._keys_generation:
+            if len(self._keys) >= MAX_REMEMBERED:
+                self._keys.clear()
+            self._keys[key] = (now, keys, valid_until)
+        return keys, valid_until
 
     def _may_refetch(self, tenant: Tenant, server_name: str) -> bool:
         last = self._fetched_at.get((tenant.tenant_id, server_name))
@@ -253,13 +289,84 @@ class Federation:
         await self._verify_with_peer_key(tenant, origin, signing_key_ids(event, origin),
                                          usable, check, origin_ts=ts, via=via)
 
+    async def verify_events(self, tenant: Tenant, items: list[tuple[dict[str, Any], bytes | None]],
+                            *, via: str | None = None) -> list[FederationError | None]:
+        """:meth:`verify_event` for a batch: one error (or None) per ``(event, signable)``.
+
+        The fast path reads each origin's keys once and checks the signatures
+        together, in worker threads for a large batch (libsodium releases the
+        GIL, so a catch-up uses both cores). An event it cannot settle -- no
+        usable key cached, a signature that fails -- takes the slow path,
+        :meth:`verify_event`, which refetches keys and names the refusal.
+        ``via``: the peer that sent the batch, when it relays others' events.
+        """
+        now = self.state.clock()
+        keys: dict[str, dict[str, KeyInfo] | None] = {}
+        checks: list[tuple[int, bytes, bytes, bytes]] = []  # index, data, signature, key
+        for index, (event, signable) in enumerate(items):
+            origin = event["origin"]
+            if origin not in keys:
+                try:
+                    known, _ = await self._cached_keys(tenant, origin)
+                except FederationError:
+                    known = []
+                keys[origin] = {k.key_id: k for k in known}
+            found = keys[origin] or {}
+            sigs = event["signatures"].get(origin)
+            for key_id in signing_key_ids(event, origin):
+                info = found.get(key_id)
+                if info is None or not verifies_event(info, event.get("origin_ts", 0), now):
+                    continue
+                try:
+                    data = signable_bytes(event) if signable is None else signable
+                    checks.append((index, data, decode_base64(sigs[key_id]),
+                                   decode_base64(info.public_key)))
+                except (BadRequest, TypeError):
+                    pass
+                break
+        ok = set()
+        if len(checks) >= THREADED_VERIFY_MIN:
+            half = (len(checks) + 1) // 2
+            results: list[set[int]] = []
+
+            async def run(part: list[tuple[int, bytes, bytes, bytes]]) -> None:
+                results.append(await trio.to_thread.run_sync(verify_detached, part))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, checks[:half])
+                nursery.start_soon(run, checks[half:])
+            ok = set().union(*results)
+        elif checks:
+            ok = verify_detached(checks)
+        out: list[FederationError | None] = []
+        for index, (event, _) in enumerate(items):
+            if index in ok:
+                out.append(None)
+                continue
+            origin_via = via if via is not None and via != event["origin"] else None
+            try:
+                await self.verify_event(tenant, event, via=origin_via)
+                out.append(None)
+            except FederationError as exc:
+                out.append(exc)
+            except Exception:  # a bug must not fail the whole batch: this event waits
+                logs.log_exception("federation.event.internal_error",
+                                   tenant=tenant.server_name, peer=via or event["origin"],
+                                   event_id=event.get("event_id"))
+                out.append(FederationError("internal error while checking this event; try "
+                                           "again later", code="SW_INTERNAL", status=500))
+        return out
+
     async def authenticate(self, tenant: Tenant, method: str, uri: str,
-                           content: dict[str, Any] | None, header: str | None) -> FedAuth:
+                           content: dict[str, Any] | None, header: str | FedAuth | None, *,
+                           body: bytes | None = None) -> FedAuth:
         """Check a peer's signed request to us; returns the verified header.
 
+        ``header``: as received, or already parsed; ``body``: the raw bytes
+        ``content`` was parsed from (core.signing.verify_request).
         Raises SW_FED_SIGNATURE_MISMATCH (and discovery errors of the origin).
         """
-        auth = parse_auth_header(header)
+        auth = header if isinstance(header, FedAuth) else parse_auth_header(header)
         if auth.destination != tenant.server_name:
             raise mismatch(f"request is addressed to {auth.destination}, this is "
                            f"{tenant.server_name}")
@@ -267,7 +374,7 @@ class Federation:
 
         def check(raw: bytes, key_id: str) -> None:
             verify_request(auth, method=method, uri=uri, content=content, verify_key=raw,
-                           now_ms=now)
+                           now_ms=now, body=body)
 
         await self._verify_with_peer_key(tenant, auth.origin, [auth.key_id],
                                          lambda info: verifies_request(info, now), check)
@@ -275,17 +382,18 @@ class Federation:
 
     # -- requests to peers -----------------------------------------------------
 
-    def _auth(self, tenant: Tenant, destination: str) -> Callable[[str, str, Any], str]:
+    def _auth(self, tenant: Tenant, destination: str) -> Callable[..., str]:
         keypair = self.keyring.current(tenant)
         if keypair is None:
             raise FederationError("this server has no federation key: run "
                                   "'swfed admin federation key generate'",
                                   code="SW_FED_NO_KEY", status=503)
 
-        def auth(method: str, uri: str, content: Any) -> str:
+        def auth(method: str, uri: str, content: Any, content_bytes: bytes | None) -> str:
+            # the bytes sent are canonical JSON of the content: sign them as they are
             return sign_request(method=method, uri=uri, origin=tenant.server_name,
                                 destination=destination, ts_ms=self.state.clock(),
-                                content=content, keypair=keypair)
+                                content=content, keypair=keypair, content_bytes=content_bytes)
 
         return auth
 
@@ -295,10 +403,11 @@ class Federation:
         await self.peer_keys(tenant, destination)
 
     async def post(self, tenant: Tenant, destination: str, path: str,
-                   body: dict[str, Any]) -> FedResponse:
+                   body: dict[str, Any] | None, *, raw: bytes | None = None) -> FedResponse:
+        """A signed POST of ``body``, or of ``raw`` (the body as canonical JSON already)."""
         await self._ready(tenant, destination)
         return await self.client.post_json(destination, FED_PREFIX + path, body,
-                                           auth=self._auth(tenant, destination))
+                                           auth=self._auth(tenant, destination), raw=raw)
 
     async def get(self, tenant: Tenant, destination: str, path: str) -> FedResponse:
         await self._ready(tenant, destination)
@@ -306,10 +415,26 @@ class Federation:
                                           auth=self._auth(tenant, destination))
 
     async def heard_from(self, tenant: Tenant, server_name: str) -> None:
-        """A verified request from a peer: it is up, retry its queue now."""
-        await self.state.db.write(peers_db.peer_ok_txn, tenant.tenant_id, server_name,
-                                  self.state.clock())
+        """A verified request from a peer: it is up, retry its queue now.
+
+        The peer's row (``last_seen``, its error cleared) is written at most
+        every :data:`SEEN_WRITE_SECONDS` while nothing failed meanwhile, not
+        once per request: a busy peer's every /send would cost a commit.
+        """
+        key = (tenant.tenant_id, server_name)
+        now = trio.current_time()
+        written = self._seen_written.get(key)
+        if written is None or now - written >= SEEN_WRITE_SECONDS:
+            await self.state.db.write(peers_db.peer_ok_txn, tenant.tenant_id, server_name,
+                                      self.state.clock())
+            if len(self._seen_written) >= MAX_REMEMBERED:
+                self._seen_written.clear()
+            self._seen_written[key] = now
         self.sender.heard_from(tenant.tenant_id, server_name)
+
+    def failed_toward(self, tenant_id: int, server_name: str) -> None:
+        """Our delivery to the peer failed (its row says so): the next contact clears it."""
+        self._seen_written.pop((tenant_id, server_name), None)
 
 
 def error_of(resp: FedResponse) -> FederationError:

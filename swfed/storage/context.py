@@ -23,7 +23,7 @@ class Ctx:
 
     tenant: Tenant
     now: int
-    sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    sign: Callable[..., dict[str, Any]] | None = None
     kicks: set[str] = attrs.Factory(set)
     repairs: set[str] = attrs.Factory(set)
 

@@ -45,6 +45,7 @@ import trio
 
 from swfed import logs
 from swfed.core.errors import StorageUnavailable
+from swfed.storage.files import bump_stamp
 from swfed.storage.migrations import migrate
 
 T = TypeVar("T")
@@ -115,16 +116,34 @@ def open_direct(path: Path, *, synchronous: str = "FULL",
     return conn
 
 
+#: The stamp the CLI bumps when its commit moved ``auth_version`` (swfed.storage.sessions).
+SESSIONS_STAMP = "sessions.changed"
+
+
+def auth_version_txn(conn: sqlite3.Connection) -> int:
+    """The number that moves whenever a token may stop meaning its user (migration 7)."""
+    return int(conn.execute("SELECT version FROM auth_version").fetchone()[0])
+
+
 def run_in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any,
                        **kwargs: Any) -> T:
-    """Run ``fn(conn, *args, **kwargs)`` in one immediate transaction (CLI use)."""
+    """Run ``fn(conn, *args, **kwargs)`` in one immediate transaction (CLI use).
+
+    A commit that changed who a token belongs to bumps the sessions stamp, so a
+    running server forgets the users it remembered for tokens.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        before = auth_version_txn(conn)
         result = fn(conn, *args, **kwargs)
+        changed = auth_version_txn(conn) != before
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    if changed:
+        db_file = conn.execute("PRAGMA database_list").fetchone()[2]
+        bump_stamp(Path(db_file), SESSIONS_STAMP)
     return result
 
 
@@ -156,6 +175,8 @@ class Database:
         self._read_slots = trio.Semaphore(read_connections)
         self._n_readers = read_connections
         self._after_commit: list[Callable[[], None]] = []
+        #: ``auth_version`` as of the last commit (swfed.storage.sessions).
+        self.auth_version = 0
         #: Commits and writes done, for the benchmark and metrics.
         self.commits = 0
         self.writes = 0
@@ -184,6 +205,7 @@ class Database:
             return conn
 
         writer_conn = await trio.to_thread.run_sync(setup)
+        self.auth_version = auth_version_txn(writer_conn)
         self._readers = [
             connect(self.path, synchronous=self._synchronous,
                     busy_timeout_ms=self._busy_timeout_ms, readonly=True)
@@ -206,7 +228,7 @@ class Database:
         self._readers = []
 
     def on_commit(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` on the Trio thread after every commit."""
+        """Call ``callback()`` on the Trio thread after every commit (once per group)."""
         self._after_commit.append(callback)
 
     # -- writes --------------------------------------------------------------
@@ -271,7 +293,9 @@ class Database:
                     conn.execute("ROLLBACK TO w")
                     job.error = exc
                 conn.execute("RELEASE w")
+            auth_version = auth_version_txn(conn)
             conn.execute("COMMIT")
+            self.auth_version = auth_version
             self.commits += 1
             self.writes += len(batch)
             if (self.trouble is not None and conn.total_changes > changes
@@ -291,8 +315,12 @@ class Database:
                 job.result = None
                 # one error per caller: each raises its own (tracebacks differ)
                 job.error = exc if trouble is None else storage_trouble(exc)
+        # one hop back to Trio per batch (per Trio run: in the server there is one)
+        by_run: dict[trio.lowlevel.TrioToken, list[_Write]] = {}
         for job in batch:
-            job.token.run_sync_soon(self._finish, job)
+            by_run.setdefault(job.token, []).append(job)
+        for token, jobs in by_run.items():
+            token.run_sync_soon(self._finish, jobs)
 
     def _storage_failed(self, trouble: StorageUnavailable, writes: int) -> None:
         """Count a failed batch; log ``storage.unavailable`` at most once a minute."""
@@ -338,9 +366,10 @@ class Database:
         conn.execute(f"PRAGMA max_page_count = {limit if limit > 0 else self._default_max_pages}")
         self._page_limit = limit
 
-    def _finish(self, job: _Write) -> None:
-        job.done.set()
-        if job.error is None:
+    def _finish(self, batch: list[_Write]) -> None:
+        for job in batch:
+            job.done.set()
+        if any(job.error is None for job in batch):
             for callback in self._after_commit:
                 callback()
 

@@ -44,7 +44,7 @@ def record_delivery_txn(conn: sqlite3.Connection, ctx: Ctx, dest: str,
     delivered: list[int] = []
     refused: list[str] = []
     for q in batch:
-        room_id = str(q.payload.get("room_id", ""))
+        room_id = q.room_id
         to_host = room_host(room_id) == dest
         refusal = settled.refused.get(q.event_id)
         if refusal is not None:
@@ -55,8 +55,8 @@ def record_delivery_txn(conn: sqlite3.Connection, ctx: Ctx, dest: str,
             error = {"code": refusal.code, "message": refusal.message}
             if to_host:
                 protocol.settle_txn(conn, ctx, room_id, q.event_id, error=error)
-            elif q.payload.get("type") == "invite":
-                protocol.end_refused_invite_txn(conn, ctx, q.payload, error)
+            elif (event := q.event()).get("type") == "invite":
+                protocol.end_refused_invite_txn(conn, ctx, event, error)
         elif q.event_id in settled.delivered:
             done.append(q.id)
             delivered.append(q.created_at)

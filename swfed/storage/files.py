@@ -37,3 +37,33 @@ def loose_files(data_dir: Path, db_file: Path) -> list[tuple[Path, int]]:
 
 def fix_for(data_dir: Path, db_file: Path) -> str:
     return f"chmod 700 {data_dir} && chmod 600 {db_file}*"
+
+
+# -- stamps -------------------------------------------------------------------
+#
+# The CLI writes the SQLite file directly, possibly while the server runs.
+# When its commit changed something a running server keeps in memory (the
+# tenants, who tokens belong to), it then replaces a small stamp file next to
+# the database; the server looks at the stamp (one stat(), no database read)
+# and reloads only when it changed. os.replace() gives the stamp a new inode
+# each time, so two bumps within one tick of the file system's clock are still
+# told apart.
+
+#: What stat() says about a stamp: (inode, mtime ns, size); None if absent.
+Stamp = tuple[int, int, int] | None
+
+
+def bump_stamp(db_file: Path, name: str) -> None:
+    """Tell a running server that what ``name`` stands for changed (call after the commit)."""
+    path = db_file.parent / name
+    tmp = path.with_name(f".{name}.{os.getpid()}")
+    tmp.write_text(f"{os.getpid()} {os.urandom(8).hex()}\n")
+    os.replace(tmp, path)
+
+
+def read_stamp(db_file: Path, name: str) -> Stamp:
+    try:
+        st = os.stat(db_file.parent / name)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

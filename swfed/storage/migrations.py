@@ -364,6 +364,36 @@ CREATE INDEX peer_counts_by_hour ON peer_counts(hour);
 CREATE INDEX login_sessions_by_expiry ON login_sessions(expires_at);
 """
 
+_V_AUTH_VERSION = """
+-- A number that moves whenever a token could stop meaning the user it meant
+-- (a token, login session or user changed or went). The server keeps the
+-- users of recent tokens in memory and trusts them only while it is the
+-- same (swfed.storage.sessions); the CLI tells a running server when its
+-- commit moved it (the sessions.changed stamp).
+CREATE TABLE auth_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO auth_version (id, version) VALUES (1, 0);
+CREATE TRIGGER auth_users_updated AFTER UPDATE ON users
+    BEGIN UPDATE auth_version SET version = version + 1; END;
+CREATE TRIGGER auth_users_deleted AFTER DELETE ON users
+    BEGIN UPDATE auth_version SET version = version + 1; END;
+CREATE TRIGGER auth_tokens_updated AFTER UPDATE ON tokens
+    BEGIN UPDATE auth_version SET version = version + 1; END;
+CREATE TRIGGER auth_tokens_deleted AFTER DELETE ON tokens
+    BEGIN UPDATE auth_version SET version = version + 1; END;
+CREATE TRIGGER auth_sessions_updated AFTER UPDATE ON login_sessions
+    BEGIN UPDATE auth_version SET version = version + 1; END;
+CREATE TRIGGER auth_sessions_deleted AFTER DELETE ON login_sessions
+    BEGIN UPDATE auth_version SET version = version + 1; END;
+
+-- Queued events are stored as canonical JSON from now on, so that a /send
+-- body is their bytes joined, signed as they are (nothing parsed or encoded
+-- again per peer). Rows queued by an older swfed say 0 and are re-encoded.
+ALTER TABLE outbox ADD COLUMN canonical INTEGER NOT NULL DEFAULT 0;
+"""
+
 #: (version, SQL script); versions are consecutive from 1.
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _V1),
@@ -372,6 +402,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (4, _V4),
     (5, _V_PASSWORDS),
     (6, _V_RETENTION),
+    (7, _V_AUTH_VERSION),
 ]
 
 

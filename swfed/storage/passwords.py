@@ -24,11 +24,9 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from swfed.core.errors import BadRequest, NotFound
 from swfed.storage.tenants import (
     Tenant,
-    User,
     create_user_txn,
     hash_token,
     issue_token_txn,
-    user_by_token_txn,
     user_txn,
 )
 
@@ -133,19 +131,6 @@ def create_user_with_password_txn(conn: sqlite3.Connection, tenant: Tenant, loca
     token = create_user_txn(conn, tenant, local_id, display_name, admin, now)
     set_password_txn(conn, tenant, local_id, password_hash, now, end_sessions=False)
     return token
-
-
-def session_user_txn(conn: sqlite3.Connection, tenant: Tenant, token: str,
-                     now: int) -> User | None:
-    """The user a token belongs to, unless it is a login session that has expired."""
-    user = user_by_token_txn(conn, tenant, token)
-    if user is None:
-        return None
-    row = conn.execute("SELECT expires_at FROM login_sessions WHERE token_hash = ?",
-                       (hash_token(token),)).fetchone()
-    if row is not None and row[0] <= now:
-        return None  # logging in again replaces it; expired rows go at the next login
-    return user
 
 
 def revoke_token_txn(conn: sqlite3.Connection, tenant: Tenant, token: str) -> bool:

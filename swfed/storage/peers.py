@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from swfed.core.canonical import encode_canonical_json
 from swfed.storage.tenants import Tenant
 
 HOUR_MS = 3600 * 1000
@@ -17,9 +18,19 @@ HOUR_MS = 3600 * 1000
 class Queued:
     id: int
     event_id: str
-    payload: dict[str, Any]
+    room_id: str
+    #: the event as sent: canonical JSON bytes, joined as they are into /send
+    raw: bytes
     created_at: int
-    size: int = 0  # bytes of the stored payload
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    def event(self) -> dict[str, Any]:
+        """The event parsed (only a refusal needs more than its id and room)."""
+        parsed: dict[str, Any] = json.loads(self.raw)
+        return parsed
 
 
 def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
@@ -30,13 +41,16 @@ def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
     skipped, not dropped, until the flag is on again.
     """
     rows = conn.execute(
-        "SELECT o.id, o.event_id, o.payload, o.created_at FROM outbox o"
+        "SELECT o.id, o.event_id, o.room_id, o.payload, o.created_at, o.canonical FROM outbox o"
         " WHERE o.tenant_id = ? AND o.destination = ? AND NOT EXISTS (SELECT 1 FROM rooms r"
         " WHERE r.tenant_id = o.tenant_id AND r.room_id = o.room_id AND r.federate = 0"
         " AND r.host = (SELECT server_name FROM tenants t WHERE t.tenant_id = o.tenant_id))"
         " ORDER BY o.id LIMIT ?", (tenant_id, destination, limit)).fetchall()
-    return [Queued(r["id"], r["event_id"], json.loads(r["payload"]), r["created_at"],
-                   len(r["payload"])) for r in rows]
+    return [Queued(r["id"], r["event_id"],
+                   r["room_id"] or str(json.loads(r["payload"]).get("room_id", "")),
+                   r["payload"].encode() if r["canonical"] else
+                   encode_canonical_json(json.loads(r["payload"])), r["created_at"])
+            for r in rows]
 
 
 def queue_depths_txn(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:
@@ -125,10 +139,13 @@ def peers_view_txn(conn: sqlite3.Connection, tenant: Tenant, now: int) -> list[d
     return out
 
 
-def enqueue_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
+def enqueue_txn(conn: sqlite3.Connection, tenant_id: int, destinations: list[str],
                 payload: dict[str, Any], now: int) -> None:
-    """Queue one event for ``destination`` (the sender is woken after the commit)."""
-    conn.execute("INSERT INTO outbox (tenant_id, destination, event_id, room_id, payload,"
-                 " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                 (tenant_id, destination, payload["event_id"], payload.get("room_id"),
-                  json.dumps(payload, ensure_ascii=False), now))
+    """Queue one event for each of ``destinations``, encoded once (the sender is woken
+    after the commit)."""
+    text = encode_canonical_json(payload).decode()
+    conn.executemany(
+        "INSERT INTO outbox (tenant_id, destination, event_id, room_id, payload, created_at,"
+        " canonical) VALUES (?, ?, ?, ?, ?, ?, 1)",
+        [(tenant_id, destination, payload["event_id"], payload.get("room_id"), text, now)
+         for destination in destinations])

@@ -37,6 +37,7 @@ from swfed.core.events import (
 from swfed.core.ids import Fqid, is_fqid, new_room_id, new_uuid
 from swfed.core.policy import decide_foreign_count, decide_peer, decide_room
 from swfed.core.rooms import PENDING_SEQ, Room, room_not_found
+from swfed.core.signing import signable_bytes
 from swfed.storage import events as events_db
 from swfed.storage import invites as invites_db
 from swfed.storage import members as members_db
@@ -130,14 +131,8 @@ def _route(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
     if targets:
         assert signed is not None
         payload = {**signed, "unsigned": {"seq": seq}} if room.host == ctx.me else signed
-        for destination in sorted(targets):
-            _enqueue(conn, ctx, destination, payload)
-
-
-def _enqueue(conn: sqlite3.Connection, ctx: Ctx, destination: str,
-             payload: dict[str, Any]) -> None:
-    peers_db.enqueue_txn(conn, ctx.tenant.tenant_id, destination, payload, ctx.now)
-    ctx.kicks.add(destination)
+        peers_db.enqueue_txn(conn, ctx.tenant.tenant_id, sorted(targets), payload, ctx.now)
+        ctx.kicks.update(targets)
 
 
 def _take(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
@@ -199,8 +194,9 @@ def emit_txn(conn: sqlite3.Connection, ctx: Ctx, room: Room, type_: str, sender:
     """Create an event of ours: sign, store, apply, route. Returns the event."""
     event = {"event_id": new_uuid(), "room_id": room.room_id, "type": type_,
              "sender": sender, "origin": ctx.me, "origin_ts": ctx.now, "content": content}
-    signed = ctx.sign(event) if ctx.sign is not None else None
-    size = event_size(signed or event)
+    signable = signable_bytes(event)
+    signed = ctx.sign(event, signable) if ctx.sign is not None else None
+    size = event_size(signed or event, signable)
     if size > MAX_EVENT_BYTES:
         raise TooLarge(f"the event would be {size} bytes, over the limit of {MAX_EVENT_BYTES} "
                        "(peers refuse larger ones): send a shorter message",

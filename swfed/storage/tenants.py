@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import sqlite3
 from pathlib import Path
@@ -13,6 +12,7 @@ import attrs
 
 from swfed.core.errors import Conflict, NotFound
 from swfed.core.policy import Policy, policy_from_stored
+from swfed.storage import files
 
 
 @attrs.frozen
@@ -55,19 +55,13 @@ def list_tenants_txn(conn: sqlite3.Connection) -> list[Tenant]:
     return [_tenant(r) for r in conn.execute("SELECT * FROM tenants ORDER BY tenant_id")]
 
 
-# -- the tenants stamp -----------------------------------------------------------
+# -- the tenants stamp (swfed.storage.files) -------------------------------------
 #
-# ``swfed admin tenant create`` writes the SQLite file directly, possibly while
-# the server runs. After its commit it replaces this small file next to the
-# database; the server looks at it (one stat(), no database read) when a Host it
-# does not know arrives, and reloads its tenants only when the file changed.
-# os.replace() gives the stamp a new inode each time, so two bumps within one
-# tick of the file system's clock are still told apart.
+# ``swfed admin tenant create`` bumps it after its commit; the server looks at
+# it when a Host it does not know arrives.
 
 TENANTS_STAMP = "tenants.changed"
-
-#: What stat() says about the stamp: (inode, mtime ns, size); None if absent.
-Stamp = tuple[int, int, int] | None
+Stamp = files.Stamp
 
 
 def stamp_path(db_file: Path) -> Path:
@@ -76,18 +70,11 @@ def stamp_path(db_file: Path) -> Path:
 
 def bump_tenants_stamp(db_file: Path) -> None:
     """Tell a running server that tenants changed (call after the commit)."""
-    path = stamp_path(db_file)
-    tmp = path.with_name(f".{TENANTS_STAMP}.{os.getpid()}")
-    tmp.write_text(f"{os.getpid()} {os.urandom(8).hex()}\n")
-    os.replace(tmp, path)
+    files.bump_stamp(db_file, TENANTS_STAMP)
 
 
 def read_tenants_stamp(db_file: Path) -> Stamp:
-    try:
-        st = os.stat(stamp_path(db_file))
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return files.read_stamp(db_file, TENANTS_STAMP)
 
 
 def tenant_by_name_txn(conn: sqlite3.Connection, server_name: str) -> Tenant | None:

@@ -104,7 +104,7 @@ async def test_json_roundtrip_sends_host_and_auth(ca: trustme.CA, peer: TlsServe
                                                   tmp_path: Any) -> None:
     async with client_for(ca, peer, tmp_path) as client:
         resp = await client.post_json("peer.test", "/_scaiwave/x", {"b": 1, "a": "é"},
-                                      auth=lambda m, u, b: f"SW-Fed test {m} {u}")
+                                      auth=lambda m, u, b, raw: f"SW-Fed test {m} {u}")
     assert resp.status == 200 and resp.body == {"ok": True}
     sent = peer.requests[0]
     assert sent.startswith(b"POST /_scaiwave/x HTTP/1.1")
