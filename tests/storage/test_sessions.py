@@ -35,3 +35,4 @@ async def test_a_token_is_read_once_and_forgotten_when_it_changes(tmp_path: Path
         assert await cache.user(tenant, bob, 1) is None
     finally:
         await db.close()
+
