@@ -91,6 +91,17 @@ def signable_bytes(obj: dict[str, Any]) -> bytes:
                                   if k not in ("signatures", "unsigned")})
 
 
+def signable_or_none(raw: Any) -> bytes | None:
+    """:func:`signable_bytes` of what a peer sent, or None if it cannot be encoded
+    (then the event's own checks say what is wrong)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return signable_bytes(raw)
+    except (BadRequest, ValueError, TypeError, RecursionError, UnicodeError):
+        return None
+
+
 def sign_json(obj: dict[str, Any], server_name: str, keypair: KeyPair, *,
               signable: bytes | None = None) -> dict[str, Any]:
     """A new dict: ``obj`` plus our signature. Raises BadRequest SW_BAD_JSON."""

@@ -15,6 +15,7 @@ import attrs
 from swfed.core.errors import FederationError
 from swfed.core.events import check_federated_event
 from swfed.core.rooms import PENDING_SEQ
+from swfed.core.signing import signable_or_none
 from swfed.storage.tenants import Tenant
 
 
@@ -43,11 +44,12 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
     if resp.status != 200:
         raise error_of(resp)
     raw = resp.body.get("events")
-    verified: list[dict[str, Any]] = []
+    checked: list[tuple[dict[str, Any], bytes | None]] = []
     refused: list[tuple[dict[str, Any], FederationError]] = []
     for event in raw if isinstance(raw, list) else []:
         try:
-            check_federated_event(event)
+            signable = signable_or_none(event)
+            check_federated_event(event, signable=signable)
             if event["room_id"] != room_id:
                 raise FederationError("event of another room", code="SW_FED_BAD_EVENT")
             seq = event.get("unsigned", {}).get("seq") if isinstance(
@@ -55,10 +57,20 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
             if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < PENDING_SEQ:
                 raise FederationError("history event without its seq",
                                       code="SW_FED_BAD_EVENT")
-            await fed.verify_event(tenant, event, history=True, via=host)
-            verified.append(event)
+            checked.append((event, signable))
         except FederationError as exc:
             refused.append((event if isinstance(event, dict) else {}, exc))
+    # events we hold already are not checked again (storing them is a no-op)
+    known = await fed.stored(tenant, [event for event, _ in checked]) if checked else set()
+    unknown = [item for i, item in enumerate(checked) if i not in known]
+    errors = iter(await fed.verify_events(tenant, unknown, via=host))
+    verified: list[dict[str, Any]] = []
+    for i, (event, _) in enumerate(checked):
+        error = None if i in known else next(errors)
+        if error is None:
+            verified.append(event)
+        else:
+            refused.append((event, error))
     nxt = resp.body.get("next")
     last = resp.body.get("last_seq")
     return Page(verified, refused, nxt if isinstance(nxt, int) else None,

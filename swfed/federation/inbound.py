@@ -29,12 +29,12 @@ from swfed.calls import call_token
 from swfed.context import int_arg, limits, rate_limited, read, state
 from swfed.core.canonical import decode_json_object
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, PROTOCOL_VERSIONS
-from swfed.core.errors import BadRequest, FederationError, NotFound, SwfedError
+from swfed.core.errors import FederationError, NotFound, SwfedError
 from swfed.core.events import check_federated_event
 from swfed.core.ids import LOCAL_ID_RE, Fqid, is_server_name, parse_participant
 from swfed.core.policy import backfill_limit, decide_peer
 from swfed.core.rooms import check_relay, server_of
-from swfed.core.signing import parse_auth_header, signable_bytes
+from swfed.core.signing import parse_auth_header, signable_or_none
 from swfed.federation.client import TRANSPORT_CODES
 from swfed.federation.replay import GUARD
 from swfed.storage import members as members_db
@@ -249,7 +249,7 @@ async def send() -> dict[str, Any]:
         key = key if isinstance(key, str) else f"#{index}"
         room_id = raw.get("room_id") if isinstance(raw, dict) else None
         try:
-            signable = _signable(raw)
+            signable = signable_or_none(raw)
             event = check_federated_event(raw, signable=signable)
             # the cheap checks first: no key is fetched for an event that may not come
             check_relay(event, origin, tenant.server_name)
@@ -258,11 +258,17 @@ async def send() -> dict[str, Any]:
             refused.append((key, room_id if isinstance(room_id, str) else None, exc))
         except Exception:  # a bug must not turn the whole /send into a 500
             results[key] = _internal(tenant, origin, key)
+    # While gap repair runs it brings many of the same events: those already
+    # stored are not verified again (storing them again checks they are the same).
+    known = (await st.federation.stored(tenant, [event for _, event, _ in checked])
+             if checked and st.federation.repairer.busy(tenant) else set())
+    unknown = [item for i, item in enumerate(checked) if i not in known]
     # a relayed event: if its origin is out of our reach, its host has its keys
-    outcomes = await st.federation.verify_events(
-        tenant, [(event, signable) for _, event, signable in checked], via=origin)
+    outcomes = iter(await st.federation.verify_events(
+        tenant, [(event, signable) for _, event, signable in unknown], via=origin))
     verified: list[dict[str, Any]] = []
-    for (key, event, _), error in zip(checked, outcomes, strict=True):
+    for i, (key, event, _) in enumerate(checked):
+        error = None if i in known else next(outcomes)
         if error is None:
             verified.append(event)
         elif _transient(error):
@@ -279,16 +285,6 @@ async def send() -> dict[str, Any]:
         results[key] = {"error": {"code": exc.code, "message": exc.message}}
         log_refusal(tenant, origin, exc, event_id=key, room_id=room_id)
     return {"results": results}
-
-
-def _signable(raw: Any) -> bytes | None:
-    """The bytes an event's signature covers, encoded once for sizing and verifying."""
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return signable_bytes(raw)
-    except (BadRequest, ValueError, TypeError, RecursionError, UnicodeError):
-        return None  # check_federated_event says what is wrong
 
 
 def _internal(tenant: Tenant, origin: str, key: str) -> dict[str, Any]:

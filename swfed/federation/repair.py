@@ -14,6 +14,9 @@ an admin, whenever it may have missed something:
 Repair asks the host for the events after our mark (``/backfill?after=``),
 verifies each like backfill, and stores them in the host's order with
 their effects; it repeats until the mark reaches the host's ``last_seq``.
+When the host's own deliveries move the mark meanwhile (its queue after our
+restart), repair steps aside until the mark rests, instead of fetching and
+checking every event twice.
 One :class:`Repairer` task per process works through the requested rooms,
 one at a time per room; a failed attempt is retried with backoff.
 """
@@ -35,6 +38,8 @@ from swfed.storage.context import Ctx
 from swfed.storage.tenants import Tenant
 
 PAGE = 100
+#: While the host's deliveries move a room's mark, repair looks again this often (s).
+YIELD_SECONDS = 1.0
 
 
 class Repairer:
@@ -42,6 +47,7 @@ class Repairer:
         self.fed = fed
         self._wanted: set[tuple[int, str]] = set()
         self._running: set[tuple[int, str]] = set()
+        self._watch_first: set[tuple[int, str]] = set()
         self._failures: dict[tuple[int, str], int] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -52,13 +58,23 @@ class Repairer:
             self._nursery = nursery
             for tenant in state.tenants.all():
                 for room in await state.db.read(rooms_db.remote_rooms_txn, tenant):
-                    self.request(tenant, room.room_id)
+                    self.request(tenant, room.room_id, watch_first=True)
             task_status.started()
             await trio.sleep_forever()
 
-    def request(self, tenant: Tenant, room_id: str) -> None:
-        """Make sure the room is repaired soon (after the current attempt, if one runs)."""
+    def busy(self, tenant: Tenant) -> bool:
+        """Whether a repair of one of the tenant's rooms is under way."""
+        return any(tid == tenant.tenant_id for tid, _ in self._running)
+
+    def request(self, tenant: Tenant, room_id: str, *, watch_first: bool = False) -> None:
+        """Make sure the room is repaired soon (after the current attempt, if one runs).
+
+        ``watch_first``: at start, when the host's queue is likely bringing what
+        we missed, watch the mark for a moment before fetching anything.
+        """
         key = (tenant.tenant_id, room_id)
+        if watch_first:
+            self._watch_first.add(key)
         self._wanted.add(key)
         if key not in self._running and self._nursery is not None:
             self._running.add(key)
@@ -91,15 +107,30 @@ class Repairer:
     async def _catch_up(self, tenant: Tenant, room_id: str) -> None:
         state = self.fed.state
         fetched = 0
+        expected: int | None = None  # the mark as our last page left it
+        if (tenant.tenant_id, room_id) in self._watch_first:
+            self._watch_first.discard((tenant.tenant_id, room_id))
+            room = await state.db.read(rooms_db.room_txn, tenant, room_id)
+            expected = None if room is None else room.synced_seq
+            await trio.sleep(YIELD_SECONDS)
         while True:
             room = await state.db.read(rooms_db.room_txn, tenant, room_id)
             if room is None or room.host == tenant.server_name or room.synced_seq == 0:
                 return
+            if expected is not None and room.synced_seq > expected:
+                # The host's own deliveries moved the mark meanwhile (after a
+                # restart its queue brings what we missed): fetching the same
+                # events as well would only do the work twice. Step aside while
+                # they flow; once the mark rests, fetch whatever is still missing.
+                expected = room.synced_seq
+                await trio.sleep(YIELD_SECONDS)
+                continue
             page = await history.fetch(self.fed, tenant, room.host, room_id,
                                        after=room.synced_seq, limit=PAGE)
             ctx = Ctx(tenant, state.clock(), self.fed.signer(tenant))
             synced = await state.db.write(protocol.store_repair_txn, ctx, room_id, page.events)
             self.fed.committed(tenant, ctx)
+            expected = synced
             fetched += len(page.events)
             for event, exc in page.refused:
                 logs.log("federation.event_rejected", level="warning",

@@ -52,6 +52,11 @@ class PeerQueue:
         self.sent = 0
         #: The peer's Retry-After on its last answer, if any.
         self.peer_retry_after: float | None = None
+        #: The record of the last batch sent, while it is being written in the
+        #: background; the id of its last row; what it raised.
+        self._recording: trio.Event | None = None
+        self._recording_upto = 0
+        self._record_error: Exception | None = None
 
     def poke(self, *, reset: bool = False) -> None:
         if reset:
@@ -68,6 +73,18 @@ class PeerQueue:
         self.wake = trio.Event()
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            await self._run(nursery)
+
+    async def _run(self, nursery: trio.Nursery) -> None:
+        """Read, send, record; the record of a batch overlaps sending the next.
+
+        One ``/send`` is in flight at a time, in order. Once a batch is
+        settled whole, its rows are left to the background record
+        (:meth:`_record`, one at a time, in order) and the next batch is read
+        past them; a batch that left something queued waits for its record
+        and the next read starts over from the oldest row.
+        """
         fed = self.sender.fed
         state = fed.state
         while True:
@@ -75,32 +92,66 @@ class PeerQueue:
                 await self._sleep()
                 continue
             queued = await state.db.read(peers_db.outbox_batch_txn, self.tenant_id,
-                                         self.destination, BATCH_EVENTS)
+                                         self.destination, BATCH_EVENTS,
+                                         self._recording_upto)
             batch = queued[:take_batch([q.size for q in queued])]
             if not batch:
+                if self._recording is not None:
+                    await self._recorded()  # then look again from the oldest row
+                    continue
                 self.retry_at = None
                 await self._sleep()
                 continue
             tenant = next((t for t in state.tenants.all() if t.tenant_id == self.tenant_id),
                           None)
             if tenant is None:
+                await self._recorded()
                 await state.tenants.refresh()
                 await self._sleep()
                 continue
             try:
-                await self._attempt(tenant, batch)
+                settled = await self._attempt(tenant, batch)
+                await self._recorded()  # the previous batch's, before this one's
+                done = trio.Event()
+                self._recording, self._recording_upto = done, batch[-1].id
+                nursery.start_soon(self._record, tenant, batch, settled, done)
+                if any(q.event_id not in settled.delivered and q.event_id not in settled.refused
+                       for q in batch):
+                    await self._recorded()  # some stay queued: read from the oldest again
             except FederationError as exc:
+                await self._recorded()
                 await self._failed(tenant, exc)
             except StorageUnavailable:
                 raise  # our own disk: the whole sender pauses (swfed.server.run_sender)
             except Exception as exc:  # a bug, or a peer we failed to foresee: back off
                 logs.log_exception("federation.send.internal_error", tenant=tenant.server_name,
                                    peer=self.destination)
+                await self._recorded(quiet=True)
                 await self._failed(tenant, FederationError(
                     f"internal error while sending ({type(exc).__name__}); the server log "
                     "has the details", code="SW_INTERNAL", status=500))
 
-    async def _attempt(self, tenant: Any, batch: list[peers_db.Queued]) -> None:
+    async def _recorded(self, *, quiet: bool = False) -> None:
+        """Wait for the background record, if any; raise what it met (unless ``quiet``)."""
+        done = self._recording
+        if done is None:
+            return
+        await done.wait()
+        self._recording, self._recording_upto = None, 0
+        error, self._record_error = self._record_error, None
+        if error is not None and not (quiet and not isinstance(error, StorageUnavailable)):
+            raise error
+
+    async def _record(self, tenant: Any, batch: list[peers_db.Queued], settled: Settled,
+                      done: trio.Event) -> None:
+        try:
+            await self._delivered(tenant, batch, settled)
+        except Exception as exc:  # raised by the queue's loop at its next _recorded()
+            self._record_error = exc
+        finally:
+            done.set()
+
+    async def _attempt(self, tenant: Any, batch: list[peers_db.Queued]) -> Settled:
         """One ``/send`` of the batch; raises FederationError when it settles nothing."""
         from swfed.federation.service import error_of
 
@@ -122,7 +173,7 @@ class PeerQueue:
                                       status=503)
             raise FederationError("the peer's answer to /send settled none of our events",
                                   code="SW_FED_BAD_RESPONSE", status=502)
-        await self._delivered(tenant, batch, settled)
+        return settled
 
     async def _delivered(self, tenant: Any, batch: list[peers_db.Queued],
                          settled: Settled) -> None:

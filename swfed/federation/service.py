@@ -36,6 +36,7 @@ from swfed.core.signing import (
 )
 from swfed.federation.client import TRANSPORT_CODES, FederationClient, FedResponse
 from swfed.federation.keys import KeyRing
+from swfed.storage import events as events_db
 from swfed.storage import keys as keys_db
 from swfed.storage import peers as peers_db
 from swfed.storage.tenants import Tenant
@@ -288,6 +289,17 @@ class Federation:
 
         await self._verify_with_peer_key(tenant, origin, signing_key_ids(event, origin),
                                          usable, check, origin_ts=ts, via=via)
+
+    async def stored(self, tenant: Tenant, events: list[dict[str, Any]]) -> set[int]:
+        """Indexes of the events already stored here (by room and id).
+
+        Storing one again is a no-op that checks it is the same event
+        (``core.rooms.check_replay``), so its signature need not be checked
+        twice: gap repair and the host's queue often bring the same events.
+        """
+        keys = [(e["room_id"], e["event_id"]) for e in events]
+        found = await self.state.db.read(events_db.stored_ids_txn, tenant, keys)
+        return {i for i, key in enumerate(keys) if key in found}
 
     async def verify_events(self, tenant: Tenant, items: list[tuple[dict[str, Any], bytes | None]],
                             *, via: str | None = None) -> list[FederationError | None]:

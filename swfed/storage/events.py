@@ -36,6 +36,20 @@ def has_event_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
                         ).fetchone() is not None
 
 
+def stored_ids_txn(conn: sqlite3.Connection, tenant: Tenant,
+                   keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (room_id, event_id) are stored here."""
+    found: set[tuple[str, str]] = set()
+    for room_id in {r for r, _ in keys}:
+        ids = [e for r, e in keys if r == room_id]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update((room_id, row[0]) for row in conn.execute(
+                "SELECT event_id FROM events WHERE tenant_id = ? AND room_id = ? AND event_id"
+                f" IN ({','.join('?' * len(chunk))})", (tenant.tenant_id, room_id, *chunk)))
+    return found
+
+
 def stored_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
                event_id: str) -> tuple[int, dict[str, Any] | None] | None:
     """(seq, the event as its origin signed it) of a stored event, if any."""

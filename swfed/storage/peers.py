@@ -34,8 +34,8 @@ class Queued:
 
 
 def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
-                     limit: int) -> list[Queued]:
-    """The next queued events for ``destination``, in order.
+                     limit: int, after: int = 0) -> list[Queued]:
+    """The next queued events for ``destination``, in order (rows after ``after``).
 
     Rows of a room this tenant hosts whose federate flag is off are held:
     skipped, not dropped, until the flag is on again.
@@ -45,7 +45,7 @@ def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
         " WHERE o.tenant_id = ? AND o.destination = ? AND NOT EXISTS (SELECT 1 FROM rooms r"
         " WHERE r.tenant_id = o.tenant_id AND r.room_id = o.room_id AND r.federate = 0"
         " AND r.host = (SELECT server_name FROM tenants t WHERE t.tenant_id = o.tenant_id))"
-        " ORDER BY o.id LIMIT ?", (tenant_id, destination, limit)).fetchall()
+        " AND o.id > ? ORDER BY o.id LIMIT ?", (tenant_id, destination, after, limit)).fetchall()
     return [Queued(r["id"], r["event_id"],
                    r["room_id"] or str(json.loads(r["payload"]).get("room_id", "")),
                    r["payload"].encode() if r["canonical"] else
