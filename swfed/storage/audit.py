@@ -20,6 +20,16 @@ def audit_txn(conn: sqlite3.Connection, tenant: Tenant, action: str, now: int, *
          None if details is None else json.dumps(details, sort_keys=True), now))
 
 
+def accepted_audit_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, peer: str,
+                       events: list[tuple[str, str]]) -> None:
+    """One ``federation.event.accepted`` row per (event_id, room_id), in one statement."""
+    conn.executemany(
+        "INSERT INTO sw_audit (tenant_id, action, actor, peer, event_id, room_id, outcome,"
+        " reason, details, created_at) VALUES (?, 'federation.event.accepted', NULL, ?, ?, ?,"
+        " 'ok', NULL, NULL, ?)",
+        [(tenant.tenant_id, peer, event_id, room_id, now) for event_id, room_id in events])
+
+
 def reject_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str, now: int, *,
                reason: str, message: str, event_id: str | None = None,
                room_id: str | None = None, action: str = "federation.event.rejected") -> None:

@@ -43,7 +43,7 @@ from swfed.storage import invites as invites_db
 from swfed.storage import members as members_db
 from swfed.storage import peers as peers_db
 from swfed.storage import rooms as rooms_db
-from swfed.storage.audit import audit_txn, reject_txn
+from swfed.storage.audit import accepted_audit_txn, audit_txn, reject_txn
 from swfed.storage.context import Ctx
 from swfed.storage.notifications import add_notification_txn
 from swfed.storage.search import index_body_txn
@@ -68,14 +68,15 @@ def no_key() -> FederationError:
 
 def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
            signed: dict[str, Any] | None, host_seq: int | None = None, *,
-           applied: bool = True) -> int | None:
+           applied: bool = True, new: bool = False) -> int | None:
     """Store one event; return its seq, or None if it was already stored.
 
     The seq is the host's order: taken here if we host the room, else the one
     the host gave (``host_seq``), else pending until the host answers.
     ``applied=False``: its effects wait for the synced mark (:func:`_advance`).
+    ``new``: the caller has just looked the id up in this transaction.
     """
-    if events_db.has_event_txn(conn, ctx.tenant, room.room_id, event["event_id"]):
+    if not new and events_db.has_event_txn(conn, ctx.tenant, room.room_id, event["event_id"]):
         return None
     pos = next_pos_txn(conn, ctx.tenant)
     status = "sent"
@@ -96,8 +97,9 @@ def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
 
 def _apply(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]) -> None:
     """Write the effects (core.rooms.effects) of a newly stored event."""
+    members = rules.touched_members(event)
     touched = members_db.memberships_txn(conn, ctx.tenant, room.room_id,
-                                         rules.touched_members(event))
+                                         members) if members else {}
     for effect in rules.effects(event, ctx.me, touched):
         if isinstance(effect, rules.SetMembership):
             members_db.set_membership_txn(conn, ctx.tenant, room.room_id, effect.member,
@@ -124,6 +126,8 @@ def _apply(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
 def _route(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
            signed: dict[str, Any] | None, seq: int) -> None:
     """Queue the event for the servers that must get it (core.rooms.route_targets)."""
+    if room.host != ctx.me and event["origin"] != ctx.me:
+        return  # a copy hosted elsewhere sends on only its own users' events
     targets = rules.route_targets(room, event, ctx.me, members_db.member_servers_txn(
         conn, ctx.tenant, room.room_id))
     if targets and signed is None:
@@ -137,7 +141,7 @@ def _route(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
 
 def _take(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
           signed: dict[str, Any] | None, host_seq: int | None = None, *,
-          route: bool = True) -> int:
+          route: bool = True, new: bool = False) -> int:
     """Store, apply and (unless told not to) route a new event; returns its seq.
 
     In a room hosted elsewhere whose copy has a start (synced_seq), a
@@ -146,14 +150,17 @@ def _take(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
     after a newer one would undo the newer one's effects.
     """
     in_order = host_seq is not None and room.host != ctx.me and room.synced_seq > 0
-    seq = _store(conn, ctx, room, event, signed, host_seq, applied=not in_order)
+    # the very next one (the usual case): applied now, the mark moves over it
+    next_in_line = in_order and host_seq == room.synced_seq + 1
+    apply_now = not in_order or next_in_line
+    seq = _store(conn, ctx, room, event, signed, host_seq, applied=apply_now, new=new)
     assert seq is not None
-    if not in_order:
+    if apply_now:
         _apply(conn, ctx, room, event)
     if route:
         _route(conn, ctx, room, event, signed, seq)
     if host_seq is not None:
-        _synced(conn, ctx, room, host_seq)
+        _synced(conn, ctx, room, host_seq, applied=next_in_line)
     return seq
 
 
@@ -175,16 +182,19 @@ def _advance(conn: sqlite3.Connection, ctx: Ctx, room: Room, start: int | None =
     return synced
 
 
-def _synced(conn: sqlite3.Connection, ctx: Ctx, room: Room, seq: int) -> None:
+def _synced(conn: sqlite3.Connection, ctx: Ctx, room: Room, seq: int, *,
+            applied: bool = False) -> None:
     """A host-ordered event arrived in a room hosted elsewhere: move the synced mark.
 
     An event beyond the next expected number is a gap: the room is marked
     for repair (fetched from the host after the commit). Before our first
     join is settled (synced_seq 0) there is no start to repair from.
+    ``applied``: the event was the next one and its effects are written: the
+    mark moves over it without reading it back.
     """
     if room.synced_seq == 0:
         return
-    synced = _advance(conn, ctx, room)
+    synced = _advance(conn, ctx, room, start=seq if applied else None)
     if max(seq, events_db.max_host_seq_txn(conn, ctx.tenant, room.room_id)) > synced:
         ctx.repairs.add(room.room_id)
 
@@ -591,11 +601,14 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
     invitee = event["content"].get("invitee") if event["type"] == "invite" else None
     invite_id = event["content"].get("invite_id") if event["type"] == "invite" else None
     known = invites_db.invite_txn(conn, ctx.tenant, str(invite_id)) if invite_id else None
+    # Only the host judges membership and counts (core.rooms.admit): a copy
+    # hosted elsewhere takes what its host relays, so it reads neither.
+    judged = room is not None and room.host == ctx.me
     facts = rules.Facts(
         me=ctx.me, request_origin=request_origin, room=room, policy=ctx.tenant.policy,
         sender_membership=(members_db.membership_txn(conn, ctx.tenant, room_id,
-                                                     event["sender"]) if room else None),
-        foreign_count=members_db.foreign_count_txn(conn, ctx.tenant, room_id) if room else 0,
+                                                     event["sender"]) if judged else None),
+        foreign_count=members_db.foreign_count_txn(conn, ctx.tenant, room_id) if judged else 0,
         invitee_exists=(isinstance(invitee, str) and rules.server_of(invitee) == ctx.me
                         and user_txn(conn, ctx.tenant, rules.local_part(invitee)) is not None),
         known_invite_event=None if known is None else str(known["event_id"]))
@@ -611,7 +624,7 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
                               "the host's order (unsigned.seq, 1 to 2^40)",
                               code="SW_FED_BAD_EVENT", status=400)
     signed = {k: v for k, v in event.items() if k != "unsigned"}
-    seq = _take(conn, ctx, room, signed, signed, host_seq)
+    seq = _take(conn, ctx, room, signed, signed, host_seq, new=True)
     return {"seq": seq} if room.host == ctx.me else {}
 
 
@@ -625,23 +638,22 @@ def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
     Fills ``results`` for the accepted ones; returns the ones refused here.
     """
     late: list[Refusal] = []
-    accepted = 0
+    accepted: list[tuple[str, str]] = []
     for event in verified:
         conn.execute("SAVEPOINT ev")
         try:
             results[event["event_id"]] = receive_event_txn(conn, ctx, origin, event)
             conn.execute("RELEASE ev")
-            accepted += 1
-            audit_txn(conn, ctx.tenant, "federation.event.accepted", ctx.now, outcome="ok",
-                      peer=origin, event_id=event["event_id"], room_id=event["room_id"])
+            accepted.append((event["event_id"], event["room_id"]))
         except FederationError as exc:
             conn.execute("ROLLBACK TO ev")
             conn.execute("RELEASE ev")
             late.append((event["event_id"], event["room_id"], exc))
+    accepted_audit_txn(conn, ctx.tenant, ctx.now, origin, accepted)
     for key, room_id, exc in refused + late:
         reject_txn(conn, ctx.tenant, origin, ctx.now, reason=exc.code, message=exc.message,
                    event_id=None if key.startswith("#") else key, room_id=room_id)
-    peers_db.count_txn(conn, ctx.tenant.tenant_id, origin, ctx.now, received=accepted)
+    peers_db.count_txn(conn, ctx.tenant.tenant_id, origin, ctx.now, received=len(accepted))
     return late
 
 
