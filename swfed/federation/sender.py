@@ -77,13 +77,15 @@ class PeerQueue:
             await self._run(nursery)
 
     async def _run(self, nursery: trio.Nursery) -> None:
-        """Read, send, record; the record of a batch overlaps sending the next.
+        """Read, send, record; when behind, the record of a batch overlaps the next.
 
-        One ``/send`` is in flight at a time, in order. Once a batch is
-        settled whole, its rows are left to the background record
-        (:meth:`_record`, one at a time, in order) and the next batch is read
-        past them; a batch that left something queued waits for its record
-        and the next read starts over from the oldest row.
+        One ``/send`` is in flight at a time, in order. When the queue is
+        behind (a full batch) and the batch is settled whole, its rows are
+        left to the background record (:meth:`_record`, one at a time, in
+        order) and the next batch is read past them: a catch-up is paced by
+        the peer, not by our commits. Otherwise the record is awaited, and a
+        batch that left something queued makes the next read start over from
+        the oldest row.
         """
         fed = self.sender.fed
         state = fed.state
@@ -115,9 +117,13 @@ class PeerQueue:
                 done = trio.Event()
                 self._recording, self._recording_upto = done, batch[-1].id
                 nursery.start_soon(self._record, tenant, batch, settled, done)
-                if any(q.event_id not in settled.delivered and q.event_id not in settled.refused
-                       for q in batch):
-                    await self._recorded()  # some stay queued: read from the oldest again
+                behind = len(queued) == BATCH_EVENTS or len(batch) < len(queued)
+                if not behind or any(q.event_id not in settled.delivered
+                                     and q.event_id not in settled.refused for q in batch):
+                    # Not behind: waiting for the record lets the next batch grow (a
+                    # /send per few events costs both sides more than the wait).
+                    # Some stay queued: read from the oldest again.
+                    await self._recorded()
             except FederationError as exc:
                 await self._recorded()
                 await self._failed(tenant, exc)
