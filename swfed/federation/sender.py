@@ -113,7 +113,10 @@ class PeerQueue:
                 continue
             try:
                 settled = await self._attempt(tenant, batch)
-                await self._recorded()  # the previous batch's, before this one's
+                failed = await self._recorded()  # the previous batch's, before this one's
+                if failed is not None:
+                    await self._failed(tenant, _internal_error(failed))
+                    continue  # its rows, and these, go again after the backoff
                 done = trio.Event()
                 self._recording, self._recording_upto = done, batch[-1].id
                 nursery.start_soon(self._record, tenant, batch, settled, done)
@@ -123,7 +126,9 @@ class PeerQueue:
                     # Not behind: waiting for the record lets the next batch grow (a
                     # /send per few events costs both sides more than the wait).
                     # Some stay queued: read from the oldest again.
-                    await self._recorded()
+                    failed = await self._recorded()
+                    if failed is not None:
+                        await self._failed(tenant, _internal_error(failed))
             except FederationError as exc:
                 await self._recorded()
                 await self._failed(tenant, exc)
@@ -132,27 +137,34 @@ class PeerQueue:
             except Exception as exc:  # a bug, or a peer we failed to foresee: back off
                 logs.log_exception("federation.send.internal_error", tenant=tenant.server_name,
                                    peer=self.destination)
-                await self._recorded(quiet=True)
-                await self._failed(tenant, FederationError(
-                    f"internal error while sending ({type(exc).__name__}); the server log "
-                    "has the details", code="SW_INTERNAL", status=500))
+                await self._recorded()
+                await self._failed(tenant, _internal_error(exc))
 
-    async def _recorded(self, *, quiet: bool = False) -> None:
-        """Wait for the background record, if any; raise what it met (unless ``quiet``)."""
+    async def _recorded(self) -> Exception | None:
+        """Wait for the background record, if any; what it failed with, if it did.
+
+        A failed record (a bug, logged by :meth:`_record`) leaves its rows
+        queued: they go again, and the peer takes them as the replays they
+        are. Our storage's trouble is raised: the whole sender pauses.
+        """
         done = self._recording
         if done is None:
-            return
+            return None
         await done.wait()
         self._recording, self._recording_upto = None, 0
         error, self._record_error = self._record_error, None
-        if error is not None and not (quiet and not isinstance(error, StorageUnavailable)):
+        if isinstance(error, StorageUnavailable):
             raise error
+        return error
 
     async def _record(self, tenant: Any, batch: list[peers_db.Queued], settled: Settled,
                       done: trio.Event) -> None:
         try:
             await self._delivered(tenant, batch, settled)
-        except Exception as exc:  # raised by the queue's loop at its next _recorded()
+        except Exception as exc:  # the queue's loop learns of it at its next _recorded()
+            if not isinstance(exc, StorageUnavailable):
+                logs.log_exception("federation.send.internal_error",
+                                   tenant=tenant.server_name, peer=self.destination)
             self._record_error = exc
         finally:
             done.set()
@@ -225,6 +237,11 @@ class PeerQueue:
         logs.log("federation.send.failed", level="warning", tenant=tenant.server_name,
                  peer=self.destination, reason=exc.code, message=exc.message,
                  failures=self.failures, retry_in_s=round(delay, 1))
+
+
+def _internal_error(exc: Exception) -> FederationError:
+    return FederationError(f"internal error while sending ({type(exc).__name__}); the server "
+                           "log has the details", code="SW_INTERNAL", status=500)
 
 
 class Sender:

@@ -319,10 +319,12 @@ class Federation:
             origin = event["origin"]
             if origin not in keys:
                 try:
-                    known, _ = await self._cached_keys(tenant, origin)
+                    known, valid_until = await self._cached_keys(tenant, origin)
                 except FederationError:
-                    known = []
-                keys[origin] = {k.key_id: k for k in known}
+                    known, valid_until = [], None
+                # a descriptor past its valid_until is refetched first (slow path)
+                fresh = valid_until is None or now <= valid_until
+                keys[origin] = {k.key_id: k for k in known} if fresh else None
             found = keys[origin] or {}
             sigs = event["signatures"].get(origin)
             for key_id in signing_key_ids(event, origin):
