@@ -169,7 +169,9 @@ async def test_disk_full_then_back(tmp_path: Path, real: bool) -> None:
                 assert (await c.get("/healthz")).status_code == 200
 
             # the log: one line (a minute's report) for 30 refused writes, its
-            # recovery, and no traceback at all
+            # recovery, and no traceback at all (read from the server's stderr by
+            # a thread of ours: wait for the line rather than race it)
+            await wait_for(lambda: srv.logs("storage.recovered"), what="storage.recovered")
             unavailable = srv.logs("storage.unavailable")
             assert len(unavailable) == 1, unavailable
             assert unavailable[0]["reason"] == "disk_full"
