@@ -61,12 +61,9 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
         except FederationError as exc:
             refused.append((event if isinstance(event, dict) else {}, exc))
     # events we hold already are not checked again (storing them is a no-op)
-    known = await fed.stored(tenant, [event for event, _ in checked]) if checked else set()
-    unknown = [item for i, item in enumerate(checked) if i not in known]
-    errors = iter(await fed.verify_events(tenant, unknown, via=host))
+    errors = await fed.verify_new_events(tenant, checked, via=host)
     verified: list[dict[str, Any]] = []
-    for i, (event, _) in enumerate(checked):
-        error = None if i in known else next(errors)
+    for (event, _), error in zip(checked, errors, strict=True):
         if error is None:
             verified.append(event)
         else:

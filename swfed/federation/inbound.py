@@ -260,15 +260,13 @@ async def send() -> dict[str, Any]:
             results[key] = _internal(tenant, origin, key)
     # While gap repair runs it brings many of the same events: those already
     # stored are not verified again (storing them again checks they are the same).
-    known = (await st.federation.stored(tenant, [event for _, event, _ in checked])
-             if checked and st.federation.repairer.busy(tenant) else set())
-    unknown = [item for i, item in enumerate(checked) if i not in known]
-    # a relayed event: if its origin is out of our reach, its host has its keys
-    outcomes = iter(await st.federation.verify_events(
-        tenant, [(event, signable) for _, event, signable in unknown], via=origin))
+    # A relayed event: if its origin is out of our reach, its host has its keys.
+    verify = (st.federation.verify_new_events if st.federation.repairer.busy(tenant)
+              else st.federation.verify_events)
+    outcomes = await verify(tenant, [(event, signable) for _, event, signable in checked],
+                            via=origin)
     verified: list[dict[str, Any]] = []
-    for i, (key, event, _) in enumerate(checked):
-        error = None if i in known else next(outcomes)
+    for (key, event, _), error in zip(checked, outcomes, strict=True):
         if error is None:
             verified.append(event)
         elif _transient(error):

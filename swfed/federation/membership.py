@@ -105,16 +105,14 @@ async def _verified(fed: Any, tenant: Tenant, room: Room, raw: Any,
     """The state events of the host's answer that verify (the rest repair fetches later)."""
     from swfed.core.events import check_federated_event
 
-    out = []
+    checked = []
     for event in raw if isinstance(raw, list) else []:
         try:
             check_federated_event(event)
-            event_seq = event.get("unsigned", {}).get("seq")
-            if event["room_id"] != room.room_id or not isinstance(event_seq, int) \
-                    or event_seq > seq:
-                continue
-            await fed.verify_event(tenant, event, history=True, via=room.host)
-            out.append(event)
         except FederationError:
             continue
-    return out
+        event_seq = event.get("unsigned", {}).get("seq")
+        if event["room_id"] == room.room_id and isinstance(event_seq, int) and event_seq <= seq:
+            checked.append((event, None))
+    errors = await fed.verify_events(tenant, checked, via=room.host)
+    return [event for (event, _), error in zip(checked, errors, strict=True) if error is None]

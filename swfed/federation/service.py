@@ -290,16 +290,25 @@ class Federation:
         await self._verify_with_peer_key(tenant, origin, signing_key_ids(event, origin),
                                          usable, check, origin_ts=ts, via=via)
 
-    async def stored(self, tenant: Tenant, events: list[dict[str, Any]]) -> set[int]:
-        """Indexes of the events already stored here (by room and id).
+    async def verify_new_events(self, tenant: Tenant,
+                                items: list[tuple[dict[str, Any], bytes | None]], *,
+                                via: str | None = None) -> list[FederationError | None]:
+        """:meth:`verify_events`, except for events already stored here (None for them).
 
         Storing one again is a no-op that checks it is the same event
         (``core.rooms.check_replay``), so its signature need not be checked
         twice: gap repair and the host's queue often bring the same events.
         """
-        keys = [(e["room_id"], e["event_id"]) for e in events]
+        if not items:
+            return []
+        keys = [(e["room_id"], e["event_id"]) for e, _ in items]
         found = await self.state.db.read(events_db.stored_ids_txn, tenant, keys)
-        return {i for i, key in enumerate(keys) if key in found}
+        fresh = [i for i, key in enumerate(keys) if key not in found]
+        out: list[FederationError | None] = [None] * len(items)
+        errors = await self.verify_events(tenant, [items[i] for i in fresh], via=via)
+        for i, error in zip(fresh, errors, strict=True):
+            out[i] = error
+        return out
 
     async def verify_events(self, tenant: Tenant, items: list[tuple[dict[str, Any], bytes | None]],
                             *, via: str | None = None) -> list[FederationError | None]:

@@ -126,10 +126,10 @@ def _apply(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
 def _route(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
            signed: dict[str, Any] | None, seq: int) -> None:
     """Queue the event for the servers that must get it (core.rooms.route_targets)."""
-    if room.host != ctx.me and event["origin"] != ctx.me:
-        return  # a copy hosted elsewhere sends on only its own users' events
-    targets = rules.route_targets(room, event, ctx.me, members_db.member_servers_txn(
-        conn, ctx.tenant, room.room_id))
+    # only a host relays to its member servers: a copy hosted elsewhere needs no read
+    members = (members_db.member_servers_txn(conn, ctx.tenant, room.room_id)
+               if room.host == ctx.me else set())
+    targets = rules.route_targets(room, event, ctx.me, members)
     if targets and signed is None:
         raise no_key()
     if targets:

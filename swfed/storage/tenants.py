@@ -64,10 +64,6 @@ TENANTS_STAMP = "tenants.changed"
 Stamp = files.Stamp
 
 
-def stamp_path(db_file: Path) -> Path:
-    return db_file.parent / TENANTS_STAMP
-
-
 def bump_tenants_stamp(db_file: Path) -> None:
     """Tell a running server that tenants changed (call after the commit)."""
     files.bump_stamp(db_file, TENANTS_STAMP)
