@@ -60,20 +60,39 @@ def stored_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     return int(row[0]), None if row[1] is None else json.loads(row[1])
 
 
+_INSERT = ("INSERT INTO events (tenant_id, pos, room_id, event_id, seq, type, sender, origin,"
+           " origin_ts, content, signed, received_at, status, applied)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _event_row(tenant: Tenant, event: dict[str, Any], signed: dict[str, Any] | None, seq: int,
+               pos: int, now: int, status: str, applied: bool) -> tuple[Any, ...]:
+    return (tenant.tenant_id, pos, event["room_id"], event["event_id"], seq, event["type"],
+            event["sender"], event["origin"], event["origin_ts"],
+            json.dumps(event["content"], ensure_ascii=False),
+            None if signed is None else json.dumps(signed, ensure_ascii=False), now, status,
+            int(applied))
+
+
 def insert_event_txn(conn: sqlite3.Connection, tenant: Tenant, event: dict[str, Any],
                      signed: dict[str, Any] | None, seq: int, pos: int, now: int,
                      status: str = "sent", applied: bool = True) -> int:
     """Insert one event row; returns its rowid (for the search index)."""
-    cur = conn.execute(
-        "INSERT INTO events (tenant_id, pos, room_id, event_id, seq, type, sender, origin,"
-        " origin_ts, content, signed, received_at, status, applied)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (tenant.tenant_id, pos, event["room_id"], event["event_id"], seq, event["type"],
-         event["sender"], event["origin"], event["origin_ts"],
-         json.dumps(event["content"], ensure_ascii=False),
-         None if signed is None else json.dumps(signed, ensure_ascii=False), now, status,
-         int(applied)))
+    cur = conn.execute(_INSERT, _event_row(tenant, event, signed, seq, pos, now, status,
+                                           applied))
     return int(cur.lastrowid or 0)
+
+
+def insert_run_txn(conn: sqlite3.Connection, tenant: Tenant,
+                   run: list[tuple[dict[str, Any], dict[str, Any], int, int]],
+                   now: int) -> dict[int, int]:
+    """Insert many applied events, (event, signed, seq, pos) each; returns pos → rowid."""
+    conn.executemany(_INSERT, [_event_row(tenant, event, signed, seq, pos, now, "sent", True)
+                               for event, signed, seq, pos in run])
+    low, high = min(r[3] for r in run), max(r[3] for r in run)
+    return {int(pos): int(rowid) for rowid, pos in conn.execute(
+        "SELECT rowid_, pos FROM events WHERE tenant_id = ? AND pos BETWEEN ? AND ?",
+        (tenant.tenant_id, low, high))}
 
 
 def is_pending_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,

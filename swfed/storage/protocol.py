@@ -46,8 +46,8 @@ from swfed.storage import rooms as rooms_db
 from swfed.storage.audit import accepted_audit_txn, audit_txn, reject_txn
 from swfed.storage.context import Ctx
 from swfed.storage.notifications import add_notification_txn
-from swfed.storage.search import index_body_txn
-from swfed.storage.stream import next_pos_txn
+from swfed.storage.search import index_bodies_txn, index_body_txn
+from swfed.storage.stream import next_pos_txn, take_positions_txn
 from swfed.storage.tenants import Tenant, user_txn
 
 #: The most members a host's membership answer may list that we take.
@@ -639,7 +639,13 @@ def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
     """
     late: list[Refusal] = []
     accepted: list[tuple[str, str]] = []
-    for event in verified:
+    run = _plain_run(conn, ctx, origin, verified)
+    if run:
+        _store_run(conn, ctx, *run)
+        for event in run[1]:
+            results[event["event_id"]] = {}
+            accepted.append((event["event_id"], event["room_id"]))
+    for event in verified[len(run[1]) if run else 0:]:
         conn.execute("SAVEPOINT ev")
         try:
             results[event["event_id"]] = receive_event_txn(conn, ctx, origin, event)
@@ -655,6 +661,63 @@ def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
                    event_id=None if key.startswith("#") else key, room_id=room_id)
     peers_db.count_txn(conn, ctx.tenant.tenant_id, origin, ctx.now, received=len(accepted))
     return late
+
+
+def _plain_run(conn: sqlite3.Connection, ctx: Ctx, origin: str, events: list[dict[str, Any]]
+               ) -> tuple[Room, list[dict[str, Any]]] | None:
+    """The batch's leading events that the host relays next in its order and that change
+    nothing but the room's history: stored together by :func:`_store_run`.
+
+    The usual catch-up and live traffic of a room hosted elsewhere. Each one
+    is exactly what :func:`receive_event_txn` would do for it -- not stored
+    yet, admitted (:func:`swfed.core.rooms.admit`), the very next host seq,
+    no effects, nothing to route -- so the rules are asked the same questions;
+    only the writes go together. The rest of the batch takes the usual path.
+    """
+    if len(events) < 2:
+        return None
+    room_id = events[0]["room_id"]
+    room = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    # past the mark nothing is held (no late event waits to be applied): the run
+    # moves the mark over itself and leaves no gap
+    if (room is None or room.host != origin or room.host == ctx.me or room.synced_seq == 0
+            or events_db.max_host_seq_txn(conn, ctx.tenant, room_id) != room.synced_seq):
+        return None
+    stored = events_db.stored_ids_txn(conn, ctx.tenant, [(room_id, e["event_id"])
+                                                         for e in events
+                                                         if e["room_id"] == room_id])
+    facts = rules.Facts(me=ctx.me, request_origin=origin, room=room, policy=ctx.tenant.policy)
+    run: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for event in events:
+        event_id = event["event_id"]
+        if (event["room_id"] != room_id or (room_id, event_id) in stored or event_id in seen
+                or rules.host_seq(room, ctx.me, origin, event) != room.synced_seq + len(run) + 1
+                or rules.touched_members(event)):
+            break
+        try:
+            if rules.admit(event, facts).new_room is not None:
+                break
+        except FederationError:
+            break  # the usual path refuses it, and records why
+        if rules.effects(event, ctx.me, {}) or rules.route_targets(room, event, ctx.me, set()):
+            break
+        run.append(event)
+        seen.add(event_id)
+    return (room, run) if run else None
+
+
+def _store_run(conn: sqlite3.Connection, ctx: Ctx, room: Room,
+               run: list[dict[str, Any]]) -> None:
+    """Store a :func:`_plain_run`: its rows, search entries and the mark in a few statements."""
+    first_pos = take_positions_txn(conn, ctx.tenant, len(run))
+    rows = [(event, {k: v for k, v in event.items() if k != "unsigned"},
+             room.synced_seq + 1 + i, first_pos + i) for i, event in enumerate(run)]
+    rowids = events_db.insert_run_txn(conn, ctx.tenant, rows, ctx.now)
+    index_bodies_txn(conn, [(rowids[pos], body) for event, _, _, pos in rows
+                            if event["type"] == "message"
+                            and isinstance(body := event["content"].get("body"), str)])
+    rooms_db.set_synced_txn(conn, ctx.tenant, room.room_id, room.synced_seq + len(run))
 
 
 def hosted_room_for_peer_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,

@@ -33,6 +33,11 @@ def index_body_txn(conn: sqlite3.Connection, rowid: int, body: str) -> None:
     conn.execute("INSERT INTO events_fts (rowid, body) VALUES (?, ?)", (rowid, body))
 
 
+def index_bodies_txn(conn: sqlite3.Connection, bodies: list[tuple[int, str]]) -> None:
+    """:func:`index_body_txn` for many (rowid, body)."""
+    conn.executemany("INSERT INTO events_fts (rowid, body) VALUES (?, ?)", bodies)
+
+
 def search_txn(conn: sqlite3.Connection, tenant: Tenant, viewer: str, q: str,
                limit: int) -> list[dict[str, Any]]:
     rows = conn.execute(

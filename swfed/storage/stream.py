@@ -12,9 +12,14 @@ from swfed.storage.tenants import Tenant
 
 def next_pos_txn(conn: sqlite3.Connection, tenant: Tenant) -> int:
     """Take the tenant's next stream position (SSE id)."""
-    row = conn.execute("UPDATE tenants SET stream_pos = stream_pos + 1 WHERE tenant_id = ?"
-                       " RETURNING stream_pos", (tenant.tenant_id,)).fetchone()
-    return int(row[0])
+    return take_positions_txn(conn, tenant, 1)
+
+
+def take_positions_txn(conn: sqlite3.Connection, tenant: Tenant, n: int) -> int:
+    """Take ``n`` consecutive stream positions; returns the first."""
+    row = conn.execute("UPDATE tenants SET stream_pos = stream_pos + ? WHERE tenant_id = ?"
+                       " RETURNING stream_pos", (n, tenant.tenant_id)).fetchone()
+    return int(row[0]) - n + 1
 
 
 def stream_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, after: int,
