@@ -4,7 +4,8 @@ It listens on 127.0.0.1 with a certificate from the test CA for its name
 (which the servers under test resolve to it), publishes a valid signed
 descriptor, and answers every other request with what the test scripts:
 ``peer.answer(path_prefix, fn)`` where ``fn(method, path, body)`` returns
-``(status, body_bytes)`` — anything at all, valid or not. It records what
+(or, if async, returns when it chooses) ``(status, body_bytes)`` — anything
+at all, valid or not. It records what
 it was asked (``peer.requests``). It also *sends* as a server would:
 ``peer.request(target, method, path, body)`` signs a real ``SW-Fed``
 request, and ``peer.event(...)`` makes an event signed with its key.
@@ -13,6 +14,7 @@ request, and ``peer.event(...)`` makes an event signed with its key.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import time
 import uuid
@@ -29,7 +31,7 @@ from swfed.core.descriptor import build_descriptor
 from swfed.core.signing import KeyPair, generate_keypair, sign_json, sign_request
 from tests.harness import ServerProcess, TlsNet, free_port
 
-Answer = Callable[[str, str, Any], tuple[int, bytes]]
+Answer = Callable[[str, str, Any], Any]  # (status, body) or an awaitable of it
 
 
 def ok_send(method: str, path: str, body: Any) -> tuple[int, bytes]:
@@ -91,7 +93,8 @@ class HostilePeer:
         else:
             for prefix, fn in self.answers:
                 if path.startswith(prefix):
-                    status, out = fn(scope["method"], path, body)
+                    answer = fn(scope["method"], path, body)
+                    status, out = await answer if inspect.isawaitable(answer) else answer
                     break
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json")]})

@@ -15,12 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from swfed.core.canonical import encode_canonical_json
 from swfed.core.signing import generate_keypair, sign_request
 from tests.conftest import peer_row
 from tests.harness import free_port, running, wait_for
-from tests.hostile import HostilePeer
+from tests.hostile import HostilePeer, ok_send
 from tests.world import Person, World, make_world, open_policies
 
 EVIL_PORT = free_port()
@@ -343,3 +344,53 @@ async def test_a_hosts_relays_are_bounded(world: World, evil: HostilePeer,
         {**huge_seq, "unsigned": {"seq": 2**41}}]))
     assert {code(r) for r in got.values()} == {"SW_FED_BAD_EVENT"}
     assert not [n for n in await dave.notifications() if n["type"] == "mention"]
+
+
+async def test_a_queue_behind_sends_two_batches_at_once_and_a_failed_one_loses_nothing(
+        world: World, evil: HostilePeer, people: dict[str, Person]) -> None:
+    """Behind, a queue has the next /send in flight before the answer to the one before
+    (federation.sender); never more than two. When the first fails, the second's rows stay
+    queued too, and after the backoff every event arrives."""
+    alice, root = people["alice"], people["root_a"]
+    room_id = await shared_room(alice)
+    await alice.invite(room_id, Person.elsewhere("@mallory:evil.test"))
+    join = evil.event(room_id, "member", {"membership": "join", "display_name": "m"})
+    r = await evil.request(world.a, "POST", f"{FED}/rooms/{room_id}/membership",
+                           {"event": join})
+    assert r.status_code == 200, r.text
+    seen = {"up": False, "in_flight": 0, "most": 0, "failed": 0}
+    stored: set[str] = set()
+    second = trio.Event()
+
+    async def send(method: str, path: str, body: Any) -> tuple[int, bytes]:
+        if not seen["up"]:
+            return 503, b'{"error": {"code": "SW_UNAVAILABLE", "message": "down"}}'
+        seen["in_flight"] += 1
+        seen["most"] = max(seen["most"], seen["in_flight"])
+        try:
+            if not seen["failed"] and seen["in_flight"] == 1:
+                # the first batch: held until the next one is in flight too, then failed
+                with trio.move_on_after(20):
+                    await second.wait()
+                seen["failed"] += 1
+                return 500, b'{"error": {"code": "SW_INTERNAL", "message": "boom"}}'
+            second.set()
+            stored.update(e["event_id"] for e in body["events"])
+            return ok_send(method, path, body)
+        finally:
+            seen["in_flight"] -= 1
+
+    evil.answer(FED + "/send", send)
+    posted = [await alice.post(room_id, f"m{i}") for i in range(250)]
+    await wait_for(lambda: _failed(root), what="the queue to back off while evil is down")
+    seen["up"] = True
+    await root.ok("POST", "/v1/admin/federation/peers/evil.test/retry")
+    await wait_for(lambda: _failed_after_up(root, seen), what="the held batch to fail")
+    await root.ok("POST", "/v1/admin/federation/peers/evil.test/retry")
+    await wait_for(lambda: _queue_empty(root), timeout=60, what="every event delivered")
+    assert set(posted) <= stored
+    assert seen["most"] == 2 and seen["failed"] == 1
+
+
+async def _failed_after_up(root: Person, seen: dict[str, int]) -> bool:
+    return bool(seen["failed"]) and await _failed(root)

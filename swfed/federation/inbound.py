@@ -37,6 +37,7 @@ from swfed.core.rooms import check_relay, server_of
 from swfed.core.signing import parse_auth_header, signable_or_none
 from swfed.federation.client import TRANSPORT_CODES
 from swfed.federation.replay import GUARD
+from swfed.federation.turns import TURNS, Turn
 from swfed.storage import members as members_db
 from swfed.storage import peers as peers_db
 from swfed.storage import protocol
@@ -230,6 +231,14 @@ async def probe() -> dict[str, Any]:
 async def send() -> dict[str, Any]:
     tenant, origin, body = await authenticated(with_body=True)
     assert body is not None
+    turn = TURNS.take((tenant.tenant_id, origin))
+    try:
+        return await _send(tenant, origin, body, turn)
+    finally:
+        turn.end()
+
+
+async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -> dict[str, Any]:
     st = state()
     if body.get("origin") != origin:
         raise await _refuse(tenant, origin, FederationError(
@@ -274,6 +283,7 @@ async def send() -> dict[str, Any]:
         else:
             refused.append((key, event["room_id"], error))
 
+    await turn.wait()  # stored in the order the requests came (federation.turns)
     ctx = Ctx(tenant, st.clock(), st.federation.signer(tenant))
     late = await st.db.write(protocol.receive_batch_txn, ctx, origin, verified, refused,
                              results)

@@ -6,7 +6,7 @@ Design, in short:
   transaction that stored the event, so nothing acknowledged to a client is
   lost and a restart resumes where the last run stopped.
 - One :class:`PeerQueue` task per (tenant, destination) drains its rows in
-  order, one ``POST /send`` in flight, each at most 100 events and
+  order, one ``POST /send`` in flight (two when it is behind), each at most 100 events and
   :data:`~swfed.core.delivery.BATCH_BYTES` (one event always goes, so a big
   one never blocks the queue).
 - A row leaves the outbox only when the peer has answered for it: stored
@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import attrs
 import trio
 
 from swfed import logs
@@ -38,6 +39,20 @@ from swfed.core.policy import decide_peer
 from swfed.storage import peers as peers_db
 from swfed.storage.context import Ctx
 from swfed.storage.delivery import record_delivery_txn
+
+#: How many ``/send`` a queue has in flight when it is behind.
+WINDOW = 2
+
+
+@attrs.define(eq=False)
+class _Flight:
+    """A batch sent in the background, and its answer once ``done``."""
+
+    batch: list[peers_db.Queued]
+    behind: bool
+    settled: Settled | None = None
+    error: Exception | None = None
+    done: trio.Event = attrs.Factory(trio.Event)
 
 
 class PeerQueue:
@@ -77,59 +92,76 @@ class PeerQueue:
             await self._run(nursery)
 
     async def _run(self, nursery: trio.Nursery) -> None:
-        """Read, send, record; when behind, the record of a batch overlaps the next.
+        """Read, send, record; when behind, two ``/send`` in flight and records overlapping.
 
-        One ``/send`` is in flight at a time, in order. When the queue is
-        behind (a full batch) and the batch is settled whole, its rows are
-        left to the background record (:meth:`_record`, one at a time, in
-        order) and the next batch is read past them: a catch-up is paced by
-        the peer, not by our commits. Otherwise the record is awaited, and a
-        batch that left something queued makes the next read start over from
-        the oldest row.
+        Batches go in order. When the queue is behind (a full batch), the next
+        batch is read past the one in flight and sent before its answer
+        (:data:`WINDOW`): the peer checks one while it stores the other, and a
+        catch-up is paced by both machines' work, not by round trips. Answers
+        are taken in order; each settled batch's rows are left to the
+        background record (:meth:`_record`, one at a time, in order). At a
+        steady pace a batch waits for its record, which lets the next one
+        grow; a batch that left something queued makes the next read start
+        over from the oldest row once nothing is in flight. A failed attempt
+        waits for the ones in flight, then backs off; its rows, and those
+        behind them, go again (a peer takes an event it has as a replay).
         """
-        fed = self.sender.fed
-        state = fed.state
+        state = self.sender.fed.state
+        flight: list[_Flight] = []
         while True:
-            if self.retry_at is not None and trio.current_time() < self.retry_at:
-                await self._sleep()
-                continue
-            queued = await state.db.read(peers_db.outbox_batch_txn, self.tenant_id,
-                                         self.destination, BATCH_EVENTS,
-                                         self._recording_upto)
-            batch = queued[:take_batch([q.size for q in queued])]
-            if not batch:
-                if self._recording is not None:
-                    await self._recorded()  # then look again from the oldest row
-                    continue
-                self.retry_at = None
+            if not flight and self.retry_at is not None and trio.current_time() < self.retry_at:
                 await self._sleep()
                 continue
             tenant = next((t for t in state.tenants.all() if t.tenant_id == self.tenant_id),
                           None)
             if tenant is None:
+                await self._land(flight)
                 await self._recorded()
                 await state.tenants.refresh()
                 await self._sleep()
                 continue
+            if len(flight) < WINDOW and (not flight or flight[-1].behind):
+                after = flight[-1].batch[-1].id if flight else self._recording_upto
+                queued = await state.db.read(peers_db.outbox_batch_txn, self.tenant_id,
+                                             self.destination, BATCH_EVENTS, after)
+                batch = queued[:take_batch([q.size for q in queued])]
+                if batch:
+                    behind = len(queued) == BATCH_EVENTS or len(batch) < len(queued)
+                    flight.append(self._launch(nursery, tenant, batch, behind))
+                    continue
+            if not flight:
+                if self._recording is not None:
+                    failed = await self._recorded()  # then look again from the oldest row
+                    if failed is not None:
+                        await self._failed(tenant, _internal_error(failed))
+                    continue
+                self.retry_at = None
+                await self._sleep()
+                continue
+            first = flight.pop(0)
+            await first.done.wait()
             try:
-                settled = await self._attempt(tenant, batch)
+                if first.error is not None:
+                    raise first.error
+                assert first.settled is not None
                 failed = await self._recorded()  # the previous batch's, before this one's
                 if failed is not None:
+                    await self._land(flight)
                     await self._failed(tenant, _internal_error(failed))
                     continue  # its rows, and these, go again after the backoff
-                done = trio.Event()
-                self._recording, self._recording_upto = done, batch[-1].id
-                nursery.start_soon(self._record, tenant, batch, settled, done)
-                behind = len(queued) == BATCH_EVENTS or len(batch) < len(queued)
-                if not behind or any(q.event_id not in settled.delivered
-                                     and q.event_id not in settled.refused for q in batch):
+                self._start_record(nursery, tenant, first.batch, first.settled)
+                if not first.behind or any(q.event_id not in first.settled.delivered
+                                           and q.event_id not in first.settled.refused
+                                           for q in first.batch):
                     # Not behind: waiting for the record lets the next batch grow (a
                     # /send per few events costs both sides more than the wait).
                     # Some stay queued: read from the oldest again.
+                    await self._land(flight)
                     failed = await self._recorded()
                     if failed is not None:
                         await self._failed(tenant, _internal_error(failed))
             except FederationError as exc:
+                await self._land(flight)
                 await self._recorded()
                 await self._failed(tenant, exc)
             except StorageUnavailable:
@@ -137,8 +169,40 @@ class PeerQueue:
             except Exception as exc:  # a bug, or a peer we failed to foresee: back off
                 logs.log_exception("federation.send.internal_error", tenant=tenant.server_name,
                                    peer=self.destination)
+                await self._land(flight)
                 await self._recorded()
                 await self._failed(tenant, _internal_error(exc))
+
+    def _launch(self, nursery: trio.Nursery, tenant: Any, batch: list[peers_db.Queued],
+                behind: bool) -> _Flight:
+        """Send a batch in the background; its answer waits in the returned flight."""
+        flight = _Flight(batch, behind)
+
+        async def attempt() -> None:
+            try:
+                flight.settled = await self._attempt(tenant, batch)
+            except Exception as exc:  # the queue's loop handles it, in order
+                flight.error = exc
+            finally:
+                flight.done.set()
+
+        nursery.start_soon(attempt)
+        return flight
+
+    @staticmethod
+    async def _land(flight: list[_Flight]) -> None:
+        """Wait for the batches still in flight, and forget them: their rows stay queued
+        (the next read starts from the oldest), and the peer takes them again as the
+        replays they are."""
+        for f in flight:
+            await f.done.wait()
+        flight.clear()
+
+    def _start_record(self, nursery: trio.Nursery, tenant: Any, batch: list[peers_db.Queued],
+                      settled: Settled) -> None:
+        done = trio.Event()
+        self._recording, self._recording_upto = done, batch[-1].id
+        nursery.start_soon(self._record, tenant, batch, settled, done)
 
     async def _recorded(self) -> Exception | None:
         """Wait for the background record, if any; what it failed with, if it did.
