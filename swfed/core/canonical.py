@@ -104,9 +104,14 @@ def _explain(value: Any, path: str, depth: int = 0) -> None:
     raise _bad(f"{path}: {type(value).__name__} is not a JSON value")
 
 
-def encode_canonical_json(value: Any) -> bytes:
-    """The canonical JSON bytes of ``value``; raises BadRequest SW_BAD_JSON."""
-    _check(value, "$")
+def encode_canonical_json(value: Any, *, checked: bool = False) -> bytes:
+    """The canonical JSON bytes of ``value``; raises BadRequest SW_BAD_JSON.
+
+    ``checked``: ``value`` is (part of) what :func:`decode_json_object` returned,
+    which has checked all of it already.
+    """
+    if not checked:
+        _check(value, "$")
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
                       allow_nan=False).encode("utf-8")
 

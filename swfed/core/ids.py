@@ -63,7 +63,25 @@ def _bad_name(value: object, why: str) -> BadRequest:
                       "chat.example.com, optionally with :port)", code="SW_BAD_SERVER_NAME")
 
 
+#: Names already made canonical (a few peers' names recur in every event): at most
+#: :data:`MAX_KNOWN_NAMES`, so names nobody uses twice cannot grow it.
+_KNOWN_NAMES: dict[str, str] = {}
+MAX_KNOWN_NAMES = 4096
+
+
 def canonical_server_name(value: object) -> str:
+    """:func:`_canonical_server_name`, remembered for names seen before."""
+    if type(value) is str:
+        known = _KNOWN_NAMES.get(value)
+        if known is not None:
+            return known
+    name = _canonical_server_name(value)
+    if isinstance(value, str) and len(_KNOWN_NAMES) < MAX_KNOWN_NAMES:
+        _KNOWN_NAMES[value] = name
+    return name
+
+
+def _canonical_server_name(value: object) -> str:
     """The one spelling of a server name: lower case, no trailing dot, no ``:443``.
 
     IPv6 addresses are bracketed and compressed (``[::1]:8448``). Raises
@@ -190,9 +208,14 @@ def new_uuid() -> str:
     return str(uuid.uuid4())
 
 
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def is_uuid(value: object) -> bool:
     if not isinstance(value, str) or len(value) != 36:
         return False
+    if _UUID_RE.fullmatch(value):  # the form we and our peers write: no parse needed
+        return True
     try:
         uuid.UUID(value)
     except ValueError:

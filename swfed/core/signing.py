@@ -81,23 +81,24 @@ def generate_keypair() -> KeyPair:
     return keypair_from_seed(bytes(nacl.signing.SigningKey.generate()))
 
 
-def signable_bytes(obj: dict[str, Any]) -> bytes:
+def signable_bytes(obj: dict[str, Any], *, checked: bool = False) -> bytes:
     """The bytes a signature covers: canonical JSON without ``signatures`` and ``unsigned``.
 
     Encode them once per event and pass them on (``signable=``): sizing,
-    signing and verifying an event all need the same bytes.
+    signing and verifying an event all need the same bytes. ``checked``: see
+    :func:`~swfed.core.canonical.encode_canonical_json`.
     """
     return encode_canonical_json({k: v for k, v in obj.items()
-                                  if k not in ("signatures", "unsigned")})
+                                  if k not in ("signatures", "unsigned")}, checked=checked)
 
 
-def signable_or_none(raw: Any) -> bytes | None:
+def signable_or_none(raw: Any, *, checked: bool = False) -> bytes | None:
     """:func:`signable_bytes` of what a peer sent, or None if it cannot be encoded
     (then the event's own checks say what is wrong)."""
     if not isinstance(raw, dict):
         return None
     try:
-        return signable_bytes(raw)
+        return signable_bytes(raw, checked=checked)
     except (BadRequest, ValueError, TypeError, RecursionError, UnicodeError):
         return None
 

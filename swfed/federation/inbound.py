@@ -258,7 +258,7 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
         key = key if isinstance(key, str) else f"#{index}"
         room_id = raw.get("room_id") if isinstance(raw, dict) else None
         try:
-            signable = signable_or_none(raw)
+            signable = signable_or_none(raw, checked=True)  # the body's decoding checked it
             event = check_federated_event(raw, signable=signable)
             # the cheap checks first: no key is fetched for an event that may not come
             check_relay(event, origin, tenant.server_name)
