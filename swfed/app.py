@@ -78,6 +78,7 @@ class TenantDirectory:
         self._by_name: dict[str, Tenant] = {}
         self._loaded = False
         self._stamp: tenants_db.Stamp = None
+        self._stamp_path = tenants_db.tenants_stamp_path(db.path)
         self._reload_lock = trio.Lock()
         self._reloads_started = 0
         self._reloads_done = 0
@@ -91,7 +92,7 @@ class TenantDirectory:
 
     async def refresh(self) -> None:
         """Reload every tenant (policy changes, new tenants)."""
-        stamp = tenants_db.read_tenants_stamp(self._db.path)
+        stamp = tenants_db.read_tenants_stamp(self._stamp_path)
         tenants = await self._db.read(tenants_db.list_tenants_txn)
         if not self._federation_enabled:
             tenants = [attrs.evolve(t, federation_enabled=False,
@@ -110,7 +111,7 @@ class TenantDirectory:
 
     async def _catch_up(self) -> None:
         """Return once the directory holds every tenant the stamp announced so far."""
-        if tenants_db.read_tenants_stamp(self._db.path) == self._stamp:
+        if tenants_db.read_tenants_stamp(self._stamp_path) == self._stamp:
             return
         wanted = self._reloads_started + 1  # a reload that starts after we looked
         async with self._reload_lock:

@@ -117,11 +117,13 @@ def encode_canonical_json(value: Any, *, checked: bool = False) -> bytes:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _bad(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):  # only then look for the key to name
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _bad(f"duplicate key {key!r}")
+            seen.add(key)
     return out
 
 

@@ -61,9 +61,18 @@ def bump_stamp(db_file: Path, name: str) -> None:
     os.replace(tmp, path)
 
 
+def stamp_path(db_file: Path, name: str) -> str:
+    """Where the stamp ``name`` lives (keep it: :func:`read_stamp_at` runs per request)."""
+    return str(db_file.parent / name)
+
+
 def read_stamp(db_file: Path, name: str) -> Stamp:
+    return read_stamp_at(stamp_path(db_file, name))
+
+
+def read_stamp_at(path: str) -> Stamp:
     try:
-        st = os.stat(db_file.parent / name)
+        st = os.stat(path)
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)

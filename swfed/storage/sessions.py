@@ -21,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 
 from swfed.storage.db import SESSIONS_STAMP, Database, auth_version_txn
-from swfed.storage.files import Stamp, read_stamp
+from swfed.storage.files import Stamp, read_stamp_at, stamp_path
 from swfed.storage.tenants import Tenant, User, hash_token, user_by_token_txn
 
 MAX_ENTRIES = 10_000
@@ -44,14 +44,15 @@ class SessionCache:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._entries: dict[tuple[int, bytes], Entry] = {}
-        self._stamp: Stamp = read_stamp(db.path, SESSIONS_STAMP)
+        self._stamp_path = stamp_path(db.path, SESSIONS_STAMP)
+        self._stamp: Stamp = read_stamp_at(self._stamp_path)
         #: Lookups answered from memory and from the database (tests, bench).
         self.hits = 0
         self.misses = 0
 
     async def user(self, tenant: Tenant, token: str, now: int) -> User | None:
         """The token's user, unless unknown or its login session has expired."""
-        stamp = read_stamp(self._db.path, SESSIONS_STAMP)
+        stamp = read_stamp_at(self._stamp_path)
         if stamp != self._stamp:
             self._entries.clear()
             self._stamp = stamp

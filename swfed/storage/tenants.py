@@ -69,8 +69,13 @@ def bump_tenants_stamp(db_file: Path) -> None:
     files.bump_stamp(db_file, TENANTS_STAMP)
 
 
-def read_tenants_stamp(db_file: Path) -> Stamp:
-    return files.read_stamp(db_file, TENANTS_STAMP)
+def tenants_stamp_path(db_file: Path) -> str:
+    return files.stamp_path(db_file, TENANTS_STAMP)
+
+
+def read_tenants_stamp(path: str) -> Stamp:
+    """The stamp at :func:`tenants_stamp_path`."""
+    return files.read_stamp_at(path)
 
 
 def tenant_by_name_txn(conn: sqlite3.Connection, server_name: str) -> Tenant | None:
