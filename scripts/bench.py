@@ -344,29 +344,70 @@ async def mode_crypto(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"mode": "crypto", "sign_per_s": round(sign_rate), "verify_per_s": round(verify_rate)}
 
 
-# -- load from httpx ------------------------------------------------------------
+# -- load: raw HTTP/1.1 over TLS ------------------------------------------------
+
+
+class Raw:
+    """One keep-alive HTTP/1.1 connection over TLS that sends prepared requests.
+
+    The load's client, the way wrk is for the floor: httpx costs the bench
+    about a millisecond of CPU per request, which at 500/s is half of this
+    machine's second core taken from the servers being measured. This
+    writes the request bytes and reads the status line, headers and a
+    ``Content-Length`` body: all our server answers these with.
+    """
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream], host: str) -> None:
+        self.stream = stream
+        self.host = host
+        self.buf = b""
+
+    async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
+                      body: bytes = b"") -> tuple[int, bytes]:
+        head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}"]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body or method != "GET":
+            head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        await self.stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        while b"\r\n\r\n" not in self.buf:
+            await self._more()
+        raw, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = next((int(ln.split(":", 1)[1]) for ln in lines[1:]
+                       if ln.lower().startswith("content-length:")), None)
+        if length is None:
+            raise RuntimeError(f"no Content-Length in the answer: {raw[:300]!r}")
+        while len(self.buf) < length:
+            await self._more()
+        out, self.buf = self.buf[:length], self.buf[length:]
+        return status, out
+
+    async def post_json(self, path: str, value: Any, headers: dict[str, str]) -> tuple[int, bytes]:
+        return await self.request("POST", path, headers=headers,
+                                  body=json.dumps(value).encode())
+
+    async def _more(self) -> None:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise RuntimeError("the server closed the connection")
+        self.buf += data
 
 
 @attrs.define
 class Connections:
-    """``n`` keep-alive connections to one server, lent out first come, first served.
-
-    Each is an httpx client of its own with one connection: httpx's pool
-    looks at every connection for every request it starts, so one client
-    with 128 connections cost the bench ~10 ms of CPU per request at 400/s
-    and the client, not the server, became the limit.
-    """
-    free: trio.MemoryReceiveChannel[httpx.AsyncClient]
-    back: trio.MemorySendChannel[httpx.AsyncClient]
+    """``n`` keep-alive connections to one server, lent out first come, first served."""
+    free: trio.MemoryReceiveChannel[Raw]
+    back: trio.MemorySendChannel[Raw]
 
     @contextlib.asynccontextmanager
-    async def lend(self) -> AsyncIterator[httpx.AsyncClient]:
+    async def lend(self) -> AsyncIterator[Raw]:
         """Wait for a free connection (in arrival order); give it back after."""
-        client = await self.free.receive()
+        conn = await self.free.receive()
         try:
-            yield client
+            yield conn
         finally:
-            self.back.send_nowait(client)
+            self.back.send_nowait(conn)
 
 
 @contextlib.asynccontextmanager
@@ -376,18 +417,30 @@ async def connections(server: ServerProcess, net: TlsNet, n: int) -> AsyncIterat
     Opened under load, their TLS handshakes would cost the server and the
     client just when they are behind.
     """
-    back, free = trio.open_memory_channel[httpx.AsyncClient](n)
+    back, free = trio.open_memory_channel[Raw](n)
     ctx = net.ssl_context()
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(httpx.AsyncClient(
-            base_url=server.url, verify=ctx, timeout=60,
-            limits=httpx.Limits(max_connections=1))) for _ in range(n)]
+    conns: list[Raw] = []
+
+    async def open_one() -> None:
+        stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", server.port, ssl_context=ctx)
+        conn = Raw(stream, f"127.0.0.1:{server.port}")
+        status, _ = await conn.request("GET", "/.well-known/scaiwave/server")
+        if status != 200:
+            raise RuntimeError(f"GET /.well-known/scaiwave/server: {status}")
+        conns.append(conn)
+
+    try:
         async with trio.open_nursery() as nursery:
-            for client in clients:
-                nursery.start_soon(client.get, "/.well-known/scaiwave/server")
-        for client in clients:
-            back.send_nowait(client)
+            for _ in range(n):
+                nursery.start_soon(open_one)
+        for conn in conns:
+            back.send_nowait(conn)
         yield Connections(free, back)
+    finally:
+        for conn in conns:
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await conn.stream.aclose()
 
 
 async def post_messages(w: World, room_id: str, n: int, *, concurrency: int = 32,
@@ -407,10 +460,10 @@ async def post_messages(w: World, room_id: str, n: int, *, concurrency: int = 32
         nonlocal done
         async with pool.lend() as client:
             for i in indexes:
-                r = await client.post(url, json={"body": body.format(i=i)}, headers=headers)
-                if r.status_code != 201:
+                status, out = await client.post_json(url, {"body": body.format(i=i)}, headers)
+                if status != 201:
                     raise RuntimeError(f"POST {url} ({body.format(i=i)!r}): "
-                                       f"{r.status_code} {r.text[:500]}")
+                                       f"{status} {out[:500]!r}")
                 done += 1
                 if on_done is not None:
                     on_done(done)
@@ -591,15 +644,16 @@ class Paced:
 async def paced_posts(run: Paced, pool: Connections, token: str, room_id: str, n: int) -> None:
     """POST message ``lat {i}`` at its due time, each in its own task; wait for every answer."""
     url = f"/v1/rooms/{room_id}/messages"
+    headers = bearer(token)
 
     async def send(i: int) -> None:
         run.late.append(trio.current_time() - run.due(i))
         async with pool.lend() as client:  # the wait counts in the latency
-            r = await client.post(url, json={"body": f"lat {i}"}, headers=bearer(token))
-        if r.status_code == 201:
+            status, out = await client.post_json(url, {"body": f"lat {i}"}, headers)
+        if status == 201:
             run.answered[i] = trio.current_time()
         else:
-            run.failures.append(f"{r.status_code} {r.text[:200]}")
+            run.failures.append(f"{status} {out[:200]!r}")
 
     async with trio.open_nursery() as nursery:
         for i in range(n):
