@@ -18,11 +18,16 @@ import re
 from typing import Any
 
 import attrs
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
 from swfed.core.canonical import encode_canonical_json
 from swfed.core.errors import BadRequest, FederationError
+
+#: Sizes of an Ed25519 public key and signature.
+KEY_BYTES = 32
+SIGNATURE_BYTES = 64
 
 CLOCK_WINDOW_MS = 60_000
 
@@ -150,10 +155,14 @@ def verify_detached(checks: list[tuple[int, bytes, bytes, bytes]]) -> set[int]:
     """
     good = set()
     for index, data, signature, key in checks:
+        # libsodium's own call: VerifyKey(...).verify holds the GIL for its
+        # object and checks, which halved what a second thread gained. The
+        # sizes it would check are checked here (the call trusts them).
+        if len(key) != KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+            continue
         try:
-            nacl.signing.VerifyKey(key).verify(data, signature)
-        except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError,
-                TypeError):
+            nacl.bindings.crypto_sign_open(signature + data, key)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, TypeError):
             continue
         good.add(index)
     return good

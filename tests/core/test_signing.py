@@ -252,3 +252,19 @@ def test_a_request_signed_over_its_canonical_bytes_is_the_same_signature() -> No
     with pytest.raises(FederationError):
         verify_request(auth, **{**check, "content": tampered},
                        body=encode_canonical_json(tampered))
+
+
+def test_verify_detached_keeps_only_signatures_that_hold() -> None:
+    from swfed.core.signing import verify_detached
+
+    kp, other = generate_keypair(), generate_keypair()
+    data = b'{"a":1}'
+    sig = kp.sign(data)
+    checks = [(0, data, sig, kp.verify_key_bytes),
+              (1, data + b" ", sig, kp.verify_key_bytes),       # changed content
+              (2, data, sig, other.verify_key_bytes),           # another key
+              (3, data, sig[:63], kp.verify_key_bytes),         # short signature
+              (4, data, sig, kp.verify_key_bytes[:31]),         # short key
+              (5, data, sig + b"\0", kp.verify_key_bytes),      # long signature
+              (6, data, sig, kp.verify_key_bytes)]
+    assert verify_detached(checks) == {0, 6}
