@@ -43,9 +43,13 @@ def record_delivery_txn(conn: sqlite3.Connection, ctx: Ctx, dest: str,
     done: list[int] = []
     delivered: list[int] = []
     refused: list[str] = []
+    hosts: dict[str, str] = {}  # a batch is mostly one room: parse its id once
     for q in batch:
         room_id = q.room_id
-        to_host = room_host(room_id) == dest
+        host = hosts.get(room_id)
+        if host is None:
+            host = hosts[room_id] = room_host(room_id)
+        to_host = host == dest
         refusal = settled.refused.get(q.event_id)
         if refusal is not None:
             done.append(q.id)

@@ -394,6 +394,46 @@ CREATE TRIGGER auth_sessions_deleted AFTER DELETE ON login_sessions
 ALTER TABLE outbox ADD COLUMN canonical INTEGER NOT NULL DEFAULT 0;
 """
 
+# The outbox stores each queued event once: a room shared with fifty servers
+# wrote the event's bytes fifty times (one row per destination), and deleted
+# them fifty times. outbox_events holds the canonical JSON (a BLOB from now
+# on; migrated rows keep their TEXT and canonical flag) and how many
+# destinations have yet to settle it; outbox keeps one small row per
+# destination, whose id orders that destination's queue as before. Queued
+# rows keep their ids (an event row per old row, same id). No REFERENCES:
+# with foreign_keys on, deleting an event would scan outbox for children.
+_V_OUTBOX_EVENTS = """
+CREATE TABLE outbox_events (
+    id         INTEGER PRIMARY KEY,
+    tenant_id  INTEGER NOT NULL,
+    event_id   TEXT NOT NULL,
+    room_id    TEXT,
+    payload    BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    canonical  INTEGER NOT NULL DEFAULT 1,
+    pending    INTEGER NOT NULL
+);
+INSERT INTO outbox_events (id, tenant_id, event_id, room_id, payload, created_at, canonical,
+                           pending)
+    SELECT id, tenant_id, event_id, room_id, payload, created_at, canonical, 1 FROM outbox;
+
+CREATE TABLE outbox_v8 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id   INTEGER NOT NULL,
+    destination TEXT NOT NULL,
+    event       INTEGER NOT NULL
+);
+INSERT INTO outbox_v8 (id, tenant_id, destination, event)
+    SELECT id, tenant_id, destination, id FROM outbox;
+-- ids are never reused: carry the old table's high-water mark over
+DELETE FROM sqlite_sequence WHERE name = 'outbox_v8';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox_v8', seq FROM sqlite_sequence
+    WHERE name = 'outbox';
+DROP TABLE outbox;
+ALTER TABLE outbox_v8 RENAME TO outbox;
+CREATE INDEX outbox_by_destination ON outbox(tenant_id, destination, id);
+"""
+
 #: (version, SQL script); versions are consecutive from 1.
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _V1),
@@ -403,6 +443,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (5, _V_PASSWORDS),
     (6, _V_RETENTION),
     (7, _V_AUTH_VERSION),
+    (8, _V_OUTBOX_EVENTS),
 ]
 
 

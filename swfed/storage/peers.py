@@ -1,9 +1,19 @@
-"""Delivery state: the outbox, per-peer status and counters (sync ``*_txn``)."""
+"""Delivery state: the outbox, per-peer status and counters (sync ``*_txn``).
+
+The outbox is two tables (migration 8): ``outbox_events`` holds each queued
+event once, as the canonical JSON sent, with the number of destinations yet
+to settle it (``pending``); ``outbox`` holds one small row per destination
+(its ``id`` orders that destination's queue). A destination's row leaves
+when the peer settled the event; the event's row leaves with the last one.
+A room shared with fifty servers thus writes an event's bytes once, not
+fifty times.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter, defaultdict
 from typing import Any
 
 import attrs
@@ -12,6 +22,8 @@ from swfed.core.canonical import encode_canonical_json
 from swfed.storage.tenants import Tenant
 
 HOUR_MS = 3600 * 1000
+#: Ids bound in one ``IN (...)`` (SQLite's older builds allow 999 variables).
+_CHUNK = 500
 
 
 @attrs.frozen
@@ -33,6 +45,14 @@ class Queued:
         return parsed
 
 
+def _raw(payload: str | bytes, canonical: int) -> bytes:
+    """The bytes to send: stored canonical JSON as it is (a BLOB since migration 8,
+    TEXT before), or an older swfed's ``json.dumps`` text encoded again."""
+    if not canonical:
+        return encode_canonical_json(json.loads(payload))
+    return payload if isinstance(payload, bytes) else payload.encode()
+
+
 def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
                      limit: int, after: int = 0) -> list[Queued]:
     """The next queued events for ``destination``, in order (rows after ``after``).
@@ -41,16 +61,18 @@ def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
     skipped, not dropped, until the flag is on again.
     """
     rows = conn.execute(
-        "SELECT o.id, o.event_id, o.room_id, o.payload, o.created_at, o.canonical FROM outbox o"
+        "SELECT o.id, e.event_id, e.room_id, e.payload, e.created_at, e.canonical"
+        " FROM outbox o JOIN outbox_events e ON e.id = o.event"
         " WHERE o.tenant_id = ? AND o.destination = ? AND NOT EXISTS (SELECT 1 FROM rooms r"
-        " WHERE r.tenant_id = o.tenant_id AND r.room_id = o.room_id AND r.federate = 0"
+        " WHERE r.tenant_id = o.tenant_id AND r.room_id = e.room_id AND r.federate = 0"
         " AND r.host = (SELECT server_name FROM tenants t WHERE t.tenant_id = o.tenant_id))"
         " AND o.id > ? ORDER BY o.id LIMIT ?", (tenant_id, destination, after, limit)).fetchall()
-    return [Queued(r["id"], r["event_id"],
-                   r["room_id"] or str(json.loads(r["payload"]).get("room_id", "")),
-                   r["payload"].encode() if r["canonical"] else
-                   encode_canonical_json(json.loads(r["payload"])), r["created_at"])
-            for r in rows]
+    out = []
+    for r in rows:
+        raw = _raw(r[3], r[5])
+        room_id = r[2] or str(json.loads(raw).get("room_id", ""))
+        out.append(Queued(r[0], r[1], room_id, raw, r[4]))
+    return out
 
 
 def queue_depths_txn(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:
@@ -65,8 +87,34 @@ def outbox_destinations_txn(conn: sqlite3.Connection) -> list[tuple[int, str]]:
 
 
 def outbox_done_txn(conn: sqlite3.Connection, tenant_id: int, ids: list[int]) -> None:
-    conn.executemany("DELETE FROM outbox WHERE tenant_id = ? AND id = ?",
-                     [(tenant_id, i) for i in ids])
+    """Drop these destination rows (settled); an event whose last row this was goes too.
+
+    Ids already gone (a record that ran twice) change nothing: only rows
+    actually deleted count down their event's ``pending``.
+    """
+    settled: Counter[int] = Counter()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start:start + _CHUNK]
+        settled.update(r[0] for r in conn.execute(
+            f"DELETE FROM outbox WHERE +tenant_id = ? AND id IN ({_marks(len(chunk))})"
+            " RETURNING event", (tenant_id, *chunk)).fetchall())
+    by_count: defaultdict[int, list[int]] = defaultdict(list)
+    for event, n in settled.items():
+        by_count[n].append(event)
+    for n, events in by_count.items():
+        for start in range(0, len(events), _CHUNK):
+            chunk = events[start:start + _CHUNK]
+            conn.execute(f"UPDATE outbox_events SET pending = pending - ? WHERE tenant_id = ?"
+                         f" AND id IN ({_marks(len(chunk))})", (n, tenant_id, *chunk))
+    events = list(settled)
+    for start in range(0, len(events), _CHUNK):
+        chunk = events[start:start + _CHUNK]
+        conn.execute(f"DELETE FROM outbox_events WHERE tenant_id = ? AND pending <= 0"
+                     f" AND id IN ({_marks(len(chunk))})", (tenant_id, *chunk))
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
 
 
 def _ensure_peer(conn: sqlite3.Connection, tenant_id: int, server_name: str) -> None:
@@ -120,8 +168,11 @@ def peers_view_txn(conn: sqlite3.Connection, tenant: Tenant, now: int) -> list[d
             "SELECT COALESCE(SUM(sent), 0), COALESCE(SUM(received), 0) FROM peer_counts"
             " WHERE tenant_id = ? AND server_name = ? AND hour >= ?",
             (tenant.tenant_id, name, since)).fetchone()
-        queue = conn.execute("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE tenant_id = ?"
-                             " AND destination = ?", (tenant.tenant_id, name)).fetchone()
+        depth, oldest = conn.execute("SELECT COUNT(*), MIN(event) FROM outbox WHERE tenant_id = ?"
+                                     " AND destination = ?", (tenant.tenant_id, name)).fetchone()
+        oldest_at = None if oldest is None else conn.execute(
+            "SELECT created_at FROM outbox_events WHERE tenant_id = ? AND id = ?",
+            (tenant.tenant_id, oldest)).fetchone()[0]
         descriptor = json.loads(peer["descriptor"]) if peer.get("descriptor") else {}
         out.append({
             "server_name": name,
@@ -129,8 +180,8 @@ def peers_view_txn(conn: sqlite3.Connection, tenant: Tenant, now: int) -> list[d
             "last_error": peer.get("last_error"),
             "events_sent_24h": counts[0],
             "events_received_24h": counts[1],
-            "queue_depth": queue[0],
-            "oldest_queued_at": queue[1],
+            "queue_depth": depth,
+            "oldest_queued_at": oldest_at,
             "next_retry_at": peer.get("next_retry_at"),
             "failures": peer.get("failures", 0),
             "protocol_versions": descriptor.get("protocol_versions"),
@@ -141,11 +192,14 @@ def peers_view_txn(conn: sqlite3.Connection, tenant: Tenant, now: int) -> list[d
 
 def enqueue_txn(conn: sqlite3.Connection, tenant_id: int, destinations: list[str],
                 payload: dict[str, Any], now: int) -> None:
-    """Queue one event for each of ``destinations``, encoded once (the sender is woken
-    after the commit)."""
-    text = encode_canonical_json(payload).decode()
-    conn.executemany(
-        "INSERT INTO outbox (tenant_id, destination, event_id, room_id, payload, created_at,"
-        " canonical) VALUES (?, ?, ?, ?, ?, ?, 1)",
-        [(tenant_id, destination, payload["event_id"], payload.get("room_id"), text, now)
-         for destination in destinations])
+    """Queue one event for each of ``destinations``: its canonical JSON stored once, a
+    small row per destination (the sender is woken after the commit)."""
+    if not destinations:
+        return
+    event = conn.execute(
+        "INSERT INTO outbox_events (tenant_id, event_id, room_id, payload, created_at, canonical,"
+        " pending) VALUES (?, ?, ?, ?, ?, 1, ?)",
+        (tenant_id, payload["event_id"], payload.get("room_id"), encode_canonical_json(payload),
+         now, len(destinations))).lastrowid
+    conn.executemany("INSERT INTO outbox (tenant_id, destination, event) VALUES (?, ?, ?)",
+                     [(tenant_id, destination, event) for destination in destinations])

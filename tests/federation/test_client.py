@@ -37,6 +37,9 @@ class TlsServer:
         self.handler: Handler = lambda req: http_response(b'{"ok": true}')
         self.requests: list[bytes] = []
         self.port = 0
+        #: answer many requests per connection (the handler must not say close)
+        self.keep_alive = False
+        self.connections = 0
 
     async def start(self) -> None:
         listeners = await self.nursery.start(
@@ -44,27 +47,32 @@ class TlsServer:
         self.port = listeners[0].transport_listener.socket.getsockname()[1]
 
     async def _serve(self, stream: trio.SSLStream) -> None:
+        self.connections += 1
         try:
             data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(body) < length:
+                    body += await stream.receive_some(65536)
+                body, data = body[:length], body[length:]
+                self.requests.append(head + b"\r\n\r\n" + body)
+                answer = self.handler(head)
+                if answer is None:
+                    await trio.sleep_forever()
+                await stream.send_all(answer)
+                if not self.keep_alive:
+                    await stream.aclose()
                     return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            while len(body) < length:
-                body += await stream.receive_some(65536)
-            self.requests.append(head + b"\r\n\r\n" + body)
-            answer = self.handler(head)
-            if answer is None:
-                await trio.sleep_forever()
-            await stream.send_all(answer)
-            await stream.aclose()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
@@ -137,6 +145,58 @@ async def test_certificate_for_another_name_is_tls_failed(ca: trustme.CA, peer: 
             await client.get_json("other.test", "/x")
     assert info.value.code == "SW_FED_TLS_FAILED"
     assert "ca_file" in str(info.value)
+
+
+def kept_alive(body: bytes) -> bytes:
+    return (f"HTTP/1.1 200 X\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def test_a_peer_s_connection_is_kept_and_used_again(ca: trustme.CA, peer: TlsServer,
+                                                          tmp_path: Any) -> None:
+    peer.keep_alive = True
+    peer.handler = lambda req: kept_alive(b'{"ok": true}')
+    async with client_for(ca, peer, tmp_path) as client:
+        for _ in range(3):
+            assert (await client.post_json("peer.test", "/x", {"a": 1})).body == {"ok": True}
+    assert len(peer.requests) == 3 and peer.connections == 1
+
+
+async def test_a_connection_serves_only_the_name_its_certificate_was_checked_for(
+        ca: trustme.CA, peer: TlsServer, tmp_path: Any) -> None:
+    """Two names at one address: a kept connection to peer.test (its certificate
+    checked for peer.test) is never used for other.test, whose own handshake fails."""
+    peer.keep_alive = True
+    peer.handler = lambda req: kept_alive(b'{"ok": true}')
+    client = client_for(ca, peer, tmp_path, resolve=types.MappingProxyType(
+        {"peer.test": f"127.0.0.1:{peer.port}", "other.test": f"127.0.0.1:{peer.port}"}))
+    async with client:
+        assert (await client.get_json("peer.test", "/x")).body == {"ok": True}
+        assert await code_of(client.get_json("other.test", "/x")) == "SW_FED_TLS_FAILED"
+        assert (await client.get_json("peer.test", "/x")).body == {"ok": True}
+    assert len(peer.requests) == 2 and peer.connections == 2
+
+
+async def test_past_max_peers_kept_the_least_recently_used_peer_is_closed(
+        ca: trustme.CA, peer: TlsServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from swfed.federation import client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_PEERS_KEPT", 2)
+    names = ["peer.test", "two.test", "three.test"]
+    ca.issue_cert(*names).configure_cert(peer.ctx)  # the listener's context: next handshakes
+    peer.keep_alive = True
+    peer.handler = lambda req: kept_alive(b'{"ok": true}')
+    client = client_for(ca, peer, tmp_path, resolve=types.MappingProxyType(
+        {name: f"127.0.0.1:{peer.port}" for name in names}))
+    async with client:
+        for name in names:
+            assert (await client.get_json(name, "/x")).body == {"ok": True}
+        assert list(client._pools) == ["two.test", "three.test"]
+        assert (await client.get_json("two.test", "/x")).body == {"ok": True}
+        assert (await client.get_json("peer.test", "/x")).body == {"ok": True}
+        assert list(client._pools) == ["two.test", "peer.test"]
+    # peer.test was forgotten once, so it connected twice; two.test once
+    assert peer.connections == 4
 
 
 async def test_verify_tls_off_accepts_any_certificate(peer: TlsServer, tmp_path: Any) -> None:
