@@ -31,6 +31,7 @@ cannot add series.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 
@@ -101,12 +102,20 @@ class Histogram(Family):
         self.series: dict[Labels, tuple[list[int], list[float]]] = {}
 
     def observe(self, value: float, **labels: str) -> None:
+        self.observe_many([value], **labels)
+
+    def observe_many(self, values: list[float], **labels: str) -> None:
+        """Observe each of ``values`` (a batch's: the labels are looked up once)."""
         key = tuple(sorted(labels.items()))
         counts, total = self.series.setdefault(key, ([0] * len(self.buckets), [0.0]))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                counts[i] += 1
-        total[0] += value
+        first = [0] * len(self.buckets)  # how many values have bucket i as their first
+        for value in values:
+            first[bisect.bisect_left(self.buckets, value)] += 1
+        running = 0
+        for i, n in enumerate(first):  # cumulative: a value counts in every bucket above
+            running += n
+            counts[i] += running
+        total[0] += sum(values)
 
     def samples(self, tenant: str | None) -> list[str]:
         out = []
