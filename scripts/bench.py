@@ -357,10 +357,24 @@ class Raw:
     ``Content-Length`` body: all our server answers these with.
     """
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream], host: str) -> None:
-        self.stream = stream
-        self.host = host
+    def __init__(self, port: int, ctx: Any) -> None:
+        self.port = port
+        self.ctx = ctx
+        self.host = f"127.0.0.1:{port}"
+        self.stream: trio.SSLStream[trio.SocketStream] | None = None
         self.buf = b""
+
+    async def _open(self) -> trio.SSLStream[trio.SocketStream]:
+        if self.stream is None:
+            self.stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", self.port,
+                                                              ssl_context=self.ctx)
+            self.buf = b""
+        return self.stream
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            await stream.aclose()
 
     async def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
                       body: bytes = b"") -> tuple[int, bytes]:
@@ -368,7 +382,8 @@ class Raw:
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         if body or method != "GET":
             head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-        await self.stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        stream = await self._open()
+        await stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         while b"\r\n\r\n" not in self.buf:
             await self._more()
         raw, _, self.buf = self.buf.partition(b"\r\n\r\n")
@@ -381,6 +396,8 @@ class Raw:
         while len(self.buf) < length:
             await self._more()
         out, self.buf = self.buf[:length], self.buf[length:]
+        if any(ln.lower().replace(" ", "") == "connection:close" for ln in lines[1:]):
+            await self.aclose()  # hypercorn ends a connection after 1,000 requests
         return status, out
 
     async def post_json(self, path: str, value: Any, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -388,6 +405,7 @@ class Raw:
                                   body=json.dumps(value).encode())
 
     async def _more(self) -> None:
+        assert self.stream is not None
         data = await self.stream.receive_some(65536)
         if not data:
             raise RuntimeError("the server closed the connection")
@@ -422,8 +440,7 @@ async def connections(server: ServerProcess, net: TlsNet, n: int) -> AsyncIterat
     conns: list[Raw] = []
 
     async def open_one() -> None:
-        stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", server.port, ssl_context=ctx)
-        conn = Raw(stream, f"127.0.0.1:{server.port}")
+        conn = Raw(server.port, ctx)
         status, _ = await conn.request("GET", "/.well-known/scaiwave/server")
         if status != 200:
             raise RuntimeError(f"GET /.well-known/scaiwave/server: {status}")
@@ -440,7 +457,7 @@ async def connections(server: ServerProcess, net: TlsNet, n: int) -> AsyncIterat
         for conn in conns:
             with trio.move_on_after(1) as scope:
                 scope.shield = True
-                await conn.stream.aclose()
+                await conn.aclose()
 
 
 async def post_messages(w: World, room_id: str, n: int, *, concurrency: int = 32,
