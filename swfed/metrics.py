@@ -106,6 +106,8 @@ class Histogram(Family):
 
     def observe_many(self, values: list[float], **labels: str) -> None:
         """Observe each of ``values`` (a batch's: the labels are looked up once)."""
+        if not values:
+            return  # no series for labels nothing was observed under
         key = tuple(sorted(labels.items()))
         counts, total = self.series.setdefault(key, ([0] * len(self.buckets), [0.0]))
         first = [0] * len(self.buckets)  # how many values have bucket i as their first
