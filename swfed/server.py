@@ -16,6 +16,7 @@ were acknowledged had already committed, so nothing acknowledged is lost.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -202,6 +203,29 @@ async def serve(config: Config, *, services: list[Service] | None = None,
         logs.log("server.stopped")
 
 
+#: The cyclic collector's first threshold (Python's default is 700 allocations).
+GC_GEN0_THRESHOLD = 10_000
+
+
 def run(config: Config) -> None:
     """Blocking entry point used by the CLI."""
+    tune_gc()
     trio.run(partial(serve, config))
+
+
+def tune_gc() -> None:
+    """Shorter and fewer pauses of Python's cyclic garbage collector.
+
+    Every module, class and function loaded by now lives as long as the
+    process: ``gc.freeze()`` moves them out of the collector's sight, so a
+    full collection looks only at what requests left behind. The first
+    generation is collected after 10,000 new objects instead of 700: a
+    request allocates hundreds, and reference counting frees most of them
+    long before a collection would look. A collection stops every request;
+    at 500 messages/s (scripts/bench --mode latency) the sender spent 215 ms
+    in them per run with pauses up to 27 ms, and 16 ms with none over 6 ms
+    after this (POST p99 55 -> 30 ms, send -> peer's stream p99 95 -> 65 ms).
+    """
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+    gc.freeze()
