@@ -631,21 +631,25 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
 def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
                       verified: list[dict[str, Any]], refused: list[Refusal],
                       results: dict[str, Any]) -> list[Refusal]:
-    """One ``/send``: take each verified event on its own, record every refusal.
+    """One ``/send``: take each verified event, record every refusal.
 
-    ``refused``: events already refused before (shape, signature). Each
-    event runs in its own savepoint, so a refused one leaves nothing behind.
-    Fills ``results`` for the accepted ones; returns the ones refused here.
+    ``refused``: events already refused before (shape, signature). A leading
+    run of events that only add to a room's history is stored together
+    (:func:`_plain_run`); every other event runs on its own, in its own
+    savepoint, so a refused one leaves nothing behind. Fills ``results`` for
+    the accepted ones; returns the ones refused here.
     """
     late: list[Refusal] = []
     accepted: list[tuple[str, str]] = []
-    run = _plain_run(conn, ctx, origin, verified)
-    if run:
-        _store_run(conn, ctx, *run)
-        for event in run[1]:
+    together: list[dict[str, Any]] = []
+    found = _plain_run(conn, ctx, origin, verified)
+    if found is not None:
+        room, together = found
+        _store_run(conn, ctx, room, together)
+        for event in together:
             results[event["event_id"]] = {}
             accepted.append((event["event_id"], event["room_id"]))
-    for event in verified[len(run[1]) if run else 0:]:
+    for event in verified[len(together):]:
         conn.execute("SAVEPOINT ev")
         try:
             results[event["event_id"]] = receive_event_txn(conn, ctx, origin, event)
