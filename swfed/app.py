@@ -25,6 +25,7 @@ from swfed.core.ids import canonical_server_name
 from swfed.metrics import Metrics
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database
+from swfed.storage.files import read_stamp_at
 from swfed.storage.sessions import SessionCache
 from swfed.storage.tenants import Tenant
 
@@ -92,7 +93,7 @@ class TenantDirectory:
 
     async def refresh(self) -> None:
         """Reload every tenant (policy changes, new tenants)."""
-        stamp = tenants_db.read_tenants_stamp(self._stamp_path)
+        stamp = read_stamp_at(self._stamp_path)
         tenants = await self._db.read(tenants_db.list_tenants_txn)
         if not self._federation_enabled:
             tenants = [attrs.evolve(t, federation_enabled=False,
@@ -111,7 +112,7 @@ class TenantDirectory:
 
     async def _catch_up(self) -> None:
         """Return once the directory holds every tenant the stamp announced so far."""
-        if tenants_db.read_tenants_stamp(self._stamp_path) == self._stamp:
+        if read_stamp_at(self._stamp_path) == self._stamp:
             return
         wanted = self._reloads_started + 1  # a reload that starts after we looked
         async with self._reload_lock:

@@ -66,10 +66,6 @@ def stamp_path(db_file: Path, name: str) -> str:
     return str(db_file.parent / name)
 
 
-def read_stamp(db_file: Path, name: str) -> Stamp:
-    return read_stamp_at(stamp_path(db_file, name))
-
-
 def read_stamp_at(path: str) -> Stamp:
     try:
         st = os.stat(path)

@@ -70,12 +70,8 @@ def bump_tenants_stamp(db_file: Path) -> None:
 
 
 def tenants_stamp_path(db_file: Path) -> str:
+    """Where the tenants stamp lives (read it with files.read_stamp_at)."""
     return files.stamp_path(db_file, TENANTS_STAMP)
-
-
-def read_tenants_stamp(path: str) -> Stamp:
-    """The stamp at :func:`tenants_stamp_path`."""
-    return files.read_stamp_at(path)
 
 
 def tenant_by_name_txn(conn: sqlite3.Connection, server_name: str) -> Tenant | None:
