@@ -19,10 +19,8 @@ from tests.harness import wait_for
 from tests.test_federation_delivery import (
     _equals,
     clients,
-    dm,
+    dm_queued_while_b_is_down,
     history,
-    open_policies,
-    send_many,
     setup_pair,
 )
 
@@ -37,10 +35,7 @@ async def test_restarted_peer_is_caught_up_without_waiting_for_the_backoff(
     try:
         ca, cb = clients(net, a, b)
         async with ca, cb:
-            await open_policies(ca, cb, tokens)
-            room_id = await dm(ca, cb, tokens)
-            assert b.stop() == 0
-            await send_many(ca, tokens["alice"], room_id, "while away", 20)
+            room_id = await dm_queued_while_b_is_down(ca, cb, tokens, b, "while away", 20)
 
             async def backed_off() -> Any:
                 row = await peer_row(ca, tokens["admin_a"], "b.test")

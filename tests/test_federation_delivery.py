@@ -85,6 +85,18 @@ async def send_many(client: httpx.AsyncClient, token: str, room_id: str, prefix:
         assert r.status_code == 201, r.text
 
 
+async def dm_queued_while_b_is_down(ca: httpx.AsyncClient, cb: httpx.AsyncClient,
+                                    tokens: dict[str, str], b: ServerProcess, prefix: str,
+                                    n: int) -> str:
+    """Open policies, a DM alice-bob; then b.test stops and alice posts ``{prefix} {i}``
+    n times (queued at a.test). Returns the room id."""
+    await open_policies(ca, cb, tokens)
+    room_id = await dm(ca, cb, tokens)
+    assert b.stop() == 0
+    await send_many(ca, tokens["alice"], room_id, prefix, n)
+    return room_id
+
+
 def clients(net: TlsNet, a: ServerProcess, b: ServerProcess
             ) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
     ctx = net.ssl_context()
@@ -97,10 +109,7 @@ async def test_receiver_down_then_back(tmp_path: Path) -> None:
     try:
         ca, cb = clients(net, a, b)
         async with ca, cb:
-            await open_policies(ca, cb, tokens)
-            room_id = await dm(ca, cb, tokens)
-            assert b.stop() == 0
-            await send_many(ca, tokens["alice"], room_id, "while down", 500)
+            room_id = await dm_queued_while_b_is_down(ca, cb, tokens, b, "while down", 500)
 
             async def queued() -> bool:
                 row = await peer_row(ca, tokens["admin_a"], "b.test")

@@ -18,10 +18,8 @@ from tests.harness import wait_for
 from tests.test_federation_delivery import (
     _equals,
     clients,
-    dm,
+    dm_queued_while_b_is_down,
     history,
-    open_policies,
-    send_many,
     setup_pair,
 )
 
@@ -69,10 +67,7 @@ async def test_rows_queued_before_migration_8_are_delivered_after_it(tmp_path: P
     try:
         ca, cb = clients(net, a, b)
         async with ca, cb:
-            await open_policies(ca, cb, tokens)
-            room_id = await dm(ca, cb, tokens)
-            assert b.stop() == 0
-            await send_many(ca, tokens["alice"], room_id, "queued", 30)
+            room_id = await dm_queued_while_b_is_down(ca, cb, tokens, b, "queued", 30)
 
             async def queued() -> bool:
                 row = await peer_row(ca, tokens["admin_a"], "b.test")
