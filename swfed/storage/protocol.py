@@ -46,7 +46,7 @@ from swfed.storage import rooms as rooms_db
 from swfed.storage.audit import accepted_audit_txn, audit_txn, reject_txn
 from swfed.storage.context import Ctx
 from swfed.storage.notifications import add_notification_txn
-from swfed.storage.search import index_bodies_txn, index_body_txn
+from swfed.storage.search import index_bodies_txn
 from swfed.storage.stream import next_pos_txn, take_positions_txn
 from swfed.storage.tenants import Tenant, user_txn
 
@@ -91,7 +91,7 @@ def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
                                        status, applied)
     body = event["content"].get("body") if event["type"] == "message" else None
     if isinstance(body, str):
-        index_body_txn(conn, rowid, body)
+        index_bodies_txn(conn, [(rowid, body)])
     return seq
 
 

@@ -29,12 +29,8 @@ def fts_query(q: str) -> str:
     return " ".join(parts)
 
 
-def index_body_txn(conn: sqlite3.Connection, rowid: int, body: str) -> None:
-    conn.execute("INSERT INTO events_fts (rowid, body) VALUES (?, ?)", (rowid, body))
-
-
 def index_bodies_txn(conn: sqlite3.Connection, bodies: list[tuple[int, str]]) -> None:
-    """:func:`index_body_txn` for many (rowid, body)."""
+    """Make messages searchable: (the event's rowid, its body) each."""
     conn.executemany("INSERT INTO events_fts (rowid, body) VALUES (?, ?)", bodies)
 
 
