@@ -5,8 +5,8 @@ It listens on 127.0.0.1 with a certificate from the test CA for its name
 descriptor, and answers every other request with what the test scripts:
 ``peer.answer(path_prefix, fn)`` where ``fn(method, path, body)`` returns
 (or, if async, returns when it chooses) ``(status, body_bytes)`` — anything
-at all, valid or not. It records what
-it was asked (``peer.requests``). It also *sends* as a server would:
+at all, valid or not. It records what it was asked (``peer.requests``:
+method, path with its query, body). It also *sends* as a server would:
 ``peer.request(target, method, path, body)`` signs a real ``SW-Fed``
 request, and ``peer.event(...)`` makes an event signed with its key.
 """
@@ -86,7 +86,8 @@ class HostilePeer:
         except ValueError:
             body = raw
         path = scope["path"]
-        self.requests.append((scope["method"], path, body))
+        query = scope.get("query_string", b"").decode()
+        self.requests.append((scope["method"], f"{path}?{query}" if query else path, body))
         status, out = 404, b'{"error": {"code": "SW_NOT_FOUND", "message": "no"}}'
         if path == "/.well-known/scaiwave/server":
             status, out = 200, self.descriptor()

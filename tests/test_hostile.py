@@ -394,3 +394,40 @@ async def test_a_queue_behind_sends_two_batches_at_once_and_a_failed_one_loses_n
 
 async def _failed_after_up(root: Person, seen: dict[str, int]) -> bool:
     return bool(seen["failed"]) and await _failed(root)
+
+
+async def test_a_gap_the_hosts_next_send_closes_is_not_fetched(
+        world: World, evil: HostilePeer, people: dict[str, Person]) -> None:
+    """A host's queue that is behind has two /send in flight, which may arrive in either
+    order: the copy sees a gap for a moment. Repair gives it a moment to close
+    (federation.repair.GAP_SECONDS) and fetches only what is still missing then."""
+    dave = people["dave"]
+    room_id = "!gapsroom:evil.test"
+    invite = evil.event(room_id, "invite", {
+        "invitee": dave.fqid, "invite_id": "8c0e7c1e-0000-4000-8000-000000000003",
+        "room_name": "gaps", "room_type": "standard", "members": ["@mallory:evil.test"]})
+    assert results(await evil.send(world.b, [{**invite, "unsigned": {"seq": 2}}]))[
+        invite["event_id"]] == {}
+    members = [{"fqid": "@mallory:evil.test", "membership": "join"},
+               {"fqid": dave.fqid, "membership": "join"}]
+    evil.answer(f"{FED}/rooms/{room_id}/membership", lambda method, path, body: (
+        200, json.dumps({"seq": 3, "members": members, "events": []}).encode()))
+    await dave.accept(room_id)
+    m = {seq: {**evil.event(room_id, "message", {"body": f"m{seq}"}), "unsigned": {"seq": seq}}
+         for seq in (4, 5, 6, 7)}
+    def backfill(method: str, path: str, body: Any) -> tuple[int, bytes]:
+        return 200, json.dumps({"events": [m[6], m[7]], "last_seq": 7}).encode()
+
+    evil.answer(f"{FED}/rooms/{room_id}/backfill", backfill)
+    # 5 arrives before 4, as the second of two /send may: a gap, closed at once
+    for seq in (5, 4):
+        assert results(await evil.send(world.b, [m[seq]])) == {m[seq]["event_id"]: {}}
+    # 7 without 6 (a /send that failed, say): a gap that stays, fetched
+    assert results(await evil.send(world.b, [m[7]])) == {m[7]["event_id"]: {}}
+
+    async def whole() -> bool:
+        return await dave.bodies(room_id) == ["m4", "m5", "m6", "m7"]
+
+    await wait_for(whole, what="the copy to fetch m6")
+    asked = [path for _, path, _ in evil.requests if "/backfill" in path]
+    assert [path.partition("after=")[2] for path in asked] == ["5"], asked

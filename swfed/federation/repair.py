@@ -4,7 +4,10 @@ The host's sequence numbers are contiguous per room, and each copy keeps
 ``synced_seq``: every seq up to it is here. A copy repairs itself, without
 an admin, whenever it may have missed something:
 
-- a relayed event beyond ``synced_seq + 1`` arrives (a gap);
+- a relayed event beyond ``synced_seq + 1`` arrives (a gap). The host often
+  has the missing ones in flight already (two ``/send`` at once when its
+  queue is behind, which may arrive in either order), so repair first gives
+  them :data:`GAP_SECONDS` and fetches only if the gap is still there;
 - one of our users (re)joins and the host's answer is beyond our mark
   (events posted while none of our users was in the room);
 - our federate flag of the room is switched on again (what was refused
@@ -24,6 +27,7 @@ one at a time per room; a failed attempt is retried with backoff.
 from __future__ import annotations
 
 import random
+import sqlite3
 from typing import Any
 
 import trio
@@ -31,7 +35,9 @@ import trio
 from swfed import logs
 from swfed.core.backoff import retry_delay
 from swfed.core.errors import FederationError, SwfedError
+from swfed.core.rooms import Room
 from swfed.federation import history
+from swfed.storage import events as events_db
 from swfed.storage import protocol
 from swfed.storage import rooms as rooms_db
 from swfed.storage.context import Ctx
@@ -40,6 +46,8 @@ from swfed.storage.tenants import Tenant
 PAGE = 100
 #: While the host's deliveries move a room's mark, repair looks again this often (s).
 YIELD_SECONDS = 1.0
+#: How long a gap seen in the host's deliveries is given to close by itself (s).
+GAP_SECONDS = 0.5
 
 
 class Repairer:
@@ -48,6 +56,7 @@ class Repairer:
         self._wanted: set[tuple[int, str]] = set()
         self._running: set[tuple[int, str]] = set()
         self._watch_first: set[tuple[int, str]] = set()
+        self._gap_first: set[tuple[int, str]] = set()
         self._failures: dict[tuple[int, str], int] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -66,15 +75,20 @@ class Repairer:
         """Whether a repair of one of the tenant's rooms is under way."""
         return any(tid == tenant.tenant_id for tid, _ in self._running)
 
-    def request(self, tenant: Tenant, room_id: str, *, watch_first: bool = False) -> None:
+    def request(self, tenant: Tenant, room_id: str, *, watch_first: bool = False,
+                gap: bool = False) -> None:
         """Make sure the room is repaired soon (after the current attempt, if one runs).
 
         ``watch_first``: at start, when the host's queue is likely bringing what
         we missed, watch the mark for a moment before fetching anything.
+        ``gap``: a write saw events beyond the mark (``ctx.repairs``); fetch
+        only if, after :data:`GAP_SECONDS`, the copy still has a gap.
         """
         key = (tenant.tenant_id, room_id)
         if watch_first:
             self._watch_first.add(key)
+        elif gap:
+            self._gap_first.add(key)
         self._wanted.add(key)
         if key not in self._running and self._nursery is not None:
             self._running.add(key)
@@ -106,17 +120,22 @@ class Repairer:
 
     async def _catch_up(self, tenant: Tenant, room_id: str) -> None:
         state = self.fed.state
+        key = (tenant.tenant_id, room_id)
         fetched = 0
         expected: int | None = None  # the mark as our last page left it
-        if (tenant.tenant_id, room_id) in self._watch_first:
-            self._watch_first.discard((tenant.tenant_id, room_id))
+        gap_only = key in self._gap_first and key not in self._watch_first
+        self._gap_first.discard(key)
+        if gap_only or key in self._watch_first:
+            self._watch_first.discard(key)
             room = await state.db.read(rooms_db.room_txn, tenant, room_id)
             expected = None if room is None else room.synced_seq
-            await trio.sleep(YIELD_SECONDS)
+            await trio.sleep(GAP_SECONDS if gap_only else YIELD_SECONDS)
         while True:
-            room = await state.db.read(rooms_db.room_txn, tenant, room_id)
+            room, top = await state.db.read(_room_and_top_txn, tenant, room_id)
             if room is None or room.host == tenant.server_name or room.synced_seq == 0:
                 return
+            if gap_only and top <= room.synced_seq:
+                return  # the deliveries in flight closed it: nothing to fetch
             if expected is not None and room.synced_seq > expected:
                 # The host's own deliveries moved the mark meanwhile (after a
                 # restart its queue brings what we missed): fetching the same
@@ -149,3 +168,10 @@ class Repairer:
                 # else caught up, or held by our own event the host has not answered
                 # for yet: its answer moves the mark on (and asks again if needed)
                 return
+
+
+def _room_and_top_txn(conn: sqlite3.Connection, tenant: Tenant,
+                      room_id: str) -> tuple[Room | None, int]:
+    """Our copy of the room, and the highest host seq it holds (beyond the mark: a gap)."""
+    return (rooms_db.room_txn(conn, tenant, room_id),
+            events_db.max_host_seq_txn(conn, tenant, room_id))

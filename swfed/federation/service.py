@@ -115,7 +115,7 @@ class Federation:
         """A write as ``tenant`` committed: wake delivery, start gap repair it asked for."""
         self.kick(tenant, ctx.kicks)
         for room_id in ctx.repairs:
-            self.repairer.request(tenant, room_id)
+            self.repairer.request(tenant, room_id, gap=True)
 
     # -- peers' keys -----------------------------------------------------------
 
