@@ -146,6 +146,7 @@ class Repairer:
                 continue
             page = await history.fetch(self.fed, tenant, room.host, room_id,
                                        after=room.synced_seq, limit=PAGE)
+            gap_only = False  # fetching: on to the host's last_seq, like any repair
             ctx = Ctx(tenant, state.clock(), self.fed.signer(tenant))
             synced = await state.db.write(protocol.store_repair_txn, ctx, room_id, page.events)
             self.fed.committed(tenant, ctx)
