@@ -323,16 +323,23 @@ async def test_a_dripping_peer_holds_a_request_for_one_deadline_at_most(
     assert (await people["alice"].call("GET", "/v1/me")).status_code == 200
 
 
+async def evil_invites(world: World, evil: HostilePeer, member: Person, name: str,
+                       n: int) -> str:
+    """evil.test hosts room ``!{name}room:evil.test`` and invites ``member`` (seq 2)."""
+    room_id = f"!{name}room:evil.test"
+    invite = evil.event(room_id, "invite", {
+        "invitee": member.fqid, "invite_id": f"8c0e7c1e-0000-4000-8000-{n:012d}",
+        "room_name": name, "room_type": "standard", "members": ["@mallory:evil.test"]})
+    assert results(await evil.send(world.b, [{**invite, "unsigned": {"seq": 2}}]))[
+        invite["event_id"]] == {}
+    return room_id
+
+
 async def test_a_hosts_relays_are_bounded(world: World, evil: HostilePeer,
                                           people: dict[str, Person]) -> None:
     """evil.test hosts a room with dave in it; what it relays is checked field by field."""
     dave = people["dave"]
-    room_id = "!boundedroom:evil.test"
-    invite = evil.event(room_id, "invite", {
-        "invitee": dave.fqid, "invite_id": "8c0e7c1e-0000-4000-8000-000000000002",
-        "room_name": "bounded", "room_type": "standard", "members": ["@mallory:evil.test"]})
-    assert results(await evil.send(world.b, [{**invite, "unsigned": {"seq": 2}}]))[
-        invite["event_id"]] == {}
+    room_id = await evil_invites(world, evil, dave, "bounded", 2)
     flood = evil.event(room_id, "message", {"body": "hi", "mentions": [dave.fqid] * 2
                                             + [f"@u{i}:b.test" for i in range(60)]})
     long_name = evil.event(room_id, "member", {"membership": "join",
@@ -402,12 +409,7 @@ async def test_a_gap_the_hosts_next_send_closes_is_not_fetched(
     order: the copy sees a gap for a moment. Repair gives it a moment to close
     (federation.repair.GAP_SECONDS) and fetches only what is still missing then."""
     dave = people["dave"]
-    room_id = "!gapsroom:evil.test"
-    invite = evil.event(room_id, "invite", {
-        "invitee": dave.fqid, "invite_id": "8c0e7c1e-0000-4000-8000-000000000003",
-        "room_name": "gaps", "room_type": "standard", "members": ["@mallory:evil.test"]})
-    assert results(await evil.send(world.b, [{**invite, "unsigned": {"seq": 2}}]))[
-        invite["event_id"]] == {}
+    room_id = await evil_invites(world, evil, dave, "gaps", 3)
     members = [{"fqid": "@mallory:evil.test", "membership": "join"},
                {"fqid": dave.fqid, "membership": "join"}]
     evil.answer(f"{FED}/rooms/{room_id}/membership", lambda method, path, body: (
