@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -149,3 +150,115 @@ class HostilePeer:
         return await self.request(target, "POST", "/_scaiwave/federation/v1/send",
                                   {"origin": self.name, "txn_id": str(uuid.uuid4()),
                                    "events": events})
+
+
+class HostedRoom:
+    """A room ``peer`` hosts exactly as the protocol says, for hostile-host tests.
+
+    It numbers its events (``unsigned.seq``, contiguous from 1), answers a
+    member server's ``…/membership`` (orders the member's own signed event and
+    answers the room's state: ``seq``, ``last_seq``, ``members``, ``events``),
+    ``…/backfill?after=`` (oldest first, with ``last_seq``) and ``?before=``
+    (newest first), and ``…/members``. :meth:`deliver` relays what a target
+    has not had yet through ``/send``. A test lies by editing ``events``,
+    ``members`` or ``answer_overrides`` (path suffix -> Answer), or by
+    answering a path itself before these rules (``peer.answer``).
+    """
+
+    def __init__(self, peer: HostilePeer, name: str, *, local: str = "mallory") -> None:
+        self.peer = peer
+        self.room_id = f"!{(re.sub('[^A-Za-z0-9]', '', name) + 'room0000')[:32]}:{peer.name}"
+        self.name = name
+        self.events: list[dict[str, Any]] = []  # each with unsigned.seq, in order
+        #: fqid -> membership ("join" | "invite" | "leave" | "decline")
+        self.members: dict[str, str] = {}
+        self.answer_overrides: dict[str, Answer] = {}
+        self.delivered: dict[str, int] = {}  # target name -> highest seq sent
+        self.local = f"@{local}:{peer.name}"
+        prefix = f"/_scaiwave/federation/v1/rooms/{self.room_id}"
+        peer.answer(prefix, self._serve)
+        self.add(peer.event(self.room_id, "member", {"membership": "join",
+                                                      "display_name": local},
+                            sender=self.local))
+
+    @property
+    def last_seq(self) -> int:
+        return len(self.events)
+
+    def add(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Order ``event`` (signed by whoever): it gets the next seq; returns it as relayed."""
+        ordered = {**event, "unsigned": {"seq": self.last_seq + 1}}
+        self.events.append(ordered)
+        if event["type"] == "member":
+            self.members[event["sender"]] = event["content"]["membership"]
+        elif event["type"] == "invite":
+            self.members[event["content"]["invitee"]] = "invite"
+        return ordered
+
+    def post(self, body: str, *, sender: str | None = None, **content: Any) -> dict[str, Any]:
+        return self.add(self.peer.event(self.room_id, "message", {"body": body, **content},
+                                        sender=sender or self.local))
+
+    def invite(self, invitee: str, *, invite_id: str | None = None) -> dict[str, Any]:
+        """An invite of ``invitee`` by the room's creator, ordered."""
+        content = {"invitee": invitee, "invite_id": invite_id or str(uuid.uuid4()),
+                   "room_name": self.name, "room_type": "standard",
+                   "members": sorted(m for m, s in self.members.items() if s == "join")}
+        ordered = self.add(self.peer.event(self.room_id, "invite", content, sender=self.local))
+        # a server new to the room gets the room from its invite on, as from a real host
+        self.delivered.setdefault(invitee.split(":", 1)[1], self.last_seq - 1)
+        return ordered
+
+    async def deliver(self, target: ServerProcess,
+                      events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Relay ``events`` (default: all ``target`` has not had) by /send; its results."""
+        start = self.delivered.get(target.name, 0)
+        batch = self.events[start:] if events is None else events
+        if not batch:
+            return {}
+        r = await self.peer.send(target, batch)
+        assert r.status_code == 200, r.text
+        if events is None:
+            self.delivered[target.name] = self.last_seq
+        return dict(r.json()["results"])
+
+    def member_list(self) -> list[dict[str, Any]]:
+        return [{"fqid": m, "membership": s, "display_name": m.split(":")[0][1:]}
+                for m, s in self.members.items() if s in ("join", "invite")]
+
+    def _serve(self, method: str, path: str, body: Any) -> Any:
+        suffix = path.split(self.room_id, 1)[1]
+        for prefix, fn in self.answer_overrides.items():
+            if suffix.startswith(prefix):
+                return fn(method, path, body)
+        if suffix == "/membership" and method == "POST":
+            event = body.get("event") if isinstance(body, dict) else None
+            if not isinstance(event, dict):
+                return 400, b'{"error": {"code": "SW_FED_BAD_REQUEST", "message": "no"}}'
+            ordered = self.add(event)
+            return 200, json.dumps({
+                "seq": ordered["unsigned"]["seq"], "last_seq": self.last_seq,
+                "members": self.member_list(), "events": self.events[-50:][::-1]}).encode()
+        if suffix == "/members":
+            return 200, json.dumps({"room_id": self.room_id, "members": [
+                m["fqid"] for m in self.member_list()]}).encode()
+        if suffix == "/backfill":
+            return self._backfill()
+        return 404, b'{"error": {"code": "SW_NOT_FOUND", "message": "no"}}'
+
+    def _backfill(self) -> tuple[int, bytes]:
+        # the query string of the request being answered is the newest recorded
+        query = self.peer.requests[-1][1].partition("?")[2]
+        args = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        limit = int(args.get("limit", 100))
+        if "after" in args:
+            after = int(args["after"])
+            page = self.events[after:after + limit]
+            return 200, json.dumps({"room_id": self.room_id, "events": page,
+                                    "last_seq": self.last_seq}).encode()
+        before = int(args.get("before", self.last_seq + 1))
+        page = self.events[max(0, before - 1 - limit):before - 1][::-1]
+        out: dict[str, Any] = {"room_id": self.room_id, "events": page}
+        if page and page[-1]["unsigned"]["seq"] > 1:
+            out["next"] = page[-1]["unsigned"]["seq"]
+        return 200, json.dumps(out).encode()
