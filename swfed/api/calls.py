@@ -41,7 +41,7 @@ async def join_call(room_id: str) -> dict[str, Any]:
     resp = await st.federation.post(ten, room.host, f"/rooms/{room_id}/call",
                                     {"user": user.fqid, "display_name": user.display_name})
     if resp.status != 200:
-        err = error_of(resp)
+        err = error_of(resp, room.host)
         if err.code == "SW_CALLS_NOT_CONFIGURED":
             # The host's own answer (503), not a failure of the hop (error_of's 502).
             raise SwfedError(err.message, code=err.code, status=503)

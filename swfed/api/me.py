@@ -111,4 +111,4 @@ async def _check_foreign_user(invitee: Fqid) -> None:
         raise NotFound(f"{invitee} does not exist on {invitee.server_name}",
                        code="SW_USER_NOT_FOUND")
     if resp.status >= 400:
-        raise error_of(resp)
+        raise error_of(resp, invitee.server_name)

@@ -20,7 +20,19 @@ exceptions are mapped once, at the boundary where they happen
      │   └─ StorageUnavailable  503 SW_STORAGE_UNAVAILABLE: the database refuses
      │                              writes (disk full, read-only, I/O error);
      │                              transient, retry after ``retry_after`` s
-     └─ FederationError     4xx/5xx federation refusals (SW_FED_…)
+     └─ FederationError     4xx/5xx federation refusals (SW_FED_…), ours
+         ├─ PeerUnreachable     502/503/504 we could not get an answer from the peer
+         │                              (unreachable, timeout, TLS, private address,
+         │                              answer too large or malformed): transient
+         ├─ SignatureMismatch   401 SW_FED_SIGNATURE_MISMATCH: a signature or key
+         │                              we cannot accept
+         ├─ PolicyRefusal       403 our policy refuses the peer, room or event
+         └─ RemoteRefusal       the *peer* refused us: ``.peer`` and ``.code`` are
+                                        its own; never logged, counted or acted
+                                        on as a refusal of ours
+
+A peer's answer becomes an error of ours at exactly one boundary
+(``swfed.federation.service.error_of``), as a :class:`RemoteRefusal`.
 """
 
 from __future__ import annotations
@@ -116,3 +128,40 @@ class FederationError(SwfedError):
 
     status = 403
     code = "SW_FED_ERROR"
+
+
+class PeerUnreachable(FederationError):
+    """No usable answer from the peer: it is down, slow, its TLS or address is
+    refused, or its answer is too large or malformed. Always transient."""
+
+    status = 503
+    code = "SW_FED_PEER_UNREACHABLE"
+
+
+class SignatureMismatch(FederationError):
+    status = 401
+    code = "SW_FED_SIGNATURE_MISMATCH"
+
+
+class PolicyRefusal(FederationError):
+    """Our policy (or the room's rules) refuses the peer, the room or the event."""
+
+    status = 403
+    code = "SW_FED_POLICY"
+
+
+class RemoteRefusal(FederationError):
+    """A peer answered with a refusal of its own: ``code`` is the peer's code.
+
+    It is the peer's decision about our request, not ours about the peer's: a
+    room host's ``SW_FED_ROOM_FULL`` must never be logged as our
+    ``federation.policy_rejected`` nor counted as a refusal we made.
+    """
+
+    def __init__(self, peer: str, code: str, message: str, *, status: int = 502,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, code=code, status=status, details=details)
+        self.peer = peer
+
+    def __repr__(self) -> str:
+        return f"RemoteRefusal({self.peer}, {self.code}, {self.message!r})"

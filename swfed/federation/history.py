@@ -42,7 +42,7 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
         path += f"&after={after}"
     resp = await fed.get(tenant, host, path)
     if resp.status != 200:
-        raise error_of(resp)
+        raise error_of(resp, host)
     raw = resp.body.get("events")
     checked: list[tuple[dict[str, Any], bytes | None]] = []
     refused: list[tuple[dict[str, Any], FederationError]] = []

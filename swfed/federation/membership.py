@@ -56,7 +56,7 @@ async def ask_host(state: Any, tenant: Tenant, room: Room, path: str,
     if resp.status >= 500:
         raise unreachable(room.host, f"it answered {resp.status}")
     if resp.status != 200:
-        raise error_of(resp)
+        raise error_of(resp, room.host)
     return dict(resp.body)
 
 

@@ -245,7 +245,7 @@ class PeerQueue:
             tenant.server_name, f"{batch[0].id}-{batch[-1].id}", [q.raw for q in batch]))
         self.peer_retry_after = resp.retry_after
         if resp.status != 200:
-            raise error_of(resp)
+            raise error_of(resp, self.destination)
         settled = classify([q.event_id for q in batch], resp.body.get("results"))
         if not settled.settles_anything:
             first = next(iter(settled.transient.values()), None)

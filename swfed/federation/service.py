@@ -21,7 +21,12 @@ import trio
 
 from swfed import logs
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, parse_descriptor
-from swfed.core.errors import BadRequest, FederationError, StorageUnavailable
+from swfed.core.errors import (
+    BadRequest,
+    FederationError,
+    RemoteRefusal,
+    StorageUnavailable,
+)
 from swfed.core.keys import KeyInfo, refusal, verifies_event, verifies_request
 from swfed.core.signing import (
     FedAuth,
@@ -460,12 +465,17 @@ class Federation:
         self._seen_written.pop((tenant_id, server_name), None)
 
 
-def error_of(resp: FedResponse) -> FederationError:
-    """The error a peer answered with, as ours (code and message kept)."""
+def error_of(resp: FedResponse, peer: str) -> RemoteRefusal:
+    """The error ``peer`` answered with, as a :class:`RemoteRefusal` (code and message kept).
+
+    The one place where a peer's refusal becomes an error here.
+    """
     err = resp.body.get("error") if isinstance(resp.body, dict) else None
-    if isinstance(err, dict) and isinstance(err.get("code"), str):
-        return FederationError(f"peer answered {resp.status} {err['code']}: "
-                               f"{err.get('message', '')}", code=err["code"],
-                               status=502 if resp.status >= 500 else resp.status)
-    return FederationError(f"peer answered {resp.status} without an error body",
-                           code="SW_FED_BAD_RESPONSE", status=502)
+    status = 502 if resp.status >= 500 else resp.status
+    if isinstance(err, dict) and isinstance(err.get("code"), str) and err["code"]:
+        code = err["code"][:64]
+        message = str(err.get("message", ""))[:500]
+        return RemoteRefusal(peer, code, f"{peer} answered {resp.status} {code}: {message}",
+                             status=status)
+    return RemoteRefusal(peer, "SW_FED_BAD_RESPONSE",
+                         f"{peer} answered {resp.status} without an error body", status=502)
