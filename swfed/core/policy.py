@@ -146,13 +146,26 @@ def parse_policy_update(current: Policy, body: dict[str, Any]) -> Policy:
     return attrs.evolve(current, **changes)
 
 
-def peer_matches(pattern: str, peer: str) -> bool:
-    """Does a (canonical) policy pattern match a (canonical) peer name?"""
+def _host(name: str) -> str:
+    """A canonical server name without its port (``[::1]:8448`` -> ``[::1]``)."""
+    if name.startswith("["):
+        return name[:name.index("]") + 1] if "]" in name else name
+    return name.split(":")[0]
+
+
+def peer_matches(pattern: str, peer: str, *, any_port: bool = False) -> bool:
+    """Does a (canonical) policy pattern match a (canonical) peer name?
+
+    ``any_port``: a pattern without a port matches its host on every port
+    (``denied_peers``: denying ``rogue.test`` denies ``rogue.test:8448`` too);
+    without it a pattern names one server, its port included.
+    """
     if pattern.startswith("*."):
         if peer.startswith("["):
             return False
-        host = peer.split(":")[0]
-        return host.endswith(pattern[1:])
+        return _host(peer).endswith(pattern[1:])
+    if any_port and _host(pattern) == pattern:
+        return _host(peer) == pattern
     return pattern == peer
 
 
@@ -175,7 +188,7 @@ def decide_peer(policy: Policy, peer: str) -> None:
     if not policy.federation_enabled:
         raise FederationError("federation is switched off for this server (tenant-wide)",
                               code="SW_FED_DISABLED", status=403)
-    if any(peer_matches(p, peer) for p in policy.denied_peers):
+    if any(peer_matches(p, peer, any_port=True) for p in policy.denied_peers):
         raise FederationError(f"{peer} is in denied_peers of this server's federation policy",
                               code="SW_FED_PEER_DENIED", status=403)
     if policy.default_mode == "closed":

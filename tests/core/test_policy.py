@@ -92,3 +92,30 @@ def test_descriptor_roundtrip_and_checks() -> None:
     keyless = build_descriptor("a.test", None, [], 0)
     assert keyless["public_key"] == ""
     assert fed_code(parse_descriptor, "a.test", keyless, 0) == "SW_FED_BAD_DESCRIPTOR"
+
+
+# (pattern, peer, denied?, allowed?): a denial without a port covers every port of
+# the host (issue 18: denied_peers = ["rogue.test"] admitted rogue.test:8448);
+# an allowance names one server, its port included.
+PEER_PATTERN_CASES = [
+    ("rogue.test", "rogue.test", True, True),
+    ("rogue.test", "rogue.test:8448", True, False),
+    ("rogue.test:8448", "rogue.test:8448", True, True),
+    ("rogue.test:8448", "rogue.test", False, False),
+    ("rogue.test:8448", "rogue.test:9000", False, False),
+    ("rogue.test", "rogue.test.evil", False, False),
+    ("rogue.test", "notrogue.test:8448", False, False),
+    ("*.rogue.test", "a.rogue.test:8448", True, True),
+    ("[::1]", "[::1]:8448", True, False),
+    ("10.0.0.7", "10.0.0.7:8448", True, False),
+]
+
+
+@pytest.mark.parametrize(("pattern", "peer", "denied", "allowed"), PEER_PATTERN_CASES)
+def test_peer_patterns(pattern: str, peer: str, denied: bool, allowed: bool) -> None:
+    deny = Policy(default_mode="open", denied_peers=(pattern,))
+    assert (fed_code(decide_peer, deny, peer) == "SW_FED_PEER_DENIED") if denied else (
+        decide_peer(deny, peer) is None)
+    allow = Policy(default_mode="invite_only", allowed_peers=(pattern,))
+    assert (decide_peer(allow, peer) is None) if allowed else (
+        fed_code(decide_peer, allow, peer) == "SW_FED_PEER_UNKNOWN")
