@@ -25,6 +25,16 @@ Every Ed25519 key, ours or a peer's, lives one life (times in ms)::
   as the events they signed can be asked for: for ever. Only the private half
   goes, once the overlap ends (:func:`seed_expired`).
 
+Who may vouch for a key (:func:`key_believed`): a server's keys are believed
+only from that server itself, its descriptor fetched from its own name with
+TLS verified for that name. A copy held by anyone else -- a room's host
+relaying the server's events, a peer answering ``descriptors/{name}`` -- is a
+claim by that third party, which could as well hold a key of its own: it
+never verifies an event, never authenticates a request, is never stored and
+never replaces, retires or extends what the server published itself. An
+event whose origin we cannot reach and whose key we did not learn from it
+waits (the relay retries) until the origin answers.
+
 These functions take plain values and the time; they never look at a clock.
 """
 
@@ -59,6 +69,21 @@ class KeyInfo:
     def usable_for_event(self, origin_ts: int, now: int) -> bool:
         """May it verify an event made at ``origin_ts``? (:func:`verifies_event`)"""
         return verifies_event(self, origin_ts, now)
+
+
+#: What a key learnt from some server may be used for.
+KEY_USES = ("verify_event", "authenticate_request", "store", "serve_to_peers")
+
+
+def key_believed(learnt_from: str, server_name: str, use: str) -> bool:
+    """May a key of ``server_name``, learnt from ``learnt_from``, serve ``use``?
+
+    Both names canonical. Only the server itself vouches for its keys, for
+    every use alike: a third party's copy is never believed (module docstring).
+    """
+    if use not in KEY_USES:
+        raise ValueError(f"unknown key use {use!r}")
+    return learnt_from == server_name
 
 
 def in_overlap(key: KeyInfo, now: int) -> bool:

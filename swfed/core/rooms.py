@@ -136,6 +136,18 @@ def check_relay(event: dict[str, Any], request_origin: str, me: str) -> str:
     return host
 
 
+def check_third_party_room(event: dict[str, Any], request_origin: str,
+                           room_known: bool) -> None:
+    """A relayed event of a third server, in a room we do not hold: refused before
+    any key of that server is fetched (the sender chose the name; only an invite,
+    signed by the host itself, brings a room we don't have). Raises SW_FED_UNKNOWN_ROOM.
+    """
+    if event["origin"] != request_origin and not room_known:
+        raise FederationError(f"no room {event['room_id']} here: {request_origin} relayed "
+                              f"an event of {event['origin']} into it",
+                              code="SW_FED_UNKNOWN_ROOM", status=404)
+
+
 def check_replay(event: dict[str, Any], stored: dict[str, Any] | None) -> None:
     """An event id already stored in the room: a no-op only for the very same event.
 

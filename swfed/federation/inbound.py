@@ -18,7 +18,6 @@ after the accepted events have committed.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import trio
@@ -33,14 +32,14 @@ from swfed.core.errors import FederationError, NotFound, SwfedError
 from swfed.core.events import check_federated_event
 from swfed.core.ids import LOCAL_ID_RE, Fqid, is_server_name, parse_participant
 from swfed.core.policy import backfill_limit, decide_peer
-from swfed.core.rooms import check_relay, server_of
+from swfed.core.rooms import check_relay, check_third_party_room, server_of
 from swfed.core.signing import parse_auth_header, signable_or_none
 from swfed.federation.client import TRANSPORT_CODES
 from swfed.federation.replay import GUARD
 from swfed.federation.turns import TURNS, Turn
 from swfed.storage import members as members_db
-from swfed.storage import peers as peers_db
 from swfed.storage import protocol
+from swfed.storage import rooms as rooms_db
 from swfed.storage import tenants as tenants_db
 from swfed.storage.audit import reject_txn
 from swfed.storage.context import Ctx
@@ -267,9 +266,11 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
             refused.append((key, room_id if isinstance(room_id, str) else None, exc))
         except Exception:  # a bug must not turn the whole /send into a 500
             results[key] = _internal(tenant, origin, key)
+    checked = await _third_parties_in_known_rooms(tenant, origin, checked, refused)
     # While gap repair runs it brings many of the same events: those already
     # stored are not verified again (storing them again checks they are the same).
-    # A relayed event: if its origin is out of our reach, its host has its keys.
+    # A relayed event's origin vouches for its own keys, never its relay: one we
+    # can't reach waits (a transient result, sent again).
     verify = (st.federation.verify_new_events if st.federation.repairer.busy(tenant)
               else st.federation.verify_events)
     outcomes = await verify(tenant, [(event, signable) for _, event, signable in checked],
@@ -293,6 +294,26 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
         results[key] = {"error": {"code": exc.code, "message": exc.message}}
         log_refusal(tenant, origin, exc, event_id=key, room_id=room_id)
     return {"results": results}
+
+
+async def _third_parties_in_known_rooms(
+        tenant: Tenant, origin: str, checked: list[tuple[str, dict[str, Any], bytes | None]],
+        refused: list[tuple[str, str | None, FederationError]],
+) -> list[tuple[str, dict[str, Any], bytes | None]]:
+    """``checked`` without third servers' events in rooms we don't hold (refused: no
+    key of a name the sender chose is fetched for them; core.rooms.check_third_party_room)."""
+    rooms = {e["room_id"] for _, e, _ in checked if e["origin"] != origin}
+    if not rooms:
+        return checked
+    known = await read(rooms_db.known_rooms_txn, tenant, rooms)
+    kept = []
+    for key, event, signable in checked:
+        try:
+            check_third_party_room(event, origin, event["room_id"] in known)
+            kept.append((key, event, signable))
+        except FederationError as exc:
+            refused.append((key, event["room_id"], exc))
+    return kept
 
 
 def _internal(tenant: Tenant, origin: str, key: str) -> dict[str, Any]:
@@ -399,22 +420,6 @@ async def remote_cancel(room_id: str, invite_id: str) -> dict[str, Any]:
     result: dict[str, Any] = await _write_as_host(
         tenant, origin, protocol.remote_cancel_txn, room_id, invite_id, str(actor))
     return result
-
-
-@bp.get(FED_PREFIX + "/descriptors/<server_name>")
-async def descriptor_of(server_name: str) -> dict[str, Any]:
-    """Our copy of another server's self-signed descriptor, for a peer that can't reach it.
-
-    A member server verifying an event we relayed may be unable to reach the
-    event's origin; the descriptor is signed by the origin itself, so the
-    copy is checked exactly like the original.
-    """
-    tenant, _origin, _ = await authenticated(with_body=False)
-    peer = await read(peers_db.peer_state_txn, tenant.tenant_id, server_name)
-    raw = peer.get("descriptor") if peer else None
-    if not raw:
-        raise NotFound(f"no descriptor of {server_name} here", code="SW_FED_UNKNOWN_PEER")
-    return {"server_name": server_name, "descriptor": json.loads(raw)}
 
 
 @bp.get(FED_PREFIX + "/profile/<local_id>")

@@ -9,6 +9,7 @@ Peers' keys come from their descriptors, cached in ``peer_keys``. When a
 signature names a key id we do not know, or fails with the key we cached,
 the descriptor is fetched again once (at most every
 ``REFETCH_MIN_SECONDS`` per peer) and the check repeated (DESIGN §3).
+A peer's keys come only from the peer itself (``core.keys.key_believed``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, parse_descriptor
 from swfed.core.errors import (
     BadRequest,
     FederationError,
+    PeerUnreachable,
     RemoteRefusal,
     StorageUnavailable,
 )
-from swfed.core.keys import KeyInfo, refusal, verifies_event, verifies_request
+from swfed.core.keys import KeyInfo, key_believed, refusal, verifies_event, verifies_request
 from swfed.core.signing import (
     FedAuth,
     decode_base64,
@@ -125,14 +127,16 @@ class Federation:
     # -- peers' keys -----------------------------------------------------------
 
     async def fetch_peer(self, tenant: Tenant, server_name: str, *,
-                         via: str | None = None, known: bool = False) -> list[KeyInfo]:
-        """Fetch, check and cache a peer's descriptor; returns its keys.
+                         known: bool = False) -> list[KeyInfo]:
+        """Fetch, check and cache a peer's descriptor from the peer itself; returns its keys.
 
-        ``via``: a room's host that relayed an event of ``server_name``. When
-        we cannot reach ``server_name`` ourselves, we ask the host for the
-        copy it holds: the descriptor is self-signed, so it is checked exactly
-        as if fetched directly. Raises FederationError (unreachable, TLS, bad
-        descriptor, protocol).
+        Only the server vouches for its own keys (``core.keys.key_believed``):
+        the descriptor comes from ``server_name``'s own well-known URL, TLS
+        verified for that name, never from a third party's copy. A failed
+        fetch of a peer we hold no keys for (``known`` False) is remembered for
+        :data:`NEGATIVE_CACHE_SECONDS`, whatever failed: a peer whose
+        descriptor we refuse is not fetched again on its every request.
+        Raises FederationError (unreachable, TLS, bad descriptor, protocol).
         """
         key = (tenant.tenant_id, server_name)
         failed = None if known else self._failed.get(key)
@@ -143,23 +147,23 @@ class Federation:
                 memo.pop(next(iter(memo)))  # dicts keep insertion order: the oldest
         lock = self._fetch_locks.setdefault(key, trio.Lock())
         async with lock, self._discoveries:
+            failed = None if known else self._failed.get(key)
+            if failed is not None and trio.current_time() - failed[0] < NEGATIVE_CACHE_SECONDS:
+                raise failed[1]  # another request just tried, while we waited for the lock
             self._fetched_at[key] = trio.current_time()
             try:
-                try:
-                    desc = await self._descriptor(server_name)
-                except FederationError as exc:
-                    if via is None or via == server_name or exc.code not in TRANSPORT_CODES:
-                        raise
-                    desc = await self._descriptor_via(tenant, via, server_name, exc)
+                desc = await self._descriptor(server_name)
                 keys = parse_descriptor(server_name, desc, self.state.clock())
             except FederationError as exc:
                 logs.log("federation.peer_discovery_failed", level="warning",
                          tenant=tenant.server_name, peer=server_name, reason=exc.code,
                          message=exc.message)
-                if exc.code in TRANSPORT_CODES and not known:
-                    self._failed[key] = (trio.current_time(), exc)
+                # kept for every peer; only a peer we hold no keys for is refused from it
+                self._failed[key] = (trio.current_time(), exc)
                 raise
             self._failed.pop(key, None)
+            # fetched from server_name itself: the one source believed for its keys
+            assert key_believed(server_name, server_name, "store")
             try:
                 await self.state.db.write(
                     keys_db.store_peer_keys_txn, tenant, server_name,
@@ -183,22 +187,8 @@ class Federation:
                 code="SW_FED_BAD_DESCRIPTOR", status=502)
         return resp.body
 
-    async def _descriptor_via(self, tenant: Tenant, host: str, server_name: str,
-                              direct: FederationError) -> dict[str, Any]:
-        """``server_name``'s self-signed descriptor as the room's host holds it."""
-        try:
-            resp = await self.get(tenant, host, f"/descriptors/{server_name}")
-        except FederationError:
-            raise direct from None
-        desc = resp.body.get("descriptor") if resp.status == 200 else None
-        if not isinstance(desc, dict):
-            raise direct
-        logs.log("federation.peer_discovered_via_host", tenant=tenant.server_name,
-                 peer=server_name, host=host, direct_error=direct.code)
-        return desc
-
     async def peer_keys(self, tenant: Tenant, server_name: str, *,
-                        refresh: bool = False, via: str | None = None) -> list[KeyInfo]:
+                        refresh: bool = False) -> list[KeyInfo]:
         """The peer's keys: cached, or fetched (``refresh``, none cached, or the cached
         descriptor past its ``valid_until``; then a peer out of reach keeps its cached keys).
         """
@@ -209,12 +199,12 @@ class Federation:
                         or not self._may_refetch(tenant, server_name)):
                     return keys
                 try:
-                    return await self.fetch_peer(tenant, server_name, via=via, known=True)
+                    return await self.fetch_peer(tenant, server_name, known=True)
                 except FederationError as exc:
                     if exc.code not in TRANSPORT_CODES:
                         raise
                     return keys
-        return await self.fetch_peer(tenant, server_name, via=via, known=refresh)
+        return await self.fetch_peer(tenant, server_name, known=refresh)
 
     async def _cached_keys(self, tenant: Tenant, server_name: str
                            ) -> tuple[list[KeyInfo], int | None]:
@@ -241,8 +231,7 @@ class Federation:
     async def _verify_with_peer_key(self, tenant: Tenant, server_name: str, key_ids: list[str],
                                     usable: Callable[[KeyInfo], bool],
                                     check: Callable[[bytes, str], None],
-                                    origin_ts: int | None = None,
-                                    via: str | None = None) -> None:
+                                    origin_ts: int | None = None) -> None:
         """Run ``check(raw_key, key_id)`` with the peer's key; refetch once on failure.
 
         ``usable`` is the rule of :mod:`swfed.core.keys` for what is verified
@@ -251,9 +240,14 @@ class Federation:
         last: FederationError | None = None
         for attempt in (0, 1):
             if attempt == 1 and not self._may_refetch(tenant, server_name):
+                failed = self._failed.get((tenant.tenant_id, server_name))
+                if last is None and failed is not None and failed[1].code in TRANSPORT_CODES:
+                    # we just tried to fetch its keys and could not: not a bad
+                    # signature yet, but a key we cannot check now (transient)
+                    raise failed[1]
                 break
             keys = {k.key_id: k for k in await self.peer_keys(
-                tenant, server_name, refresh=attempt == 1, via=via)}
+                tenant, server_name, refresh=attempt == 1)}
             for key_id in key_ids:
                 info = keys.get(key_id)
                 if info is None:
@@ -281,6 +275,11 @@ class Federation:
         for the callers' clarity): the key that was current when the event was
         made verifies it, however many rotations ago (swfed.core.keys). So
         events queued while we were away still arrive after the overlap ended.
+
+        ``via``: the server that relayed the event (a room's host). It never
+        vouches for the origin's keys: when we cannot reach the origin for a
+        key we do not hold, the event waits -- a transient PeerUnreachable,
+        which the relay retries -- until the origin answers.
         """
         origin = event["origin"]
         now = self.state.clock()
@@ -292,8 +291,17 @@ class Federation:
         def check(raw: bytes, key_id: str) -> None:
             verify_signed_json(event, origin, key_id, raw)
 
-        await self._verify_with_peer_key(tenant, origin, signing_key_ids(event, origin),
-                                         usable, check, origin_ts=ts, via=via)
+        try:
+            await self._verify_with_peer_key(tenant, origin, signing_key_ids(event, origin),
+                                             usable, check, origin_ts=ts)
+        except FederationError as exc:
+            if via is None or via == origin or exc.code not in TRANSPORT_CODES:
+                raise
+            raise PeerUnreachable(
+                f"{origin}, the origin of this event {via} relayed, could not be reached "
+                f"for its keys ({exc.message}); a server's keys are taken only from the "
+                f"server itself, so the event waits until {origin} answers",
+                code=exc.code) from None
 
     async def verify_new_events(self, tenant: Tenant,
                                 items: list[tuple[dict[str, Any], bytes | None]], *,

@@ -23,6 +23,17 @@ def room_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> Room | N
     return None if row is None else _room(conn, row)
 
 
+def known_rooms_txn(conn: sqlite3.Connection, tenant: Tenant,
+                    room_ids: set[str]) -> set[str]:
+    """Which of these rooms this tenant holds (hosts or has a copy of)."""
+    ids = sorted(room_ids)[:500]  # a /send holds at most 100 events
+    if not ids:
+        return set()
+    return {row[0] for row in conn.execute(
+        "SELECT room_id FROM rooms WHERE tenant_id = ? AND room_id IN"
+        f" ({','.join('?' * len(ids))})", (tenant.tenant_id, *ids))}
+
+
 def joined_room_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
                     member: str) -> Room:
     """The room, if ``member`` has joined it; else SW_ROOM_NOT_FOUND."""

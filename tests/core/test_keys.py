@@ -11,8 +11,10 @@ import pytest
 from swfed.core.descriptor import build_descriptor, parse_descriptor
 from swfed.core.keys import (
     DAY_MS,
+    KEY_USES,
     SIGNING_GRACE_MS,
     KeyInfo,
+    key_believed,
     published,
     refusal,
     retire,
@@ -97,3 +99,30 @@ def test_every_retired_key_stays_published() -> None:
         # an event made in the middle of each key's life still verifies
         assert verifies_event(by_id[kp.key_id], i * 400 * DAY_MS - DAY_MS, now)
         assert not verifies_request(by_id[kp.key_id], now)
+
+
+# (learnt from, the key's server, believed?) for every use: only the server itself
+# vouches for its keys (issue 18: a room's host planted a key for x.test, then
+# spoke as x.test). Names are canonical before they get here.
+KEY_SOURCE_CASES = [
+    ("x.test", "x.test", True),             # its own descriptor, fetched from it
+    ("evil.test", "x.test", False),         # the room's host relaying x.test's events
+    ("b.test", "x.test", False),            # another member server's copy
+    ("x.test:8448", "x.test", False),       # another port is another server
+    ("x.test", "x.test:8448", False),
+    ("sub.x.test", "x.test", False),
+    ("x.test", "sub.x.test", False),
+    ("x.test:8448", "x.test:8448", True),
+]
+
+
+@pytest.mark.parametrize(("learnt_from", "server_name", "believed"), KEY_SOURCE_CASES)
+@pytest.mark.parametrize("use", KEY_USES)
+def test_only_a_server_vouches_for_its_keys(learnt_from: str, server_name: str,
+                                            believed: bool, use: str) -> None:
+    assert key_believed(learnt_from, server_name, use) is believed
+
+
+def test_an_unknown_key_use_is_a_bug() -> None:
+    with pytest.raises(ValueError):
+        key_believed("x.test", "x.test", "trust_me")
