@@ -209,3 +209,25 @@ async def test_events_for_a_room_we_dont_hold_cost_no_key_fetch(
         assert {v["error"]["code"] for v in got.values()} == {"SW_FED_UNKNOWN_ROOM"}, got
     sought = {line.get("peer") for line in world.b.logs("federation.peer_discovery_failed")}
     assert not sought & set(NOWHERE)
+
+
+async def test_a_hosts_refusal_is_its_own_not_ours(world: World,
+                                                   people: dict[str, Person]) -> None:
+    """The host answers bob's invite with SW_FED_ROOM_FULL: bob sees its code, and
+    b.test logs it as the host's refusal, never as a policy refusal of its own."""
+    bob = people["bob"]
+    evil = HostilePeer(world.net, "evil.test", EVIL_PORT, EVIL_KEY)
+    async with evil.serving():
+        room = HostedRoom(evil, "fullroom")
+        room.invite(bob.fqid)
+        await room.deliver(world.b)
+        await bob.accept(room.room_id)
+        room.answer_overrides["/invites"] = lambda m, p, b: (403, json.dumps({"error": {
+            "code": "SW_FED_ROOM_FULL", "message": "full"}}).encode())
+        r = await bob.call("POST", f"/v1/rooms/{room.room_id}/invites",
+                           {"fqid": "@zed:a.test"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "SW_FED_ROOM_FULL", r.text
+    assert not [x for x in world.b.logs("federation.policy_rejected")
+                if x.get("reason") == "SW_FED_ROOM_FULL"]
+    assert [x for x in world.b.logs("federation.refused_by_peer")
+            if x.get("reason") == "SW_FED_ROOM_FULL" and x.get("refused_by") == "evil.test"]

@@ -22,7 +22,7 @@ from swfed.context import (  # noqa: F401 - the request context, re-exported for
     tenant,
     write,
 )
-from swfed.core.errors import FederationError, Forbidden, Unauthorized
+from swfed.core.errors import FederationError, Forbidden, RemoteRefusal, Unauthorized
 from swfed.storage.tenants import Tenant, User
 
 
@@ -48,6 +48,8 @@ async def recorded_refusal(ten: Tenant, peer: str | None, *, actor: str,
 
         log_refusal(ten, peer or "(local)", exc, actor=actor, room_id=room_id, local=True)
         details = {"request": f"{request.method} {request.path}", "message": exc.message}
+        if isinstance(exc, RemoteRefusal):
+            details["refused_by"] = exc.peer  # the peer's decision, not our policy
         await write(local_refusal_txn, ten, state().clock(), actor=actor, peer=peer,
                     room_id=room_id, reason=exc.code, details=details)
         raise

@@ -28,7 +28,7 @@ from swfed.calls import call_token
 from swfed.context import int_arg, limits, rate_limited, read, state
 from swfed.core.canonical import decode_json_object
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, PROTOCOL_VERSIONS
-from swfed.core.errors import FederationError, NotFound, SwfedError
+from swfed.core.errors import FederationError, NotFound, RemoteRefusal, SwfedError
 from swfed.core.events import check_federated_event
 from swfed.core.ids import LOCAL_ID_RE, Fqid, is_server_name, parse_participant
 from swfed.core.policy import backfill_limit, decide_peer
@@ -55,6 +55,8 @@ POLICY_CODES = ("SW_FED_DISABLED", "SW_FED_CLOSED", "SW_FED_PEER_DENIED", "SW_FE
 
 
 def _log_event(exc: FederationError) -> str:
+    if isinstance(exc, RemoteRefusal):
+        return "federation.refused_by_peer"  # the peer's decision, never one of ours
     if exc.code == "SW_FED_SIGNATURE_MISMATCH":
         return "federation.signature_verify_failed"
     if exc.code in POLICY_CODES:
@@ -68,9 +70,11 @@ def log_refusal(tenant: Tenant, peer: str, exc: FederationError, **fields: Any) 
     ``peer`` must be a name we know (it becomes a metric label); refusals of
     a request whose origin was not verified go through :func:`_refuse`.
     """
+    if isinstance(exc, RemoteRefusal):
+        fields["refused_by"] = exc.peer
     logs.log(_log_event(exc), level="warning", tenant=tenant.server_name, peer=peer,
              reason=exc.code, message=exc.message, **fields)
-    if not fields.get("local"):
+    if not fields.get("local") and not isinstance(exc, RemoteRefusal):
         state().metrics.rejected.inc(tenant=tenant.server_name, peer=peer, reason=exc.code)
 
 
