@@ -116,7 +116,8 @@ def _apply(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
             invites_db.close_invites_txn(conn, ctx.tenant, room.room_id, effect.invitee,
                                          effect.state)
         elif isinstance(effect, rules.EndInvite):
-            invites_db.end_invite_txn(conn, ctx.tenant, effect.invite_id, effect.state)
+            invites_db.end_invite_txn(conn, ctx.tenant, room.room_id, effect.invite_id,
+                                      effect.state)
         elif isinstance(effect, rules.Notify):
             add_notification_txn(conn, ctx.tenant, effect.local_id, effect.type, effect.sender,
                                  ctx.now, next_pos_txn(conn, ctx.tenant), room_id=room.room_id,
@@ -334,8 +335,8 @@ def cancel_invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, invite_i
     SW_NOT_ROOM_ADMIN.
     """
     room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, actor)
-    row = invites_db.invite_txn(conn, ctx.tenant, invite_id)
-    if row is None or row["room_id"] != room_id:
+    row = invites_db.invite_txn(conn, ctx.tenant, room_id, invite_id)
+    if row is None:
         raise NotFound(f"no invite {invite_id} in this room", code="SW_INVITE_NOT_FOUND")
     rules.check_cancel_invite(room, ctx.me, row["inviter"], row["state"], actor,
                               actor_is_admin)
@@ -352,16 +353,21 @@ def remote_cancel_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str, room_id: 
 
 
 def end_refused_invite_txn(conn: sqlite3.Connection, ctx: Ctx, payload: dict[str, Any],
-                           error: dict[str, str]) -> None:
+                           error: dict[str, str], refused_by: str) -> None:
     """The invitee's server refused an invite we sent: the invite ends (an ``uninvite``).
 
     The invitee is no longer invited (member list, foreign-participant
-    count), and the inviter is told, with the peer's code.
+    count), and the inviter is told, with the peer's code. Another member
+    server refusing the relayed invite (``refused_by``) only refused to store
+    it: the invite goes on (:func:`swfed.core.rooms.refusal_ends_invite`).
     """
+    if not rules.refusal_ends_invite(payload, refused_by):
+        return
     content = payload.get("content") or {}
     invite_id = content.get("invite_id")
     room = rooms_db.room_txn(conn, ctx.tenant, str(payload.get("room_id")))
-    row = invites_db.invite_txn(conn, ctx.tenant, str(invite_id))
+    row = (invites_db.invite_txn(conn, ctx.tenant, room.room_id, str(invite_id))
+           if room is not None else None)
     if room is None or room.host != ctx.me or row is None or row["state"] != "pending":
         return
     emit_txn(conn, ctx, room, "uninvite", row["inviter"], {
@@ -370,13 +376,14 @@ def end_refused_invite_txn(conn: sqlite3.Connection, ctx: Ctx, payload: dict[str
 
 
 def answer_invite_txn(conn: sqlite3.Connection, ctx: Ctx, invite_id: str, invitee: str,
-                      accept: bool, display_name: str) -> str:
+                      accept: bool, display_name: str, room_id: str | None = None) -> str:
     """Accept or decline a pending invite to a room we host; returns the room id.
 
     (In a room hosted elsewhere the answer goes to the host first: see
     :func:`membership_event_txn` and :func:`apply_membership_txn`.)
+    ``room_id``: which room's invite, when the id is not enough.
     """
-    row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, invitee)
+    row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, invitee, room_id)
     room = rooms_db.room_txn(conn, ctx.tenant, row["room_id"])
     if room is None:
         raise room_not_found(row["room_id"])
@@ -404,7 +411,7 @@ def join_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str,
     invite_id = invites_db.pending_invite_to_room_txn(conn, ctx.tenant, room_id, member)
     if invite_id is None:
         raise room_not_found(room_id)
-    return answer_invite_txn(conn, ctx, invite_id, member, True, display_name)
+    return answer_invite_txn(conn, ctx, invite_id, member, True, display_name, room_id)
 
 
 def leave_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str) -> None:
@@ -428,7 +435,7 @@ def membership_event_txn(conn: sqlite3.Connection, ctx: Ctx, action: str, member
     """
     if action in ("accept", "decline"):
         assert invite_id is not None
-        row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, member)
+        row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, member, room_id)
         room_id = str(row["room_id"])
     assert room_id is not None
     current = members_db.membership_txn(conn, ctx.tenant, room_id, member)
@@ -600,7 +607,8 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
         return {"seq": stored[0]} if room is not None and room.host == ctx.me else {}
     invitee = event["content"].get("invitee") if event["type"] == "invite" else None
     invite_id = event["content"].get("invite_id") if event["type"] == "invite" else None
-    known = invites_db.invite_txn(conn, ctx.tenant, str(invite_id)) if invite_id else None
+    # invites are keyed by room: another room's invite under this id is no collision
+    known = invites_db.invite_txn(conn, ctx.tenant, room_id, str(invite_id)) if invite_id else None
     # Only the host judges membership and counts (core.rooms.admit): a copy
     # hosted elsewhere takes what its host relays, so it reads neither.
     judged = room is not None and room.host == ctx.me
