@@ -185,16 +185,26 @@ async def test_an_invite_id_cannot_be_squatted_while_the_invitee_is_down(
     the real one."""
     alice, bob, root = people["alice"], people["bob"], people["root_a"]
     room_id = await alice.new_room("squatted")
+    await alice.invite(room_id, MALLORY)  # evil.test is a member: it sees the invites
+    assert (await ask_membership(evil, world.a, room_id, "join")).status_code == 200
     world.b.kill()
     try:
         invite_id = await alice.invite(room_id, bob)  # queued for b.test
+        await wait_for(lambda: evil.count(FED + "/send") >= 2, what="evil.test sees the id")
+
+        async def backing_off() -> bool:  # a.test's next try is about 8 s away
+            return (await peer_row(root.http, root.token, "b.test"))["failures"] >= 3
+
+        await wait_for(backing_off, what="a.test to back off from b.test")
     finally:
         world.b.start()
     squat = HostedRoom(evil, "squatter")
     squat.invite(bob.fqid, invite_id=invite_id)
     assert list((await squat.deliver(world.b)).values()) == [{}]
     await root.ok("POST", "/v1/admin/federation/peers/b.test/retry")
-    await bob.invite_to(room_id, invite_id)  # the real invite arrives too
+    # the real invite arrives too (on 9b66531 it was refused SW_FED_EVENT_CONFLICT; had
+    # a.test's retry come first, the squat above would have been the one refused)
+    await bob.invite_to(room_id, invite_id)
 
     r = await bob.call("POST", f"/v1/me/invites/{invite_id}/accept")
     assert r.status_code == 409 and r.json()["error"]["code"] == "SW_INVITE_AMBIGUOUS", r.text
