@@ -262,3 +262,30 @@ class HostedRoom:
         if page and page[-1]["unsigned"]["seq"] > 1:
             out["next"] = page[-1]["unsigned"]["seq"]
         return 200, json.dumps(out).encode()
+
+
+# -- issue 18, rooms (tests/test_trust_rooms.py) ------------------------------------
+# Added by the k-members branch; other additions go in their own section.
+
+
+def uninvite(room: HostedRoom, invitee: str, invite_id: str,
+             reason: str = "cancelled") -> dict[str, Any]:
+    """``room``'s host ends an invite (an ``uninvite``, ordered): whichever id it names."""
+    return room.add(room.peer.event(room.room_id, "uninvite", {
+        "invitee": invitee, "invite_id": invite_id, "reason": reason}, sender=room.local))
+
+
+async def ask_membership(peer: HostilePeer, target: ServerProcess, room_id: str,
+                         membership: str, *, local: str = "mallory",
+                         invite_id: str | None = None) -> httpx.Response:
+    """``peer``'s user ``local`` joins, leaves or declines ``target``'s room through
+    ``…/membership``, as a member server does; the host's answer."""
+    content: dict[str, Any] = {"membership": membership}
+    if invite_id is not None:
+        content["invite_id"] = invite_id
+    if membership == "join":
+        content["display_name"] = local
+    event = peer.event(room_id, "member", content, sender=f"@{local}:{peer.name}")
+    return await peer.request(target, "POST",
+                              f"/_scaiwave/federation/v1/rooms/{room_id}/membership",
+                              {"event": event})

@@ -118,14 +118,17 @@ async def test_ids_cannot_be_squatted(world: World, evil: HostilePeer,
     real_invite = await alice.invite(room_id, bob)
     await bob.invite_to(room_id, real_invite)
 
-    # evil.test's own room, and an invite into it reusing the real invite's id
+    # evil.test's own room, and an invite into it reusing the real invite's id: invites
+    # are keyed by room, so it is its own invite in its own room and displaces nothing
     evil_room = "!evilevilevil:evil.test"
     squat = evil.event(evil_room, "invite", {
         "invitee": bob.fqid, "invite_id": real_invite, "room_name": "target",
         "room_type": "standard", "members": ["@mallory:evil.test"]})
-    assert code(results(await evil.send(world.b, [squat]))[squat["event_id"]]) == \
-        "SW_FED_EVENT_CONFLICT"
-    await bob.ok("POST", f"/v1/me/invites/{real_invite}/accept")
+    assert results(await evil.send(world.b, [{**squat, "unsigned": {"seq": 1}}]))[
+        squat["event_id"]] == {}
+    r = await bob.call("POST", f"/v1/me/invites/{real_invite}/accept")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "SW_INVITE_AMBIGUOUS", r.text
+    await bob.ok("POST", f"/v1/me/invites/{real_invite}/accept?room_id={room_id}")
     assert (await bob.ok("GET", f"/v1/rooms/{room_id}"))["host"] == "a.test"
 
     # a fair invite to dave: evil.test's room exists on b.test; an event there that
@@ -133,13 +136,13 @@ async def test_ids_cannot_be_squatted(world: World, evil: HostilePeer,
     fair = evil.event(evil_room, "invite", {
         "invitee": dave.fqid, "invite_id": "8c0e7c1e-0000-4000-8000-000000000001",
         "room_name": "spam", "room_type": "standard", "members": ["@mallory:evil.test"]})
-    assert results(await evil.send(world.b, [{**fair, "unsigned": {"seq": 1}}]))[
+    assert results(await evil.send(world.b, [{**fair, "unsigned": {"seq": 2}}]))[
         fair["event_id"]] == {}
     twin = evil.event(evil_room, "message", {"body": "twin"}, event_id=real)
-    assert results(await evil.send(world.b, [{**twin, "unsigned": {"seq": 2}}]))[
+    assert results(await evil.send(world.b, [{**twin, "unsigned": {"seq": 3}}]))[
         twin["event_id"]] == {}
     other = evil.event(evil_room, "message", {"body": "other twin"}, event_id=real)
-    assert code(results(await evil.send(world.b, [{**other, "unsigned": {"seq": 3}}]))[
+    assert code(results(await evil.send(world.b, [{**other, "unsigned": {"seq": 4}}]))[
         real]) == "SW_FED_EVENT_CONFLICT"
     mine = await dave.event(room_id, real)
     assert mine is not None and mine["content"]["body"] == "the real one"

@@ -13,6 +13,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from swfed.storage.migrations import MIGRATIONS
 from tests.conftest import bearer, peer_row
 from tests.harness import wait_for
 from tests.test_federation_delivery import (
@@ -49,7 +50,7 @@ PRAGMA user_version = 7;
 def _back_to_v7(db: Path) -> int:
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATIONS[-1][0]
         conn.executescript(_BACK_TO_V7)
         rows = conn.execute("SELECT id, payload FROM outbox ORDER BY id").fetchall()
         for row_id, payload in rows[::2]:  # as swfed wrote them before migration 7
@@ -97,7 +98,7 @@ async def test_rows_queued_before_migration_8_are_delivered_after_it(tmp_path: P
             await wait_for(drained, what="a's queue for b empty")
         conn = sqlite3.connect(db)
         try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 8
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATIONS[-1][0]
             assert conn.execute("SELECT COUNT(*) FROM outbox_events").fetchone()[0] == 0
         finally:
             conn.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint
+from quart import Blueprint, request
 
 from swfed.api.common import (
     act,
@@ -62,12 +62,14 @@ async def notifications() -> dict[str, Any]:
 async def _answer(invite_id: str, accept: bool) -> dict[str, Any]:
     """In a room hosted elsewhere, the answer holds once the host has ordered it."""
     user = await current_user()
+    # invite ids are unique per room: ?room_id= names the room when two hosts used one id
+    named = request.args.get("room_id") or None
     room_id = await membership.change(state(), tenant(), "accept" if accept else "decline",
-                                      user.fqid, invite_id=invite_id,
+                                      user.fqid, invite_id=invite_id, room_id=named,
                                       display_name=user.display_name)
     if room_id is None:
         room_id = await act(protocol.answer_invite_txn, invite_id, user.fqid, accept,
-                            user.display_name)
+                            user.display_name, named)
     return {"room_id": room_id}
 
 

@@ -34,7 +34,7 @@ import attrs
 
 from swfed.core.errors import Conflict, FederationError, Forbidden, NotFound
 from swfed.core.events import HOST_SIGNED, message_mentions
-from swfed.core.ids import room_host
+from swfed.core.ids import is_fqid, room_host
 from swfed.core.policy import Policy, decide_foreign_count, decide_room
 
 #: Events of ours in rooms hosted elsewhere sort after everything the host
@@ -217,9 +217,15 @@ def _admit_invite(event: dict[str, Any], facts: Facts, host: str) -> Admission:
         if not isinstance(content.get(field), str):
             raise FederationError(f"invite content lacks {field}", code="SW_FED_BAD_EVENT",
                                   status=400)
-    if facts.room is not None:
-        return Admission()  # an invite for someone else, relayed to us as a member server
     invitee = content["invitee"]
+    if facts.room is not None:
+        # a member server: an invite for someone else, relayed, is kept as it is; one
+        # for a user of ours who does not exist is refused, so the host drops it
+        # (only the invitee's server refuses an invite: see refusal_ends_invite)
+        if server_of(invitee) == facts.me and not facts.invitee_exists:
+            raise FederationError(f"no user {invitee} here", code="SW_FED_USER_NOT_FOUND",
+                                  status=404)
+        return Admission()
     if server_of(invitee) != facts.me:
         raise FederationError(f"invite for {invitee} sent to {facts.me}",
                               code="SW_FED_BAD_EVENT", status=400)
@@ -235,14 +241,171 @@ def _admit_invite(event: dict[str, Any], facts: Facts, host: str) -> Admission:
         event["sender"], 0, False))
 
 
-def host_seq(room: Room, me: str, request_origin: str, event: dict[str, Any]) -> int | None:
-    """The host's order number a relayed event carries, if we may take it."""
-    unsigned = event.get("unsigned")
-    if room.host == me or request_origin != room.host or not isinstance(unsigned, dict):
-        return None
-    raw = unsigned.get("seq")
+def unsigned_seq(event: Any) -> int | None:
+    """The host's order number an event from the host carries (``unsigned.seq``), if valid.
+
+    Anything but an object ``unsigned`` holding an integer 1 .. 2^40 - 1 is
+    None: a host's malformed answer is left out, never a crash here.
+    """
+    unsigned = event.get("unsigned") if isinstance(event, dict) else None
+    raw = unsigned.get("seq") if isinstance(unsigned, dict) else None
     if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw < PENDING_SEQ:
         return raw
+    return None
+
+
+def host_seq(room: Room, me: str, request_origin: str, event: dict[str, Any]) -> int | None:
+    """The host's order number a relayed event carries, if we may take it."""
+    if room.host == me or request_origin != room.host:
+        return None
+    return unsigned_seq(event)
+
+
+# -- what a host vouches for, and what it owes a member server ---------------------
+#
+# A host vouches for its room's order and for its *foreign* members (foreign to
+# us). Our users' memberships come from our users' own signed actions: an invite
+# we received, their join, leave or decline. And a host owes a member server
+# what was said while that server had a member in the room (its current span),
+# plus history only as far as the backfill policy lets it.
+
+
+def refusal_ends_invite(event: dict[str, Any], refused_by: str) -> bool:
+    """Does ``refused_by``'s final refusal of this relayed event end an invite?
+
+    Only when it is an invite and ``refused_by`` is the invitee's server: any
+    other member server refusing it has only refused to store the event.
+    """
+    content = event.get("content")
+    invitee = content.get("invitee") if isinstance(content, dict) else None
+    return (event.get("type") == "invite" and isinstance(invitee, str)
+            and server_of(invitee) == refused_by)
+
+
+@attrs.frozen
+class HostMembers:
+    """What we take of a host's member list (``take``: fqid -> (membership, name)).
+
+    ``lies``: users of ours the host listed as members (or invitees) without
+    their own action here: ignored, and worth a log line about the host.
+    """
+
+    take: dict[str, tuple[str, str | None]]
+    lies: list[str]
+
+
+def members_from_host(listed: list[Any], me: str, ours: dict[str, str | None],
+                      limit: int) -> HostMembers:
+    """The host's member list (as answered), as far as we believe it.
+
+    ``ours``: the membership here of each user of ours the list names. Only
+    foreign members are taken from the host; our users keep the membership
+    their own actions gave them. At most ``limit`` entries are read.
+    """
+    take: dict[str, tuple[str, str | None]] = {}
+    lies: list[str] = []
+    for m in listed[:limit]:
+        if not isinstance(m, dict):
+            continue
+        fqid, membership, name = m.get("fqid"), m.get("membership"), m.get("display_name")
+        if not is_fqid(fqid) or membership not in ("join", "invite"):
+            continue
+        assert isinstance(fqid, str)
+        if server_of(fqid) == me:
+            held = ours.get(fqid)
+            if membership != held and not (membership == "invite" and held == "join"):
+                lies.append(fqid)
+            continue
+        take[fqid] = (membership, name if isinstance(name, str) else None)
+    return HostMembers(take, lies)
+
+
+def span_start(member_events: list[tuple[int, str, str]]) -> int | None:
+    """Where a server's current span in a room began: the seq of the join that
+    took it from no joined member to one; None while it has no joined member.
+
+    ``member_events``: (seq, sender, membership) of the member events of that
+    server's users in the room, in host order.
+    """
+    joined: set[str] = set()
+    start: int | None = None
+    for seq, sender, membership in member_events:
+        if membership == "join":
+            if not joined:
+                start = seq
+            joined.add(sender)
+        else:
+            joined.discard(sender)
+    return start if joined else None
+
+
+def repair_after(after: int, span: int | None, last_seq: int) -> int:
+    """Where a gap repair (``backfill?after=``) starts for a member server.
+
+    What relaying would have given it: nothing from before its current span
+    (that is history, under the backfill policy), nothing at all without one.
+    """
+    if span is None:
+        return last_seq
+    return max(after, span - 1)
+
+
+@attrs.frozen
+class StateAnswer:
+    """What a host's answer to a membership request carries besides the seq.
+
+    ``members``: the room's member list; ``history``: how many events from
+    before the caller's current span (newest first) at most.
+    """
+
+    members: bool
+    history: int
+
+
+def state_answer(membership: str, policy: Policy, state_events: int) -> StateAnswer:
+    """A join gets the room's state (history within the backfill policy: 0, none);
+    a leave or decline needs only its seq."""
+    if membership != "join":
+        return StateAnswer(members=False, history=0)
+    return StateAnswer(members=True,
+                       history=max(0, min(state_events, policy.max_backfill_events_per_request)))
+
+
+def state_events(newest_first: list[dict[str, Any]], span: int | None,
+                 history: int) -> list[dict[str, Any]]:
+    """The events of a join's answer: those of the caller's current span, and at most
+    ``history`` older ones (``newest_first`` carry ``unsigned.seq``)."""
+    out: list[dict[str, Any]] = []
+    older = 0
+    for event in newest_first:
+        seq = unsigned_seq(event)
+        if seq is None:
+            continue
+        if span is not None and seq >= span:
+            out.append(event)
+        elif older < history:
+            out.append(event)
+            older += 1
+    return out
+
+
+def restarts_copy(synced_seq: int, seq: int, ours_joined: bool) -> bool:
+    """A relayed event beyond a gap, in a room where no user of ours is joined.
+
+    The host relays nothing else to such a server (an invite of one of our
+    users, its cancellation): what lies between is not owed and a host would
+    refuse to repair it. The copy starts anew at this event.
+    """
+    return not ours_joined and synced_seq > 0 and seq > synced_seq + 1
+
+
+def membership_start(synced_seq: int, seq: int, membership: str,
+                     ours_joined_before: bool) -> int | None:
+    """Where our copy starts when the host has ordered one of our member events at
+    ``seq``: there, when it is our first, or a join while none of ours was joined
+    (what was said meanwhile is history, not a gap); else None (it goes on)."""
+    if synced_seq == 0 or (membership == "join" and not ours_joined_before):
+        return seq
     return None
 
 
@@ -395,9 +558,10 @@ def effects(event: dict[str, Any], me: str, memberships: dict[str, str | None]) 
     elif event["type"] == "uninvite":
         invitee = str(content["invitee"])
         cancelled = content.get("reason") == CANCELLED
-        if memberships.get(invitee) == "invite":
-            out.append(SetMembership(invitee, "leave"))
         out.append(EndInvite(str(content["invite_id"]), "cancelled" if cancelled else "refused"))
+        if memberships.get(invitee) != "invite":
+            return out  # no invite of theirs in this room to end: nobody to tell
+        out.insert(0, SetMembership(invitee, "leave"))
         if cancelled and server_of(invitee) == me:
             out.append(Notify(local_part(invitee), "invite_cancelled", sender,
                               {"invite_id": content["invite_id"]}))

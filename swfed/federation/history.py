@@ -14,7 +14,7 @@ import attrs
 
 from swfed.core.errors import FederationError
 from swfed.core.events import check_federated_event
-from swfed.core.rooms import PENDING_SEQ
+from swfed.core.rooms import unsigned_seq
 from swfed.core.signing import signable_or_none
 from swfed.storage.tenants import Tenant
 
@@ -52,9 +52,7 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
             check_federated_event(event, signable=signable)
             if event["room_id"] != room_id:
                 raise FederationError("event of another room", code="SW_FED_BAD_EVENT")
-            seq = event.get("unsigned", {}).get("seq") if isinstance(
-                event.get("unsigned"), dict) else None
-            if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < PENDING_SEQ:
+            if unsigned_seq(event) is None:
                 raise FederationError("history event without its seq",
                                       code="SW_FED_BAD_EVENT")
             checked.append((event, signable))

@@ -5,10 +5,15 @@ another server (or another tenant of this process) go like this:
 
 1. the member event is built and signed here, but not stored;
 2. it is sent to the host (``POST …/rooms/{room_id}/membership``), which
-   checks it, orders it and answers its ``seq`` with the room's state as
-   of that seq (members and newest events);
+   checks it, orders it and answers its ``seq``, for a join with the room's
+   state as of that seq (members and newest events, within its backfill
+   policy);
 3. only then is it stored here, with the host's seq, and the state taken,
-   so our copy starts equal to the host's.
+   so our copy starts equal to the host's. The host vouches for the room's
+   order and its foreign members, never for ours: a user of ours it lists
+   as a member without their own action here is ignored and logged
+   (``federation.host_lie``). An answer that is malformed in part is taken
+   as far as it is well-formed (the rest repair fetches later), never a 5xx.
 
 The host unreachable (or failing): 503 ``SW_FED_PEER_UNREACHABLE``, retryable,
 and nothing changed here (an invite stays pending). The host refuses: its
@@ -21,7 +26,7 @@ from typing import Any
 
 from swfed import logs
 from swfed.core.errors import FederationError
-from swfed.core.rooms import PENDING_SEQ, Room
+from swfed.core.rooms import PENDING_SEQ, Room, unsigned_seq
 from swfed.federation.client import TRANSPORT_CODES
 from swfed.storage import protocol
 from swfed.storage.context import Ctx
@@ -65,6 +70,9 @@ async def change(state: Any, tenant: Tenant, action: str, member: str, *,
                  display_name: str = "") -> str | None:
     """Accept, decline, join or leave through the host; returns the room id.
 
+    ``room_id`` with ``invite_id``: the invite of that room (invite ids are
+    unique per room).
+
     Returns None when we host the room: the caller takes the local path.
     Raises the local refusals, the host's refusal (its code), or
     SW_FED_PEER_UNREACHABLE (503) when the host can't answer now.
@@ -92,9 +100,15 @@ async def change(state: Any, tenant: Tenant, action: str, member: str, *,
     members = answer.get("members")
     events = await _verified(fed, tenant, room, answer.get("events"), seq)
     ctx = Ctx(tenant, state.clock(), fed.signer(tenant))
-    await state.db.write(protocol.apply_membership_txn, ctx, signed, seq,
-                         members if isinstance(members, list) else [], events)
+    lies = await state.db.write(protocol.apply_membership_txn, ctx, signed, seq,
+                                members if isinstance(members, list) else [], events)
     fed.committed(tenant, ctx)
+    if lies:
+        logs.log("federation.host_lie", level="warning", tenant=tenant.server_name,
+                 peer=room.host, room_id=room.room_id, member=member, action=action,
+                 listed=lies[:20], count=len(lies),
+                 message="the host listed users of ours as members without their own "
+                         "action here; ignored")
     logs.log("federation.membership", tenant=tenant.server_name, peer=room.host,
              room_id=room.room_id, member=member, action=action, seq=seq)
     return room.room_id
@@ -111,8 +125,8 @@ async def _verified(fed: Any, tenant: Tenant, room: Room, raw: Any,
             check_federated_event(event)
         except FederationError:
             continue
-        event_seq = event.get("unsigned", {}).get("seq")
-        if event["room_id"] == room.room_id and isinstance(event_seq, int) and event_seq <= seq:
+        event_seq = unsigned_seq(event)
+        if event["room_id"] == room.room_id and event_seq is not None and event_seq <= seq:
             checked.append((event, None))
     errors = await fed.verify_events(tenant, checked, via=room.host)
     return [event for (event, _), error in zip(checked, errors, strict=True) if error is None]

@@ -60,7 +60,7 @@ def record_delivery_txn(conn: sqlite3.Connection, ctx: Ctx, dest: str,
             if to_host:
                 protocol.settle_txn(conn, ctx, room_id, q.event_id, error=error)
             elif (event := q.event()).get("type") == "invite":
-                protocol.end_refused_invite_txn(conn, ctx, event, error)
+                protocol.end_refused_invite_txn(conn, ctx, event, error, dest)
         elif q.event_id in settled.delivered:
             done.append(q.id)
             delivered.append(q.created_at)

@@ -215,11 +215,12 @@ def max_host_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> 
     return int(row[0] or 0)
 
 
-def first_join_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
-                       server: str) -> int | None:
-    """The seq of the first join of a member of ``server`` in the room, if any."""
-    row = conn.execute(
-        "SELECT MIN(seq) FROM events WHERE tenant_id = ? AND room_id = ? AND type = 'member'"
-        " AND origin = ? AND json_extract(content, '$.membership') = 'join'",
-        (tenant.tenant_id, room_id, server)).fetchone()
-    return None if row[0] is None else int(row[0])
+def member_events_of_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+                         server: str) -> list[tuple[int, str, str]]:
+    """(seq, sender, membership) of the member events of ``server``'s users, in host order."""
+    rows = conn.execute(
+        "SELECT seq, sender, json_extract(content, '$.membership') FROM events"
+        " WHERE tenant_id = ? AND room_id = ? AND type = 'member' AND origin = ?"
+        " AND seq < ? AND status = 'sent' ORDER BY seq",
+        (tenant.tenant_id, room_id, server, PENDING_SEQ)).fetchall()
+    return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]

@@ -1,4 +1,9 @@
-"""The ``invites`` table: invites to rooms, to our users or sent by our rooms."""
+"""The ``invites`` table: invites to rooms, to our users or sent by our rooms.
+
+An invite is keyed by (room, invite id) (migration 10): only a room's host
+makes invites into it, so a server hosting another room cannot take, end or
+answer an invite of this one by reusing its id.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,8 @@ from swfed.storage.tenants import Tenant
 
 def add_invite_txn(conn: sqlite3.Connection, tenant: Tenant, room: Room, invite_id: str,
                    invitee: str, inviter: str, event_id: str, now: int) -> bool:
-    """Keep an invite; False when its id is already known (nothing written)."""
-    if conn.execute("SELECT 1 FROM invites WHERE invite_id = ? AND tenant_id = ?",
-                    (invite_id, tenant.tenant_id)).fetchone() is not None:
+    """Keep an invite; False when the room already has one with its id (nothing written)."""
+    if invite_txn(conn, tenant, room.room_id, invite_id) is not None:
         return False
     conn.execute(
         "INSERT INTO invites (invite_id, tenant_id, room_id, room_name, room_type, host,"
@@ -31,31 +35,48 @@ def close_invites_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, in
                  (state, tenant.tenant_id, room_id, invitee))
 
 
-def end_invite_txn(conn: sqlite3.Connection, tenant: Tenant, invite_id: str,
+def end_invite_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, invite_id: str,
                    state: str) -> None:
-    """A pending invite ended (refused by the invitee's server, or cancelled)."""
-    conn.execute("UPDATE invites SET state = ? WHERE tenant_id = ? AND invite_id = ?"
-                 " AND state = 'pending'", (state, tenant.tenant_id, invite_id))
+    """A pending invite of the room ended (refused by the invitee's server, or cancelled)."""
+    conn.execute("UPDATE invites SET state = ? WHERE tenant_id = ? AND room_id = ?"
+                 " AND invite_id = ? AND state = 'pending'",
+                 (state, tenant.tenant_id, room_id, invite_id))
 
 
-def invite_txn(conn: sqlite3.Connection, tenant: Tenant, invite_id: str) -> sqlite3.Row | None:
+def invite_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+               invite_id: str) -> sqlite3.Row | None:
     row: sqlite3.Row | None = conn.execute(
-        "SELECT * FROM invites WHERE tenant_id = ? AND invite_id = ?",
-        (tenant.tenant_id, invite_id)).fetchone()
+        "SELECT * FROM invites WHERE tenant_id = ? AND room_id = ? AND invite_id = ?",
+        (tenant.tenant_id, room_id, invite_id)).fetchone()
     return row
 
 
 def pending_invite_txn(conn: sqlite3.Connection, tenant: Tenant, invite_id: str,
-                       invitee: str) -> sqlite3.Row:
-    """A pending invite addressed to ``invitee``; raises SW_INVITE_NOT_FOUND."""
-    row = conn.execute("SELECT * FROM invites WHERE tenant_id = ? AND invite_id = ?"
-                       " AND invitee = ?", (tenant.tenant_id, invite_id, invitee)).fetchone()
-    if row is None:
+                       invitee: str, room_id: str | None = None) -> sqlite3.Row:
+    """A pending invite addressed to ``invitee`` (into ``room_id``, if given).
+
+    Raises SW_INVITE_NOT_FOUND, SW_INVITE_NOT_PENDING, and SW_INVITE_AMBIGUOUS
+    when invites into several rooms carry this id (another host reused it)
+    and the room is not named.
+    """
+    sql = "SELECT * FROM invites WHERE tenant_id = ? AND invite_id = ? AND invitee = ?"
+    args: tuple[object, ...] = (tenant.tenant_id, invite_id, invitee)
+    if room_id is not None:
+        sql += " AND room_id = ?"
+        args += (room_id,)
+    rows = conn.execute(sql + " ORDER BY room_id", args).fetchall()
+    if not rows:
         raise NotFound(f"no invite {invite_id} for you", code="SW_INVITE_NOT_FOUND")
-    if row["state"] != "pending":
-        raise Conflict(f"invite {invite_id} was already {row['state']}",
+    pending = [r for r in rows if r["state"] == "pending"]
+    if len(pending) > 1:
+        rooms = ", ".join(str(r["room_id"]) for r in pending)
+        raise Conflict(f"invites into several rooms carry the id {invite_id} ({rooms}): "
+                       "name the room (?room_id=…), or join it with "
+                       "POST /v1/rooms/{room_id}/join", code="SW_INVITE_AMBIGUOUS")
+    if not pending:
+        raise Conflict(f"invite {invite_id} was already {rows[0]['state']}",
                        code="SW_INVITE_NOT_PENDING")
-    return row
+    return pending[0]
 
 
 def pending_invite_to_room_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,

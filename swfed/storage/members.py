@@ -83,6 +83,13 @@ def member_servers_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     return {server_of(r[0]) for r in rows}
 
 
+def local_joined_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> bool:
+    """Whether a user of ours is joined to the room (in our copy)."""
+    return conn.execute("SELECT 1 FROM members WHERE tenant_id = ? AND room_id = ?"
+                        " AND foreign_ = 0 AND membership = 'join' LIMIT 1",
+                        (tenant.tenant_id, room_id)).fetchone() is not None
+
+
 def foreign_count_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> int:
     row = conn.execute("SELECT COUNT(*) FROM members WHERE tenant_id = ? AND room_id = ?"
                        " AND foreign_ = 1 AND membership IN ('join', 'invite')",

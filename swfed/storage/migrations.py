@@ -434,7 +434,41 @@ ALTER TABLE outbox_v8 RENAME TO outbox;
 CREATE INDEX outbox_by_destination ON outbox(tenant_id, destination, id);
 """
 
-#: (version, SQL script); versions are consecutive from 1.
+# Invites are keyed by room (issue 18): an invite id is unique within its
+# room, not across a tenant's rooms. Only a room's host makes its invites, so
+# a server hosting another room can neither take an invite's id first (the
+# real invite refused as a conflict, the invitee in the squatter's room) nor
+# end the real one with an uninvite naming it. Rows keep everything they had.
+_V_INVITES_BY_ROOM = """
+CREATE TABLE invites_v10 (
+    tenant_id  INTEGER NOT NULL,
+    invite_id  TEXT NOT NULL,
+    room_id    TEXT NOT NULL,
+    room_name  TEXT NOT NULL,
+    room_type  TEXT NOT NULL,
+    host       TEXT NOT NULL,
+    invitee    TEXT NOT NULL,
+    inviter    TEXT NOT NULL,
+    state      TEXT NOT NULL
+        CHECK (state IN ('pending', 'accepted', 'declined', 'refused', 'cancelled')),
+    event_id   TEXT,
+    signed     TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, room_id, invite_id)
+);
+INSERT INTO invites_v10 (tenant_id, invite_id, room_id, room_name, room_type, host, invitee,
+    inviter, state, event_id, signed, created_at)
+    SELECT tenant_id, invite_id, room_id, room_name, room_type, host, invitee, inviter, state,
+    event_id, signed, created_at FROM invites;
+DROP TABLE invites;
+ALTER TABLE invites_v10 RENAME TO invites;
+CREATE INDEX invites_by_invitee ON invites(tenant_id, invitee, state);
+CREATE INDEX invites_by_room ON invites(tenant_id, room_id, invitee, state);
+CREATE INDEX invites_by_id ON invites(tenant_id, invite_id, invitee);
+"""
+
+#: (version, SQL script); versions are consecutive from 1 (9 is merged from
+#: another branch; 10 is written as if it were there).
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _V1),
     (2, _V2),
@@ -444,6 +478,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (6, _V_RETENTION),
     (7, _V_AUTH_VERSION),
     (8, _V_OUTBOX_EVENTS),
+    (10, _V_INVITES_BY_ROOM),
 ]
 
 

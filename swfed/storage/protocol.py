@@ -34,7 +34,7 @@ from swfed.core.events import (
     RoomSpec,
     event_size,
 )
-from swfed.core.ids import Fqid, is_fqid, new_room_id, new_uuid
+from swfed.core.ids import Fqid, new_room_id, new_uuid
 from swfed.core.policy import decide_foreign_count, decide_peer, decide_room
 from swfed.core.rooms import PENDING_SEQ, Room, room_not_found
 from swfed.core.signing import signable_bytes
@@ -116,7 +116,8 @@ def _apply(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
             invites_db.close_invites_txn(conn, ctx.tenant, room.room_id, effect.invitee,
                                          effect.state)
         elif isinstance(effect, rules.EndInvite):
-            invites_db.end_invite_txn(conn, ctx.tenant, effect.invite_id, effect.state)
+            invites_db.end_invite_txn(conn, ctx.tenant, room.room_id, effect.invite_id,
+                                      effect.state)
         elif isinstance(effect, rules.Notify):
             add_notification_txn(conn, ctx.tenant, effect.local_id, effect.type, effect.sender,
                                  ctx.now, next_pos_txn(conn, ctx.tenant), room_id=room.room_id,
@@ -150,6 +151,12 @@ def _take(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
     after a newer one would undo the newer one's effects.
     """
     in_order = host_seq is not None and room.host != ctx.me and room.synced_seq > 0
+    if (in_order and host_seq is not None and host_seq > room.synced_seq + 1
+            and rules.restarts_copy(room.synced_seq, host_seq, members_db.local_joined_txn(
+                conn, ctx.tenant, room.room_id))):
+        # none of ours is in: what lies before (say, a re-invite) is not owed
+        rooms_db.set_synced_txn(conn, ctx.tenant, room.room_id, host_seq - 1)
+        room = attrs.evolve(room, synced_seq=host_seq - 1)
     # the very next one (the usual case): applied now, the mark moves over it
     next_in_line = in_order and host_seq == room.synced_seq + 1
     apply_now = not in_order or next_in_line
@@ -334,8 +341,8 @@ def cancel_invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, invite_i
     SW_NOT_ROOM_ADMIN.
     """
     room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, actor)
-    row = invites_db.invite_txn(conn, ctx.tenant, invite_id)
-    if row is None or row["room_id"] != room_id:
+    row = invites_db.invite_txn(conn, ctx.tenant, room_id, invite_id)
+    if row is None:
         raise NotFound(f"no invite {invite_id} in this room", code="SW_INVITE_NOT_FOUND")
     rules.check_cancel_invite(room, ctx.me, row["inviter"], row["state"], actor,
                               actor_is_admin)
@@ -352,16 +359,21 @@ def remote_cancel_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str, room_id: 
 
 
 def end_refused_invite_txn(conn: sqlite3.Connection, ctx: Ctx, payload: dict[str, Any],
-                           error: dict[str, str]) -> None:
+                           error: dict[str, str], refused_by: str) -> None:
     """The invitee's server refused an invite we sent: the invite ends (an ``uninvite``).
 
     The invitee is no longer invited (member list, foreign-participant
-    count), and the inviter is told, with the peer's code.
+    count), and the inviter is told, with the peer's code. Another member
+    server refusing the relayed invite (``refused_by``) only refused to store
+    it: the invite goes on (:func:`swfed.core.rooms.refusal_ends_invite`).
     """
+    if not rules.refusal_ends_invite(payload, refused_by):
+        return
     content = payload.get("content") or {}
     invite_id = content.get("invite_id")
     room = rooms_db.room_txn(conn, ctx.tenant, str(payload.get("room_id")))
-    row = invites_db.invite_txn(conn, ctx.tenant, str(invite_id))
+    row = (invites_db.invite_txn(conn, ctx.tenant, room.room_id, str(invite_id))
+           if room is not None else None)
     if room is None or room.host != ctx.me or row is None or row["state"] != "pending":
         return
     emit_txn(conn, ctx, room, "uninvite", row["inviter"], {
@@ -370,13 +382,14 @@ def end_refused_invite_txn(conn: sqlite3.Connection, ctx: Ctx, payload: dict[str
 
 
 def answer_invite_txn(conn: sqlite3.Connection, ctx: Ctx, invite_id: str, invitee: str,
-                      accept: bool, display_name: str) -> str:
+                      accept: bool, display_name: str, room_id: str | None = None) -> str:
     """Accept or decline a pending invite to a room we host; returns the room id.
 
     (In a room hosted elsewhere the answer goes to the host first: see
     :func:`membership_event_txn` and :func:`apply_membership_txn`.)
+    ``room_id``: which room's invite, when the id is not enough.
     """
-    row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, invitee)
+    row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, invitee, room_id)
     room = rooms_db.room_txn(conn, ctx.tenant, row["room_id"])
     if room is None:
         raise room_not_found(row["room_id"])
@@ -404,7 +417,7 @@ def join_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str,
     invite_id = invites_db.pending_invite_to_room_txn(conn, ctx.tenant, room_id, member)
     if invite_id is None:
         raise room_not_found(room_id)
-    return answer_invite_txn(conn, ctx, invite_id, member, True, display_name)
+    return answer_invite_txn(conn, ctx, invite_id, member, True, display_name, room_id)
 
 
 def leave_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str) -> None:
@@ -428,7 +441,7 @@ def membership_event_txn(conn: sqlite3.Connection, ctx: Ctx, action: str, member
     """
     if action in ("accept", "decline"):
         assert invite_id is not None
-        row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, member)
+        row = invites_db.pending_invite_txn(conn, ctx.tenant, invite_id, member, room_id)
         room_id = str(row["room_id"])
     assert room_id is not None
     current = members_db.membership_txn(conn, ctx.tenant, room_id, member)
@@ -460,9 +473,12 @@ def host_membership_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
                         event: dict[str, Any], state_events: int) -> dict[str, Any]:
     """The host orders a member event a member server sent synchronously.
 
-    Answers the event's ``seq`` and the room's state as of that seq — its
-    members and its newest ``state_events`` events — so the member's copy
-    starts equal to ours. A replay answers the same seq.
+    Answers the event's ``seq``; for a join also the room's state — its
+    members and its newest events, those of the caller's current span
+    and at most ``max_backfill_events_per_request`` older ones (of at most
+    ``state_events``; :func:`swfed.core.rules.state_answer`) — so the member's
+    copy starts equal to ours. A leave or decline needs nothing more. A
+    replay answers the same seq.
     """
     if event["type"] != "member":
         raise FederationError("membership requests carry a member event",
@@ -475,64 +491,76 @@ def host_membership_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
     audit_txn(conn, ctx.tenant, "federation.event.accepted", ctx.now, outcome="ok",
               peer=origin, event_id=event["event_id"], room_id=event["room_id"])
     peers_db.count_txn(conn, ctx.tenant.tenant_id, origin, ctx.now, received=1)
-    events, _ = events_db.signed_page_txn(conn, ctx.tenant, room.room_id, None, state_events)
-    return {"seq": result["seq"], "last_seq": rooms_db.last_seq_txn(conn, ctx.tenant,
-                                                                    room.room_id),
-            "members": members_db.members_for_peer_txn(conn, ctx.tenant, room.room_id),
-            "events": events}
+    answer: dict[str, Any] = {"seq": result["seq"],
+                              "last_seq": rooms_db.last_seq_txn(conn, ctx.tenant, room.room_id),
+                              "members": [], "events": []}
+    owed = rules.state_answer(str(event["content"].get("membership")), ctx.tenant.policy,
+                              state_events)
+    if owed.members:
+        answer["members"] = members_db.members_for_peer_txn(conn, ctx.tenant, room.room_id)
+        span = rules.span_start(events_db.member_events_of_txn(conn, ctx.tenant,
+                                                               room.room_id, origin))
+        newest, _ = events_db.signed_page_txn(conn, ctx.tenant, room.room_id, None,
+                                              state_events)
+        answer["events"] = rules.state_events(newest, span, owed.history)
+    return answer
 
 
 def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, Any],
-                         seq: int, members: list[dict[str, Any]],
-                         events: list[dict[str, Any]]) -> None:
+                         seq: int, members: list[Any],
+                         events: list[dict[str, Any]]) -> list[str]:
     """The host ordered our member event: take it, and the room's state it answered.
 
-    ``members``: the host's member list as of ``seq``; ``events``: its
-    newest events up to ``seq`` (verified by the caller). Events of the
-    room that reached us before this (ordered after ``seq``) are moved
-    after it in the stream, so a new member's stream misses none.
+    ``members``: the host's member list as of ``seq``, of which only foreign
+    members are taken (:func:`swfed.core.rooms.members_from_host`);
+    ``events``: its newest events up to ``seq`` (verified by the caller).
+    Events of the room that reached us before this (ordered after ``seq``)
+    are moved after it in the stream, so a new member's stream misses none.
+    A join while none of ours was in starts the copy at ``seq``: what was
+    said meanwhile is history, not a gap. Returns the users of ours the host
+    listed without their own action (ignored: the caller logs the lie).
     """
     room = rooms_db.room_txn(conn, ctx.tenant, signed["room_id"])
     if room is None:
         raise room_not_found(signed["room_id"])
-    first = room.synced_seq == 0
     if events_db.has_event_txn(conn, ctx.tenant, room.room_id, signed["event_id"]):
-        return
+        return []
+    membership = str(signed["content"].get("membership"))
+    start = rules.membership_start(room.synced_seq, seq, membership,
+                                   members_db.local_joined_txn(conn, ctx.tenant, room.room_id))
     _store(conn, ctx, room, signed, signed, seq)
     _apply(conn, ctx, room, signed)
-    if signed["content"].get("membership") == "join":
-        _take_members(conn, ctx, room, members)
+    lies: list[str] = []
+    if membership == "join":
+        lies = _take_members(conn, ctx, room, members)
         for event_seq, clean in _in_host_order(events):
             if event_seq <= seq:
                 _store(conn, ctx, room, clean, clean, event_seq)
         for event_id in events_db.events_after_seq_txn(conn, ctx.tenant, room.room_id, seq):
             events_db.set_pos_txn(conn, ctx.tenant, room.room_id, event_id,
                                   next_pos_txn(conn, ctx.tenant))
-    synced = _advance(conn, ctx, room, seq if first else None)
+    synced = _advance(conn, ctx, room, start)
     if synced < seq:
         ctx.repairs.add(room.room_id)  # away for a while: fetch what we missed
+    return lies
 
 
 def _take_members(conn: sqlite3.Connection, ctx: Ctx, room: Room,
-                  members: list[dict[str, Any]]) -> None:
-    """Make our copy's member list the host's."""
-    listed: set[str] = set()
-    for m in members[:MAX_STATE_MEMBERS]:
-        if not isinstance(m, dict):
-            continue
-        fqid, membership = m.get("fqid"), m.get("membership")
-        if not is_fqid(fqid) or membership not in ("join", "invite"):
-            continue
-        assert isinstance(fqid, str)
-        name = m.get("display_name")
-        listed.add(fqid)
+                  members: list[Any]) -> list[str]:
+    """Make our copy's foreign members the host's; returns the host's lies about ours."""
+    ours = [m.get("fqid") for m in members[:MAX_STATE_MEMBERS] if isinstance(m, dict)
+            and isinstance(m.get("fqid"), str) and rules.server_of(m["fqid"]) == ctx.me]
+    believed = rules.members_from_host(
+        members, ctx.me, members_db.memberships_txn(conn, ctx.tenant, room.room_id, ours),
+        MAX_STATE_MEMBERS)
+    for fqid, (membership, name) in believed.take.items():
         members_db.set_membership_txn(conn, ctx.tenant, room.room_id, fqid, membership,
-                                      ctx.now,
-                                      name[:MAX_DISPLAY_NAME] if isinstance(name, str) else None)
+                                      ctx.now, name[:MAX_DISPLAY_NAME] if name else None)
     for m in members_db.members_for_peer_txn(conn, ctx.tenant, room.room_id):
-        if m["fqid"] not in listed:
+        if m["fqid"] not in believed.take and rules.server_of(m["fqid"]) != ctx.me:
             members_db.set_membership_txn(conn, ctx.tenant, room.room_id, m["fqid"], "leave",
                                           ctx.now)
+    return believed.lies
 
 
 def settle_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, event_id: str, *,
@@ -600,7 +628,8 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
         return {"seq": stored[0]} if room is not None and room.host == ctx.me else {}
     invitee = event["content"].get("invitee") if event["type"] == "invite" else None
     invite_id = event["content"].get("invite_id") if event["type"] == "invite" else None
-    known = invites_db.invite_txn(conn, ctx.tenant, str(invite_id)) if invite_id else None
+    # invites are keyed by room: another room's invite under this id is no collision
+    known = invites_db.invite_txn(conn, ctx.tenant, room_id, str(invite_id)) if invite_id else None
     # Only the host judges membership and counts (core.rooms.admit): a copy
     # hosted elsewhere takes what its host relays, so it reads neither.
     judged = room is not None and room.host == ctx.me
@@ -741,16 +770,16 @@ def repair_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, requ
                     after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
     """Events of a room we host after seq ``after``, oldest first, and our last seq.
 
-    What a member server missed (gap repair). Only from the requester's
-    first join on: it gets what relaying would have given it, no older
-    history (that is backfill, under the backfill policy).
+    What a member server missed (gap repair). Only from the start of the
+    requester's current span (:func:`swfed.core.rooms.span_start`): it gets
+    what relaying would have given it, nothing said while it had no member
+    here and no older history (that is backfill, under the backfill policy).
     """
     hosted_room_for_peer_txn(conn, tenant, room_id, requester)
-    first = events_db.first_join_seq_txn(conn, tenant, room_id, requester)
-    start = max(after, first - 1) if first is not None else rooms_db.last_seq_txn(
-        conn, tenant, room_id)
-    return (events_db.signed_after_txn(conn, tenant, room_id, start, limit),
-            rooms_db.last_seq_txn(conn, tenant, room_id))
+    last = rooms_db.last_seq_txn(conn, tenant, room_id)
+    span = rules.span_start(events_db.member_events_of_txn(conn, tenant, room_id, requester))
+    start = rules.repair_after(after, span, last)
+    return events_db.signed_after_txn(conn, tenant, room_id, start, limit), last
 
 
 def backfill_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, requester: str,
@@ -796,7 +825,7 @@ def _in_host_order(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, An
     """
     out = []
     for event in events:
-        seq = (event.get("unsigned") or {}).get("seq")
-        if isinstance(seq, int) and not isinstance(seq, bool):
+        seq = rules.unsigned_seq(event)
+        if seq is not None:
             out.append((seq, {k: v for k, v in event.items() if k != "unsigned"}))
     return sorted(out, key=lambda pair: pair[0])

@@ -13,17 +13,29 @@ from swfed.core.errors import SwfedError
 from swfed.core.policy import Policy
 from swfed.core.rooms import (
     CloseInvites,
+    EndInvite,
     Facts,
+    HostMembers,
     Notify,
     RecordInvite,
     Room,
     SetMembership,
+    StateAnswer,
     admit,
     check_invite,
     check_set_federate,
     effects,
     host_seq,
+    members_from_host,
+    membership_start,
+    refusal_ends_invite,
+    repair_after,
+    restarts_copy,
     route_targets,
+    span_start,
+    state_answer,
+    state_events,
+    unsigned_seq,
 )
 
 HOSTED = "!abcdefgh:h.test"
@@ -106,6 +118,16 @@ ADMIT_CASES: list[tuple[str, dict[str, Any], Facts, str | None]] = [
     ("invite into a full room (our limit)",
      invite("@b:m.test", ["@c:h.test", "@d:x.test", "@e:y.test"]),
      Facts("m.test", "h.test", None, OPEN, invitee_exists=True), "SW_FED_ROOM_FULL"),
+    ("invite for someone else, relayed to a member server", invite("@x:o.test"),
+     Facts("m.test", "h.test", room(), OPEN), None),
+    ("invite for a user of ours, into a room we are in", invite("@b:m.test"),
+     Facts("m.test", "h.test", room(), OPEN, invitee_exists=True), None),
+    ("invite for a user of ours who does not exist, into a room we are in (a phantom)",
+     invite("@nobody:m.test"), Facts("m.test", "h.test", room(), OPEN, invitee_exists=False),
+     "SW_FED_USER_NOT_FOUND"),
+    ("another room's invite with the same id is no conflict (looked up per room)",
+     invite("@b:m.test"), Facts("m.test", "h.test", None, OPEN, invitee_exists=True,
+                                known_invite_event=None), None),
     ("invite relayed by a server that does not host the room",
      {**invite("@b:m.test"), "origin": "o.test", "sender": "@c:o.test"},
      Facts("m.test", "o.test", None, OPEN, invitee_exists=True), "SW_FED_NOT_HOST"),
@@ -189,6 +211,23 @@ EFFECT_CASES = [
      [Notify("a", "mention", "@c:h.test")]),
     ("a reaction changes nothing", event("reaction", "@c:h.test",
                                          {"relates_to": "e", "key": "+"}), "h.test", {}, []),
+    ("a cancel of our invitee's invite: it ends, they are told",
+     event("uninvite", "@c:h.test", {"invitee": "@b:m.test", "invite_id": "i",
+                                     "reason": "cancelled"}), "m.test", {"@b:m.test": "invite"},
+     [SetMembership("@b:m.test", "leave"), EndInvite("i", "cancelled"),
+      Notify("b", "invite_cancelled", "@c:h.test", {"invite_id": "i"})]),
+    ("an uninvite naming no invite of this room (another room's id): nobody is told",
+     event("uninvite", "@c:h.test", {"invitee": "@b:m.test", "invite_id": "i",
+                                     "reason": "cancelled"}), "m.test", {"@b:m.test": None},
+     [EndInvite("i", "cancelled")]),
+    ("a refusal of our inviter's invite: the inviter is told",
+     event("uninvite", "@c:m.test", {"invitee": "@b:x.test", "invite_id": "i",
+                                     "reason": "SW_FED_USER_NOT_FOUND"}), "m.test",
+     {"@b:x.test": "invite"},
+     [SetMembership("@b:x.test", "leave"), EndInvite("i", "refused"),
+      Notify("c", "invite_refused", "@c:m.test", {
+          "invite_id": "i", "invitee": "@b:x.test",
+          "error": {"code": "SW_FED_USER_NOT_FOUND", "message": ""}})]),
 ]
 
 
@@ -253,3 +292,154 @@ def test_a_replay_is_a_no_op_only_for_the_same_event() -> None:
         assert info.value.code == "SW_FED_EVENT_CONFLICT"
     with pytest.raises(SwfedError):
         check_replay(signed, None)  # stored unsigned (a local event without a key)
+
+
+# -- what a host vouches for, and what it owes (issue 18) ------------------------------
+
+# (what, the refused event, the refusing server) -> does the invite end?
+REFUSAL_CASES = [
+    ("the invitee's server refuses the invite", invite("@b:m.test"), "m.test", True),
+    ("another member server refuses the relayed invite", invite("@b:m.test"), "o.test", False),
+    ("a refused message ends nothing", event("message", "@c:h.test", MSG), "m.test", False),
+    ("an invite without an invitee ends nothing",
+     event("invite", "@c:h.test", {"invite_id": "i"}), "m.test", False),
+]
+
+
+@pytest.mark.parametrize(("what", "ev", "by", "ends"), REFUSAL_CASES,
+                         ids=[c[0] for c in REFUSAL_CASES])
+def test_refusal_ends_invite(what: str, ev: dict[str, Any], by: str, ends: bool) -> None:
+    assert refusal_ends_invite(ev, by) is ends
+
+
+def listed(fqid: str, membership: str = "join", name: str | None = None) -> dict[str, Any]:
+    return {"fqid": fqid, "membership": membership, "display_name": name}
+
+
+# (what, the host's list, our users' memberships here) -> what we take, the lies
+HOST_MEMBER_CASES: list[tuple[str, list[Any], dict[str, str | None], HostMembers]] = [
+    ("foreign members are the host's word",
+     [listed("@c:h.test", name="C"), listed("@x:o.test", "invite")], {},
+     HostMembers({"@c:h.test": ("join", "C"), "@x:o.test": ("invite", None)}, [])),
+    ("our member who joined herself is not taken again, and no lie",
+     [listed("@b:m.test")], {"@b:m.test": "join"}, HostMembers({}, [])),
+    ("our user listed as joined without joining: ignored, a lie",
+     [listed("@c:h.test"), listed("@carol:m.test")], {"@carol:m.test": None},
+     HostMembers({"@c:h.test": ("join", None)}, ["@carol:m.test"])),
+    ("our invitee listed as joined: ignored, a lie",
+     [listed("@carol:m.test")], {"@carol:m.test": "invite"},
+     HostMembers({}, ["@carol:m.test"])),
+    ("our user listed as invited without an invite here: a lie",
+     [listed("@carol:m.test", "invite")], {"@carol:m.test": "leave"},
+     HostMembers({}, ["@carol:m.test"])),
+    ("our member listed as invited (stale): ignored, no lie",
+     [listed("@b:m.test", "invite")], {"@b:m.test": "join"}, HostMembers({}, [])),
+    ("nonsense entries are skipped",
+     ["x", {"fqid": 3}, listed("nobody"), listed("@c:h.test", "leave")], {},
+     HostMembers({}, [])),
+]
+
+
+@pytest.mark.parametrize(("what", "members", "ours", "expected"), HOST_MEMBER_CASES,
+                         ids=[c[0] for c in HOST_MEMBER_CASES])
+def test_members_from_host(what: str, members: list[Any], ours: dict[str, str | None],
+                           expected: HostMembers) -> None:
+    assert members_from_host(members, "m.test", ours, 100) == expected
+
+
+def test_members_from_host_reads_at_most_its_limit() -> None:
+    many = [listed(f"@u{i}:h.test") for i in range(10)]
+    assert len(members_from_host(many, "m.test", {}, 3).take) == 3
+
+
+# (what, member events of one server's users) -> where its current span began
+SPAN_CASES: list[tuple[str, list[tuple[int, str, str]], int | None]] = [
+    ("never joined", [], None),
+    ("joined once", [(3, "@b:m.test", "join")], 3),
+    ("a second member joins later: the span is the first's", [
+        (3, "@b:m.test", "join"), (7, "@d:m.test", "join")], 3),
+    ("the first leaves, the second stays: same span", [
+        (3, "@b:m.test", "join"), (7, "@d:m.test", "join"), (9, "@b:m.test", "leave")], 3),
+    ("all left: no span", [(3, "@b:m.test", "join"), (5, "@b:m.test", "leave")], None),
+    ("all left, then back: the span starts at the return", [
+        (3, "@b:m.test", "join"), (5, "@b:m.test", "leave"), (12, "@b:m.test", "join")], 12),
+    ("declined only", [(4, "@b:m.test", "decline")], None),
+]
+
+
+@pytest.mark.parametrize(("what", "events", "start"), SPAN_CASES,
+                         ids=[c[0] for c in SPAN_CASES])
+def test_span_start(what: str, events: list[tuple[int, str, str]], start: int | None) -> None:
+    assert span_start(events) == start
+
+
+@pytest.mark.parametrize(("after", "span", "last", "start"), [
+    (0, 12, 20, 11),  # asked from the start: from its span on
+    (15, 12, 20, 15),  # inside its span: what it asked
+    (0, None, 20, 20),  # no span: nothing
+])
+def test_repair_after(after: int, span: int | None, last: int, start: int) -> None:
+    assert repair_after(after, span, last) == start
+
+
+@pytest.mark.parametrize(("membership", "backfill", "expected"), [
+    ("join", 500, StateAnswer(members=True, history=50)),
+    ("join", 10, StateAnswer(members=True, history=10)),
+    ("join", 0, StateAnswer(members=True, history=0)),
+    ("leave", 500, StateAnswer(members=False, history=0)),
+    ("decline", 500, StateAnswer(members=False, history=0)),
+])
+def test_state_answer(membership: str, backfill: int, expected: StateAnswer) -> None:
+    policy = Policy(max_backfill_events_per_request=backfill)
+    assert state_answer(membership, policy, 50) == expected
+
+
+def seqd(seq: int) -> dict[str, Any]:
+    return {**event("message", "@c:h.test", MSG), "unsigned": {"seq": seq}}
+
+
+@pytest.mark.parametrize(("span", "history", "seqs"), [
+    (8, 0, [10, 9, 8]),  # policy 0: only what the caller's span holds
+    (8, 2, [10, 9, 8, 7, 6]),
+    (None, 1, [10]),
+    (3, 50, [10, 9, 8, 7, 6, 5]),
+])
+def test_state_events(span: int | None, history: int, seqs: list[int]) -> None:
+    newest = [seqd(s) for s in (10, 9, 8, 7, 6, 5)] + [{"unsigned": "seq"}]
+    assert [e["unsigned"]["seq"] for e in state_events(newest, span, history)] == seqs
+
+
+@pytest.mark.parametrize(("synced", "seq", "ours_joined", "restarts"), [
+    (5, 8, False, True),  # a re-invite behind things said while none of ours was in
+    (5, 6, False, False),  # the next one: no gap
+    (5, 8, True, False),  # ours are in: a gap, repaired
+    (0, 8, False, False),  # no copy yet: nothing to restart
+])
+def test_restarts_copy(synced: int, seq: int, ours_joined: bool, restarts: bool) -> None:
+    assert restarts_copy(synced, seq, ours_joined) is restarts
+
+
+@pytest.mark.parametrize(("synced", "seq", "membership", "ours_before", "start"), [
+    (0, 4, "join", False, 4),  # our first join
+    (0, 4, "decline", False, 4),
+    (6, 9, "join", False, 9),  # back after all of ours left: from the join on
+    (6, 9, "join", True, None),  # a second member of ours: the copy goes on
+    (6, 9, "leave", True, None),
+])
+def test_membership_start(synced: int, seq: int, membership: str, ours_before: bool,
+                          start: int | None) -> None:
+    assert membership_start(synced, seq, membership, ours_before) == start
+
+
+@pytest.mark.parametrize(("raw", "seq"), [
+    ({"unsigned": {"seq": 3}}, 3),
+    ({"unsigned": "seq"}, None),
+    ({"unsigned": {"seq": "3"}}, None),
+    ({"unsigned": {"seq": True}}, None),
+    ({"unsigned": {"seq": 2**40}}, None),
+    ({"unsigned": {"seq": 0}}, None),
+    ({}, None),
+    ("x", None),
+])
+def test_unsigned_seq(raw: Any, seq: int | None) -> None:
+    assert unsigned_seq(raw) == seq
