@@ -1,8 +1,9 @@
-"""Login limits on a real server.
+"""Login limits and session cookies under TLS, on real servers.
 
 Issue 18 [K]: 40 concurrent logins for one account were all verified by Argon2
 (RSS 55 -> 1,344 MB) and the right one, last, got in; six wrong passwords
-from one address locked the user out from everywhere.
+from one address locked the user out from everywhere; a cookie without the
+``__Host-`` prefix was taken over TLS.
 
 Every client here is a real HTTP client on loopback. The server sees the
 address a client connects from, so tests that need several "addresses" bind
@@ -23,7 +24,8 @@ import pytest
 import trio
 
 from swfed.core.login import LoginRule
-from tests.harness import ServerProcess
+from tests.conftest import bearer
+from tests.harness import ServerProcess, TlsNet
 
 PASSWORD = "correct horse battery"
 PER_PAIR = LoginRule().per_pair
@@ -209,3 +211,44 @@ async def test_logins_for_many_accounts_at_once_are_bounded_overall(
             assert_retry_after(r)
     budget = verification_slots(ARGON2_MEMORY_KIB) * ARGON2_MEMORY_KIB
     assert after["VmHWM"] - before["VmHWM"] < budget + 100 * 1024, (before, after)
+
+
+def tls_server(root: Path) -> tuple[TlsNet, ServerProcess]:
+    net = TlsNet(root / "tls")
+    server = ServerProcess(root / "srv", "localhost", tls=net.cert_for("localhost"))
+    return net, server
+
+
+async def test_a_cookie_without_the_host_prefix_is_refused_over_tls(
+        tmp_path: Path) -> None:
+    net, server = tls_server(tmp_path)
+    server.start()
+    try:
+        add_user(server, "alice")
+        async with httpx.AsyncClient(base_url=server.url, verify=net.ssl_context(),
+                                     timeout=30) as c:
+            r = await login(c, "alice", PASSWORD)
+            assert r.status_code == 200, r.text
+            token = r.json()["token"]
+            assert r.headers["set-cookie"].startswith("__Host-swfed_session=")
+            c.cookies.clear()
+            me = await c.get("/v1/me", headers={"Cookie": f"__Host-swfed_session={token}"})
+            assert me.status_code == 200, me.text
+            # the same token under the plain name (which a subdomain or a plain-HTTP
+            # page could have set) is not a session here
+            me = await c.get("/v1/me", headers={"Cookie": f"swfed_session={token}"})
+            assert me.status_code == 401 and me.json()["error"]["code"] == "SW_UNAUTHORIZED"
+            # a bearer token is still a bearer token
+            assert (await c.get("/v1/me", headers=bearer(token))).status_code == 200
+    finally:
+        server.kill()
+
+
+async def test_over_plain_http_the_session_cookie_keeps_its_plain_name(
+        srv: ServerProcess) -> None:
+    token = srv.create_user("plain")
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+        me = await c.get("/v1/me", headers={"Cookie": f"swfed_session={token}"})
+        assert me.status_code == 200, me.text
+        me = await c.get("/v1/me", headers={"Cookie": f"__Host-swfed_session={token}"})
+        assert me.status_code == 401 and me.json()["error"]["code"] == "SW_UNAUTHORIZED"

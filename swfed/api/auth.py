@@ -41,12 +41,12 @@ from quart import Blueprint, Response, current_app, g, jsonify, request
 
 from swfed import logs
 from swfed.api.common import (
-    SESSION_COOKIES,
     check_same_origin,
     current_user,
     json_body,
     rate_limited,
     read,
+    session_cookie_name,
     state,
     tenant,
     write,
@@ -124,10 +124,8 @@ def _failed() -> Unauthorized:
 
 
 def _set_cookie(response: Response, token: str, max_age: int) -> None:
-    secure = request.scheme == "https"
-    name = SESSION_COOKIES[0] if secure else SESSION_COOKIES[1]
-    response.set_cookie(name, token, max_age=max_age, path="/", secure=secure, httponly=True,
-                        samesite="Strict")
+    response.set_cookie(session_cookie_name(), token, max_age=max_age, path="/",
+                        secure=request.scheme == "https", httponly=True, samesite="Strict")
 
 
 async def _verify(attempt: Attempt, local_id: str, password: str) -> tuple[bool, str | None]:

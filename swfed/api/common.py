@@ -61,6 +61,18 @@ CSRF_HEADER = "X-SWFed-CSRF"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def session_cookie_name() -> str:
+    """The one cookie name a session has on this request's scheme.
+
+    Under TLS only ``__Host-swfed_session`` is a session: browsers keep a
+    ``__Host-`` cookie only if this very host set it, Secure, on Path=/, so a
+    sibling subdomain or a plain-HTTP page (a network attacker's) cannot plant
+    one (session fixation). Plain HTTP (behind a proxy that terminates TLS)
+    uses ``swfed_session``, which browsers refuse to give a ``__Host-`` name.
+    """
+    return SESSION_COOKIES[0] if request.scheme == "https" else SESSION_COOKIES[1]
+
+
 def check_same_origin(*, need_header: bool) -> None:
     """Refuse (403 SW_CSRF) a request that another site's page may have made.
 
@@ -93,8 +105,7 @@ async def current_user() -> User:
     scheme, _, token = header.partition(" ")
     by_cookie = False
     if not header:
-        token = next((request.cookies[c] for c in SESSION_COOKIES if request.cookies.get(c)),
-                     "")
+        token = request.cookies.get(session_cookie_name(), "")
         scheme, by_cookie = "bearer", bool(token)
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing Authorization: Bearer <token> header; "
