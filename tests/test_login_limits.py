@@ -1,9 +1,9 @@
-"""Login limits and session cookies under TLS, on real servers.
+"""Login limits, session cookies under TLS, and unknown-token floods, on real servers.
 
 Issue 18 [K]: 40 concurrent logins for one account were all verified by Argon2
 (RSS 55 -> 1,344 MB) and the right one, last, got in; six wrong passwords
 from one address locked the user out from everywhere; a cookie without the
-``__Host-`` prefix was taken over TLS.
+``__Host-`` prefix was taken over TLS; 3,000 random bearer tokens met no limit.
 
 Every client here is a real HTTP client on loopback. The server sees the
 address a client connects from, so tests that need several "addresses" bind
@@ -14,6 +14,7 @@ reach the next.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -252,3 +253,30 @@ async def test_over_plain_http_the_session_cookie_keeps_its_plain_name(
         assert me.status_code == 200, me.text
         me = await c.get("/v1/me", headers={"Cookie": f"__Host-swfed_session={token}"})
         assert me.status_code == 401 and me.json()["error"]["code"] == "SW_UNAUTHORIZED"
+
+
+async def test_a_flood_of_unknown_tokens_waits_and_valid_tokens_do_not(
+        srv: ServerProcess) -> None:
+    seen = srv.create_user("flooded")
+    unseen = srv.create_user("newcomer")
+    async with client_from(srv, "127.0.0.30") as flood, \
+            client_from(srv, "127.0.0.31") as other:
+        assert (await flood.get("/v1/me", headers=bearer(seen))).status_code == 200
+        codes = []
+        last = None
+        for _ in range(400):
+            last = await flood.get("/v1/me", headers=bearer("swt_" + secrets.token_hex(16)))
+            codes.append(last.status_code)
+            if last.status_code == 429:
+                break
+        assert last is not None and set(codes) <= {401, 429}
+        assert_retry_after(last)
+        print(f"unknown tokens answered 401 before the first 429: {codes.count(401)}")
+        # a token this server knows goes through from the flooding address
+        assert (await flood.get("/v1/me", headers=bearer(seen))).status_code == 200
+        # one it has not seen since it started could be one more guess: it waits too
+        assert_retry_after(await flood.get("/v1/me", headers=bearer(unseen)))
+        # another address is not affected, for unknown and new tokens alike
+        r = await other.get("/v1/me", headers=bearer("swt_" + secrets.token_hex(16)))
+        assert r.status_code == 401 and r.json()["error"]["code"] == "SW_BAD_TOKEN"
+        assert (await other.get("/v1/me", headers=bearer(unseen))).status_code == 200
