@@ -47,8 +47,10 @@ def limits() -> Limits:
     return ext["swfed_limits"]  # type: ignore[no-any-return]
 
 
-def rate_limited(kind: str, key_shown: str | None, message: str, wait: float) -> RateLimited:
-    """A 429 for ``kind`` (client, federation, …): counted, logged at most 1/s per kind."""
+def rate_limited(kind: str, key_shown: str | None, message: str, wait: float,
+                 **fields: Any) -> RateLimited:
+    """A 429 for ``kind`` (client, federation, …): counted, logged at most 1/s per kind
+    (with ``fields``, and how many lines were held back since)."""
     exc = RateLimited(message, wait)
     ten = getattr(g, "tenant", None)
     name = ten.server_name if ten is not None else ""
@@ -57,7 +59,7 @@ def rate_limited(kind: str, key_shown: str | None, message: str, wait: float) ->
     if suppressed is not None:
         logs.log("limits.rate_limited", level="warning", tenant=name, kind=kind,
                  who=key_shown, path=request.path, retry_after=exc.retry_after,
-                 suppressed=suppressed)
+                 suppressed=suppressed, **fields)
     return exc
 
 

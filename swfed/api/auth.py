@@ -14,14 +14,26 @@ origin too, so no other site can sign a visitor in to an account of its
 choosing.
 
 Failed logins answer one code, ``SW_LOGIN_FAILED``, whichever half was
-wrong, in the same time either way, and are rate-limited per account and per
-client address (:class:`LoginLimiter`, 429 ``SW_RATE_LIMITED``).
+wrong, in the same time either way.
+
+Limits (the rule and its reasons: :mod:`swfed.core.login`). An attempt is
+counted before Argon2 runs: it reserves its place in the counts in the event
+loop, with no ``await`` between the check and the reservation, so concurrent
+attempts see each other; a success forgives it. Per (account, client
+address) 5 failures in 5 minutes; per address 20, per account 30, which an
+address that signed in to the account within 30 days does not meet, so
+nobody else's failures keep people out from where they usually sign in. At
+most 2 attempts per account are verified at once, and overall
+:func:`~swfed.core.login.verification_slots` (4 of Argon2's 64 MiB: 256 MiB
+at most) run while up to 4 per slot wait; anything beyond is refused.
+Every refusal is 429 ``SW_RATE_LIMITED`` with ``Retry-After`` (whole seconds,
+at least 1), a ``limits.rate_limited`` log line (``kind: login``, the
+``reason`` and ``address``; at most about one a second, with ``suppressed``)
+and no Argon2 work.
 """
 
 from __future__ import annotations
 
-import collections
-import math
 from typing import Any
 
 import trio
@@ -29,75 +41,65 @@ from quart import Blueprint, Response, current_app, g, jsonify, request
 
 from swfed import logs
 from swfed.api.common import (
-    SESSION_COOKIES,
     check_same_origin,
     current_user,
     json_body,
+    rate_limited,
     read,
+    session_cookie_name,
     state,
     tenant,
     write,
 )
-from swfed.core.errors import BadRequest, SwfedError, Unauthorized
+from swfed.core.errors import BadRequest, Unauthorized
 from swfed.core.ids import LOCAL_ID_RE
+from swfed.core.login import (
+    WAITING_PER_SLOT,
+    Attempt,
+    LoginLimiter,
+    Outcome,
+    Reason,
+    verification_slots,
+)
+from swfed.core.ratelimit import RateLimited
 from swfed.storage import passwords as passwords_db
 
 bp = Blueprint("auth", __name__)
 
 #: A session cookie lives as long as its login session on the server.
 SESSION_MAX_AGE = passwords_db.SESSION_DAYS * 24 * 3600
-#: Failed logins allowed per account, and per client address, in WINDOW seconds.
-MAX_FAILURES_PER_ACCOUNT = 5
-MAX_FAILURES_PER_ADDRESS = 20
-WINDOW_SECONDS = 300.0
-#: Keys remembered at most (oldest dropped first): memory stays bounded.
-MAX_KEYS = 10_000
-
-
-class LoginLimiter:
-    """Sliding-window counts of failed logins, by account and by address."""
-
-    def __init__(self) -> None:
-        self._failures: collections.OrderedDict[tuple[str, str], collections.deque[float]] = (
-            collections.OrderedDict())
-
-    def _recent(self, key: tuple[str, str], now: float) -> collections.deque[float]:
-        times = self._failures.get(key)
-        if times is None:
-            return collections.deque()
-        while times and times[0] <= now - WINDOW_SECONDS:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-        return times
-
-    def retry_after(self, keys: list[tuple[tuple[str, str], int]], now: float) -> float:
-        """Seconds until another try is allowed (0 when it is allowed now)."""
-        wait = 0.0
-        for key, limit in keys:
-            times = self._recent(key, now)
-            if len(times) >= limit:
-                wait = max(wait, times[len(times) - limit] + WINDOW_SECONDS - now)
-        return wait
-
-    def failed(self, keys: list[tuple[tuple[str, str], int]], now: float) -> None:
-        for key, _ in keys:
-            times = self._recent(key, now)
-            times.append(now)
-            self._failures[key] = times
-            self._failures.move_to_end(key)
-        while len(self._failures) > MAX_KEYS:
-            self._failures.popitem(last=False)
-
-    def succeeded(self, account: tuple[str, str]) -> None:
-        self._failures.pop(account, None)
+#: What a refused sign-in is told, by reason (then "try again in N s").
+REFUSALS: dict[Reason | str, str] = {
+    "pair": "too many failed sign-ins to this account from your address",
+    "address": "too many failed sign-ins from your address",
+    "account": "too many failed sign-ins to this account from addresses it has not signed "
+               "in from lately (a device that signed in before can still sign in)",
+    "busy": "other sign-ins to this account are being checked",
+    "overloaded": "the server is checking many passwords at once",
+}
+#: The account key of names that cannot be a user (never longer than this).
+NO_SUCH_NAME = "(not a user name)"
 
 
 def limiter() -> LoginLimiter:
     ext = current_app.extensions
     if "swfed_login_limiter" not in ext:
-        ext["swfed_login_limiter"] = LoginLimiter()
+        ext["swfed_login_limiter"] = LoginLimiter(max_keys=state().config.limits.max_tracked_keys)
     return ext["swfed_login_limiter"]  # type: ignore[no-any-return]
+
+
+def verifications() -> trio.CapacityLimiter:
+    """Argon2 computations running at once, over every tenant and account."""
+    ext = current_app.extensions
+    if "swfed_login_verifications" not in ext:
+        ext["swfed_login_verifications"] = trio.CapacityLimiter(
+            verification_slots(passwords_db.ARGON2_MEMORY_KIB))
+    return ext["swfed_login_verifications"]  # type: ignore[no-any-return]
+
+
+def _refused(local_id: str, address: str, reason: str, wait: float) -> RateLimited:
+    return rate_limited("login", f"@{local_id}", REFUSALS[reason], wait, reason=reason,
+                        address=address)
 
 
 def _login_fields(body: dict[str, Any]) -> tuple[str, str]:
@@ -122,10 +124,35 @@ def _failed() -> Unauthorized:
 
 
 def _set_cookie(response: Response, token: str, max_age: int) -> None:
-    secure = request.scheme == "https"
-    name = SESSION_COOKIES[0] if secure else SESSION_COOKIES[1]
-    response.set_cookie(name, token, max_age=max_age, path="/", secure=secure, httponly=True,
-                        samesite="Strict")
+    response.set_cookie(session_cookie_name(), token, max_age=max_age, path="/",
+                        secure=request.scheme == "https", httponly=True, samesite="Strict")
+
+
+async def _verify(attempt: Attempt, local_id: str, password: str) -> tuple[bool, str | None]:
+    """Check the password of a reserved attempt: (right, a fresher hash to store).
+
+    Settles the attempt whatever happens: failed once Argon2 has said no,
+    forgiven when right or never evaluated (storage trouble, refused for
+    overload, the client gone).
+    """
+    ten, lim = tenant(), limiter()
+    outcome: Outcome = "unevaluated"
+    try:
+        stored = None
+        if local_id != NO_SUCH_NAME:
+            stored = await read(passwords_db.password_hash_txn, ten, local_id)
+        slots = verifications()
+        if slots.statistics().tasks_waiting >= WAITING_PER_SLOT * int(slots.total_tokens):
+            raise _refused(local_id, attempt.address, "overloaded", 1.0)
+        rehashed = None
+        async with slots:
+            ok = await trio.to_thread.run_sync(passwords_db.verify_password, stored, password)
+            outcome = "ok" if ok and stored is not None else "failed"
+            if outcome == "ok" and stored is not None and passwords_db.needs_rehash(stored):
+                rehashed = await trio.to_thread.run_sync(passwords_db.hash_password, password)
+        return outcome == "ok", rehashed
+    finally:
+        lim.settle(attempt, outcome, trio.current_time())
 
 
 @bp.post("/v1/login")
@@ -134,36 +161,25 @@ async def login() -> Response:
     body = await json_body()  # read first: see swfed.api.common.current_user
     check_same_origin(need_header=False)
     local_id, password = _login_fields(body)
+    if not LOCAL_ID_RE.match(local_id):
+        local_id = NO_SUCH_NAME  # fails like a wrong password, and keys stay short
     ten = tenant()
-    now = trio.current_time()
-    account = (ten.server_name, local_id)
-    keys = [(account, MAX_FAILURES_PER_ACCOUNT),
-            (("addr", request.remote_addr or "?"), MAX_FAILURES_PER_ADDRESS)]
-    lim = limiter()
-    wait = lim.retry_after(keys, now)
-    if wait > 0:
-        logs.log("login.rate_limited", tenant=ten.server_name, local_id=local_id)
-        raise SwfedError(f"too many failed sign-ins: try again in {math.ceil(wait)} s",
-                         code="SW_RATE_LIMITED", status=429,
-                         details={"retry_after": math.ceil(wait)})
-    stored = None
-    if LOCAL_ID_RE.match(local_id):
-        stored = await read(passwords_db.password_hash_txn, ten, local_id)
-    ok = await trio.to_thread.run_sync(passwords_db.verify_password, stored, password)
-    if not ok or stored is None:
-        lim.failed(keys, now)
-        logs.log("login.failed", level="info", tenant=ten.server_name, local_id=local_id)
+    address = request.remote_addr or "?"
+    # No await from the check to the reservation: concurrent attempts count each other.
+    attempt = limiter().reserve((ten.server_name, local_id), address, trio.current_time())
+    if not isinstance(attempt, Attempt):
+        raise _refused(local_id, address, attempt.reason, attempt.retry_after)
+    ok, rehashed = await _verify(attempt, local_id, password)
+    if not ok:
+        logs.log("login.failed", level="info", tenant=ten.server_name, local_id=local_id,
+                 address=address)
         raise _failed()
-    lim.succeeded(account)
-    rehashed = None
-    if passwords_db.needs_rehash(stored):
-        rehashed = await trio.to_thread.run_sync(passwords_db.hash_password, password)
     token = await write(passwords_db.login_txn, ten, local_id, state().clock(), rehashed)
     from swfed.storage.tenants import user_txn
 
     user = await read(user_txn, ten, local_id)
     assert user is not None
-    logs.log("login.ok", tenant=ten.server_name, local_id=local_id)
+    logs.log("login.ok", tenant=ten.server_name, local_id=local_id, address=address)
     response = jsonify({"token": token, "id": f"@{local_id}", "fqid": user.fqid,
                         "display_name": user.display_name, "admin": user.admin})
     response.headers["Cache-Control"] = "no-store"

@@ -63,6 +63,18 @@ CSRF_HEADER = "X-SWFed-CSRF"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def session_cookie_name() -> str:
+    """The one cookie name a session has on this request's scheme.
+
+    Under TLS only ``__Host-swfed_session`` is a session: browsers keep a
+    ``__Host-`` cookie only if this very host set it, Secure, on Path=/, so a
+    sibling subdomain or a plain-HTTP page (a network attacker's) cannot plant
+    one (session fixation). Plain HTTP (behind a proxy that terminates TLS)
+    uses ``swfed_session``, which browsers refuse to give a ``__Host-`` name.
+    """
+    return SESSION_COOKIES[0] if request.scheme == "https" else SESSION_COOKIES[1]
+
+
 def check_same_origin(*, need_header: bool) -> None:
     """Refuse (403 SW_CSRF) a request that another site's page may have made.
 
@@ -88,15 +100,23 @@ def check_same_origin(*, need_header: bool) -> None:
 async def current_user() -> User:
     """The caller, from ``Authorization: Bearer`` or the web client's session cookie.
 
-    Raises SW_UNAUTHORIZED, SW_BAD_TOKEN, and SW_CSRF for a state-changing
-    cookie request without the same-origin proof.
+    Limits, before the token is looked up: per token (``[limits] client_*``),
+    and per client address for tokens this server does not know
+    (:data:`swfed.core.ratelimit.UNKNOWN_TOKENS`): a token found in the
+    session memory is never charged to its address, one found in the database
+    is refunded, so only failed lookups count and a flood of made-up tokens
+    gets 429 while valid tokens from the same address go on. (A valid token
+    the server has not seen since it started, or since a CLI change emptied
+    its memory, waits like the flood when it comes from a flooding address.)
+
+    Raises SW_UNAUTHORIZED, SW_BAD_TOKEN, SW_RATE_LIMITED, and SW_CSRF for a
+    state-changing cookie request without the same-origin proof.
     """
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     by_cookie = False
     if not header:
-        token = next((request.cookies[c] for c in SESSION_COOKIES if request.cookies.get(c)),
-                     "")
+        token = request.cookies.get(session_cookie_name(), "")
         scheme, by_cookie = "bearer", bool(token)
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing Authorization: Bearer <token> header; "
@@ -110,20 +130,31 @@ async def current_user() -> User:
             # arrived leaves a kept-alive connection stuck for the next request.
             await request.get_data(cache=False)
             raise
+    token = token.strip()
+    charged = None
     if not g.get("rate_checked"):
         # Before the lookup: a flood of wrong tokens is limited like a right one.
         g.rate_checked = True
-        wait = limits().client.check((tenant().tenant_id, token.strip()),
-                                     trio.current_time())
+        now = trio.current_time()
+        if not state().sessions.known(tenant(), token):
+            charged = request.remote_addr or "?"
+            wait = limits().unknown_tokens.check(charged, now)
+            if wait > 0:
+                raise rate_limited("unknown_token", charged, "too many requests with tokens "
+                                   "this server does not know from your address: check the "
+                                   "token, or sign in again", wait)
+        wait = limits().client.check((tenant().tenant_id, token), now)
         if wait > 0:
             raise rate_limited("client", None, "too many requests with this token "
                                "([limits] client_requests_per_second)", wait)
-    user = await state().sessions.user(tenant(), token.strip(), state().clock())
+    user = await state().sessions.user(tenant(), token, state().clock())
     if user is None:
         raise Unauthorized(f"unknown token for {tenant().server_name}: check the token and "
                            "the host you are calling, or sign in again", code="SW_BAD_TOKEN")
+    if charged is not None:  # found after all: only failed lookups count
+        limits().unknown_tokens.refund(charged, trio.current_time())
     g.user = user
-    g.auth_token = token.strip()
+    g.auth_token = token
     g.auth_by_cookie = by_cookie
     return user
 

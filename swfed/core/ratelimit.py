@@ -14,7 +14,7 @@ which is why the cap is set far above the number of honest keys).
 
 :class:`Limits` is the set one server process keeps (built from ``[limits]``):
 per token, per peer, per peer's events, per address for refused federation
-requests, open streams per user (:class:`StreamSlots`), and a
+requests and for lookups of unknown tokens, open streams per user (:class:`StreamSlots`), and a
 :class:`LogGate` so a flood of refusals makes a few log lines, not one each.
 
 Refusals are :class:`RateLimited`: 429 ``SW_RATE_LIMITED`` with
@@ -107,6 +107,18 @@ class KeyedLimiter:
             self._buckets.popitem(last=False)
         return wait
 
+    def refund(self, key: Hashable, now: float, cost: float = 1.0) -> None:
+        """Give back ``cost`` spent for ``key`` (up to ``burst``): what was charged
+        before the outcome was known turned out not to count. A full bucket goes."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return
+        current = refill(self.rate, bucket, now)
+        if current.tokens + cost >= self.rate.burst:
+            del self._buckets[key]
+        else:
+            self._buckets[key] = Bucket(current.tokens + cost, current.updated)
+
     def blocked(self, key: Hashable, now: float, cost: float = 1.0) -> float:
         """Seconds until ``key`` could spend ``cost`` (0: now); spends nothing."""
         return take(self.rate, self._buckets.get(key), now, cost)[1]
@@ -194,6 +206,13 @@ class LogGate:
         return self._suppressed.pop(key, 0)
 
 
+#: Lookups of bearer tokens (or session cookies) this server does not know, per
+#: client address: a burst of 100, then 2 a second. A token it has seen is never
+#: charged, and one it had not seen yet but finds is refunded, so only failed
+#: lookups count: a flood of made-up tokens (538 lookups/s before) meets 429 after
+#: 100, while the people behind that address keep working.
+UNKNOWN_TOKENS = Rate(per_second=2.0, burst=100.0)
+
 #: A refusal of an unverified origin is stored at most this often per tenant,
 #: peer (when known) and reason, after a burst of 20: the admin sees who
 #: knocks, a flood adds no rows.
@@ -204,13 +223,16 @@ class Limits:
     """The limiters one server process keeps (see ``[limits]`` in the config)."""
 
     def __init__(self, *, client: Rate, federation: Rate, federation_events: Rate,
-                 refused: Rate, streams_per_user: int, max_keys: int) -> None:
+                 refused: Rate, streams_per_user: int, max_keys: int,
+                 unknown_tokens: Rate = UNKNOWN_TOKENS) -> None:
         #: per (tenant, bearer token)
         self.client = KeyedLimiter(client, max_keys)
         #: per (tenant, verified peer)
         self.federation = KeyedLimiter(federation, max_keys)
         #: per (tenant, verified peer), one token per event on /send
         self.federation_events = KeyedLimiter(federation_events, max_keys)
+        #: lookups of unknown bearer tokens, per client address (refunded when found)
+        self.unknown_tokens = KeyedLimiter(unknown_tokens, max_keys)
         #: federation requests refused before authentication, per client address
         self.refusals = KeyedLimiter(refused, max_keys)
         #: rows stored for refusals of unverified origins, per (tenant, known peer, reason)

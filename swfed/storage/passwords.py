@@ -39,7 +39,9 @@ MAX_PASSWORD_CHARS = 1024
 #: argon2-cffi's defaults are RFC 9106's "low memory" profile (Argon2id,
 #: t=3, m=64 MiB, p=4): about 50 ms here, affordable for a login.
 _hasher = PasswordHasher()
-
+#: What one hash or verification holds while it runs, in KiB (64 MiB): the
+#: login sizes how many run at once by it (swfed.core.login.verification_slots).
+ARGON2_MEMORY_KIB: int = _hasher.memory_cost
 
 
 @functools.cache

@@ -11,9 +11,12 @@ revocation by this server counts from its commit on. The CLI writes the file
 from another process: its commit bumps the ``sessions.changed`` stamp, and
 a changed stamp empties the memory (one ``stat()`` per lookup).
 
-Unknown tokens are not remembered (a flood of wrong ones is rate-limited
-before the lookup); the memory holds at most :data:`MAX_ENTRIES`, keyed by the
-token's hash as the database is.
+Unknown tokens are not remembered, and a token the database no longer knows
+is forgotten. :meth:`SessionCache.known` says whether a token is in memory
+(whatever its tag): ``swfed.api.common`` charges lookups of the others to the
+client's address, so a flood of made-up tokens is limited before it reaches
+the database while tokens seen before go straight through. The memory holds at
+most :data:`MAX_ENTRIES`, keyed by the token's hash as the database is.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ class SessionCache:
         self.hits = 0
         self.misses = 0
 
+    def known(self, tenant: Tenant, token: str) -> bool:
+        """Whether this token was found before and is still remembered (no I/O)."""
+        return (tenant.tenant_id, hash_token(token)) in self._entries
+
     async def user(self, tenant: Tenant, token: str, now: int) -> User | None:
         """The token's user, unless unknown or its login session has expired."""
         stamp = read_stamp_at(self._stamp_path)
@@ -64,6 +71,7 @@ class SessionCache:
             self.misses += 1
             entry = await self._db.read(token_user_txn, tenant, token)
             if entry is None:
+                self._entries.pop(key, None)  # revoked: no longer a token we know
                 return None
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()

@@ -127,3 +127,18 @@ def test_blocked_peeks_without_spending() -> None:
     assert lim.blocked("a", 0.0) == 0.0
     assert lim.check("a", 0.0) == 0.0
     assert lim.blocked("a", 0.25) == 0.75
+
+
+def test_refund_gives_back_what_did_not_count() -> None:
+    lim = KeyedLimiter(Rate(per_second=1.0, burst=2.0))
+    assert lim.check("a", 0.0) == 0.0 and lim.check("a", 0.0) == 0.0
+    assert lim.blocked("a", 0.0) == 1.0
+    lim.refund("a", 0.0)
+    assert lim.blocked("a", 0.0) == 0.0 and len(lim) == 1
+    lim.refund("a", 0.0)  # full again: the same as no bucket
+    assert len(lim) == 0
+    lim.refund("never", 0.0)  # nothing was charged: nothing to give back
+    assert len(lim) == 0
+    assert lim.check("b", 0.0) == 0.0
+    lim.refund("b", 0.5, cost=10)  # never past the burst
+    assert len(lim) == 0
