@@ -54,7 +54,7 @@ CODES: dict[str, tuple[int, str]] = {
     "SW_TENANT_EXISTS": (409, "that tenant exists already"),
     "SW_INVITE_NOT_FOUND": (404, "no such invite"),
     "SW_INVITE_NOT_PENDING": (409, "the invite was answered or cancelled already"),
-    "SW_INVITE_AMBIGUOUS": (409, "two rooms hold an invite under that id: name the room (?room_id=)"),
+    "SW_INVITE_AMBIGUOUS": (409, "two rooms hold invites under that id: give ?room_id="),
     "SW_ALREADY_MEMBER": (409, "already a member of the room"),
     "SW_NOT_HOST": (403, "only the room's host may do this"),
     "SW_NOT_FOREIGN": (400, "a federated DM needs someone of another server"),
