@@ -944,7 +944,7 @@
 
   async function answerInvite(n, accept, msg) {
     try {
-      const r = await api('POST', `/v1/me/invites/${enc(n.invite_id)}/${accept ? 'accept' : 'decline'}`);
+      const r = await api('POST', `/v1/me/invites/${enc(n.invite_id)}/${accept ? 'accept' : 'decline'}?room_id=${enc(n.room_id)}`);
       const answered = store.get('answered', {});
       answered[n.invite_id] = accept ? 'accepted' : 'declined';
       store.set('answered', answered);
