@@ -13,6 +13,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from swfed.storage.migrations import MIGRATIONS
 from tests.conftest import bearer, peer_row
 from tests.harness import wait_for
 from tests.test_federation_delivery import (
@@ -22,6 +23,14 @@ from tests.test_federation_delivery import (
     history,
     setup_pair,
 )
+
+# what migration 9 added (a unique room index, an index of refusals), undone
+_BACK_TO_V8 = """
+DROP INDEX fed_rejected_by_event;
+DROP INDEX events_by_room;
+CREATE INDEX events_by_room ON events(tenant_id, room_id, seq);
+PRAGMA user_version = 8;
+"""
 
 _BACK_TO_V7 = """
 CREATE TABLE outbox_v7 (
@@ -49,7 +58,8 @@ PRAGMA user_version = 7;
 def _back_to_v7(db: Path) -> int:
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATIONS[-1][0] == 9
+        conn.executescript(_BACK_TO_V8)
         conn.executescript(_BACK_TO_V7)
         rows = conn.execute("SELECT id, payload FROM outbox ORDER BY id").fetchall()
         for row_id, payload in rows[::2]:  # as swfed wrote them before migration 7
@@ -97,7 +107,7 @@ async def test_rows_queued_before_migration_8_are_delivered_after_it(tmp_path: P
             await wait_for(drained, what="a's queue for b empty")
         conn = sqlite3.connect(db)
         try:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 8
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATIONS[-1][0]
             assert conn.execute("SELECT COUNT(*) FROM outbox_events").fetchone()[0] == 0
         finally:
             conn.close()

@@ -234,6 +234,42 @@ def host_seq(room: Room, me: str, request_origin: str, event: dict[str, Any]) ->
     return None
 
 
+def seq_taken(room_id: str, seq: int, holder: str) -> FederationError:
+    """A host seq names one event: another one under a seq we hold is the host's lie."""
+    return FederationError(f"seq {seq} of room {room_id} already names event {holder}: a "
+                           "host numbers each event once", code="SW_FED_SEQ_TAKEN",
+                           status=409)
+
+
+def check_repair_page(after: int, limit: int, seqs: list[int | None],
+                      last_seq: int | None) -> None:
+    """Does a host's gap-repair page (``/backfill?after=&limit=``) tell the truth?
+
+    ``seqs``: each answered event's ``unsigned.seq`` (None if it has none), in
+    the answer's order. An honest host answers at most ``limit`` events, in
+    its order, each after ``after`` and at most its ``last_seq`` (below
+    :data:`PENDING_SEQ`), and a page shorter than asked only when it reaches
+    ``last_seq``. Raises FederationError (SW_FED_BAD_RESPONSE) naming the lie.
+    """
+    def lie(what: str) -> FederationError:
+        return FederationError(f"the host's repair page after seq {after} {what}",
+                               code="SW_FED_BAD_RESPONSE", status=502)
+
+    if last_seq is None or not 0 <= last_seq < PENDING_SEQ:
+        raise lie(f"claims last_seq {last_seq!r}: not a seq a room can have")
+    if len(seqs) > limit:
+        raise lie(f"has {len(seqs)} events, more than the {limit} asked")
+    top = after
+    for seq in seqs:
+        if seq is None or not top < seq <= last_seq:
+            raise lie(f"has an event at seq {seq!r}, out of order or outside the asked range "
+                      f"({top}, {last_seq}]")
+        top = seq
+    if len(seqs) < limit and top < last_seq:
+        raise lie(f"ends at seq {top} with {len(seqs)} of {limit} events but claims last_seq "
+                  f"{last_seq}: the host claims more than it delivers")
+
+
 # -- what local users may do ------------------------------------------------------
 
 

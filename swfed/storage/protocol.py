@@ -71,6 +71,8 @@ def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
            applied: bool = True, new: bool = False) -> int | None:
     """Store one event; return its seq, or None if it was already stored.
 
+    Raises SW_FED_SEQ_TAKEN when ``host_seq`` already names another event here.
+
     The seq is the host's order: taken here if we host the room, else the one
     the host gave (``host_seq``), else pending until the host answers.
     ``applied=False``: its effects wait for the synced mark (:func:`_advance`).
@@ -78,6 +80,9 @@ def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
     """
     if not new and events_db.has_event_txn(conn, ctx.tenant, room.room_id, event["event_id"]):
         return None
+    if host_seq is not None and room.host != ctx.me and (holder := events_db.event_at_seq_txn(
+            conn, ctx.tenant, room.room_id, host_seq)) is not None:
+        raise rules.seq_taken(room.room_id, host_seq, holder)
     pos = next_pos_txn(conn, ctx.tenant)
     status = "sent"
     if room.host == ctx.me:
@@ -504,7 +509,7 @@ def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, A
         _take_members(conn, ctx, room, members)
         for event_seq, clean in _in_host_order(events):
             if event_seq <= seq:
-                _store(conn, ctx, room, clean, clean, event_seq)
+                _store_unless_taken(conn, ctx, room, clean, event_seq)
         for event_id in events_db.events_after_seq_txn(conn, ctx.tenant, room.room_id, seq):
             events_db.set_pos_txn(conn, ctx.tenant, room.room_id, event_id,
                                   next_pos_txn(conn, ctx.tenant))
@@ -540,17 +545,32 @@ def settle_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, event_id: str, 
     """The host answered for one of our pending events: ordered at ``seq``, or refused."""
     if not events_db.is_pending_txn(conn, ctx.tenant, room_id, event_id):
         return
+    room = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    if seq is not None and room is not None and room.host != ctx.me and (
+            events_db.event_at_seq_txn(conn, ctx.tenant, room_id, seq) is not None):
+        # the host gave our event a seq that names another one here: it stays
+        # pending (the host's numbers cannot both be right)
+        return
     events_db.settle_txn(conn, ctx.tenant, room_id, event_id, next_pos_txn(conn, ctx.tenant),
                          seq=seq, error=error)
-    if seq is not None:
-        room = rooms_db.room_txn(conn, ctx.tenant, room_id)
-        if room is not None:
-            _synced(conn, ctx, room, seq)
+    if seq is not None and room is not None:
+        _synced(conn, ctx, room, seq)
+
+
+def _store_unless_taken(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
+                        seq: int, *, applied: bool = True) -> FederationError | None:
+    """:func:`_store` host history; the refusal, if its seq names another event here."""
+    try:
+        _store(conn, ctx, room, event, event, seq, applied=applied)
+    except FederationError as exc:
+        return exc
+    return None
 
 
 def store_repair_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
-                     events: list[dict[str, Any]]) -> int:
-    """Events the host ordered that we missed (gap repair), verified; returns the synced mark.
+                     events: list[dict[str, Any]]) -> tuple[int, list[Refusal]]:
+    """Events the host ordered that we missed (gap repair), verified: the synced mark,
+    and those refused here (SW_FED_SEQ_TAKEN: the seq names another event of ours).
 
     They take their place in the host's order and have their effects here
     (membership, notifications) in that order, as if relayed; they are not
@@ -559,10 +579,13 @@ def store_repair_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
     room = rooms_db.room_txn(conn, ctx.tenant, room_id)
     if room is None:
         raise room_not_found(room_id)
+    refused: list[Refusal] = []
     if room.synced_seq > 0:
         for seq, clean in _in_host_order(events):
-            _store(conn, ctx, room, clean, clean, seq, applied=False)
-    return _advance(conn, ctx, room)
+            exc = _store_unless_taken(conn, ctx, room, clean, seq, applied=False)
+            if exc is not None:
+                refused.append((clean["event_id"], room_id, exc))
+    return _advance(conn, ctx, room), refused
 
 
 def set_federate_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, actor: str,
@@ -783,7 +806,9 @@ def store_backfilled_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
         raise room_not_found(room_id)
     stored = 0
     for seq, signed in _in_host_order(events):
-        if _store(conn, ctx, room, signed, signed, seq) is not None:
+        if events_db.has_event_txn(conn, ctx.tenant, room_id, signed["event_id"]):
+            continue
+        if _store_unless_taken(conn, ctx, room, signed, seq) is None:
             stored += 1
     return stored
 
