@@ -108,6 +108,9 @@ class Facts:
     invitee_exists: bool = False
     #: The event that made an invite with this invite's id, if we know one.
     known_invite_event: str | None = None
+    #: Whether the room holds the event a reply or reaction points at (its
+    #: :func:`relation_target`); asked only where we host the room.
+    target_held: bool = True
 
 
 @attrs.frozen
@@ -157,7 +160,8 @@ def admit(event: dict[str, Any], facts: Facts) -> Admission:
     SW_FED_EVENT_CONFLICT (an invite id taken by another invite),
     SW_FED_ROOM_NOT_FEDERATED, SW_FED_UNKNOWN_ROOM, SW_FED_NOT_INVITED,
     SW_FED_NOT_MEMBER, SW_FED_ROOM_FULL, SW_FED_BAD_EVENT, SW_FED_USER_NOT_FOUND,
-    SW_FED_ROOM_NOT_FEDERATABLE.
+    SW_FED_ROOM_NOT_FEDERATABLE, SW_FED_TARGET_NOT_FOUND (we host the room and hold
+    no target of the reply or reaction).
     """
     room_id = event["room_id"]
     host = check_relay(event, facts.request_origin, facts.me)
@@ -193,7 +197,22 @@ def admit(event: dict[str, Any], facts: Facts) -> Admission:
     elif current != "join":
         raise FederationError(f"{event['sender']} is not a member of {room_id}",
                               code="SW_FED_NOT_MEMBER", status=403)
+    target = relation_target(event)
+    if target is not None and not facts.target_held:
+        # Everything its origin sent before this event has been answered for (a
+        # pipelined /send waits for the one before it): the target will not come.
+        raise FederationError(f"{event['type']} {event['event_id']} points at event {target}, "
+                              f"which room {room_id} does not hold: a reply or reaction is "
+                              "ordered after its target", code="SW_FED_TARGET_NOT_FOUND",
+                              status=404)
     return Admission()
+
+
+def relation_target(event: dict[str, Any]) -> str | None:
+    """The event a reply (``in_reply_to``) or reaction (``relates_to``) points at."""
+    field = {"message": "in_reply_to", "reaction": "relates_to"}.get(event["type"])
+    target = event["content"].get(field) if field is not None else None
+    return target if isinstance(target, str) else None
 
 
 def _admit_invite(event: dict[str, Any], facts: Facts, host: str) -> Admission:

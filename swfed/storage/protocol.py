@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from swfed.core import rooms as rules
+from swfed.core.delivery import OUT_OF_ORDER
 from swfed.core.errors import FederationError, NotFound, TooLarge
 from swfed.core.events import (
     MAX_DISPLAY_NAME,
@@ -634,7 +635,9 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
         foreign_count=members_db.foreign_count_txn(conn, ctx.tenant, room_id) if judged else 0,
         invitee_exists=(isinstance(invitee, str) and rules.server_of(invitee) == ctx.me
                         and user_txn(conn, ctx.tenant, rules.local_part(invitee)) is not None),
-        known_invite_event=None if known is None else str(known["event_id"]))
+        known_invite_event=None if known is None else str(known["event_id"]),
+        target_held=not judged or (target := rules.relation_target(event)) is None
+        or events_db.has_event_txn(conn, ctx.tenant, room_id, target))
     admission = rules.admit(event, facts)
     if admission.new_room is not None:
         rooms_db.insert_room_txn(conn, ctx.tenant,
@@ -653,7 +656,8 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
 
 def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
                       verified: list[dict[str, Any]], refused: list[Refusal],
-                      results: dict[str, Any]) -> list[Refusal]:
+                      results: dict[str, Any],
+                      after: tuple[str, str] | None = None) -> list[Refusal]:
     """One ``/send``: take each verified event, record every refusal.
 
     ``refused``: events already refused before (shape, signature). A leading
@@ -661,7 +665,18 @@ def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
     (:func:`_plain_run`); every other event runs on its own, in its own
     savepoint, so a refused one leaves nothing behind. Fills ``results`` for
     the accepted ones; returns the ones refused here.
+
+    ``after``: (room id, event id) of the last event of the origin's ``/send``
+    before this one, still unanswered when it sent this one. Until that
+    event is stored or refused here, none of the verified events is taken:
+    each is answered transient ``OUT_OF_ORDER`` (core.delivery), and the
+    origin sends it again.
     """
+    if after is not None and not follows_txn(conn, ctx.tenant, origin, after):
+        deferred = deferred_for(after[1])
+        for event in verified:
+            results[event["event_id"]] = deferred
+        verified = []
     late: list[Refusal] = []
     accepted: list[tuple[str, str]] = []
     together: list[dict[str, Any]] = []
@@ -688,6 +703,22 @@ def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
                    event_id=None if key.startswith("#") else key, room_id=room_id)
     peers_db.count_txn(conn, ctx.tenant.tenant_id, origin, ctx.now, received=len(accepted))
     return late
+
+
+def follows_txn(conn: sqlite3.Connection, tenant: Tenant, origin: str,
+                after: tuple[str, str]) -> bool:
+    """Has ``origin``'s event ``after`` (room id, event id) been answered for here:
+    stored, or refused (``fed_rejected``)?"""
+    room_id, event_id = after
+    return (events_db.has_event_txn(conn, tenant, room_id, event_id)
+            or events_db.refused_from_txn(conn, tenant, origin, event_id))
+
+
+def deferred_for(event_id: str) -> dict[str, Any]:
+    """The per-event answer of an event held back for ``event_id``, sent before it."""
+    return {"error": {"code": OUT_OF_ORDER, "transient": True,
+                      "message": f"sent after event {event_id[:100]}, which has not arrived "
+                                 "here: send both again, in order"}}
 
 
 def _plain_run(conn: sqlite3.Connection, ctx: Ctx, origin: str, events: list[dict[str, Any]]
