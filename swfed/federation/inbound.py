@@ -13,7 +13,10 @@ nothing of a refused request is stored:
 
 ``/send`` then checks each event on its own: shape, the origin server's
 signature on the event, and whether it may enter its room. It answers only
-after the accepted events have committed.
+after the accepted events have committed. A member's events are ordered as
+it sent them: nothing of a ``/send`` naming an earlier event (``after``)
+that is not here yet is taken, nor, in a room we host, an event after one
+of the same ``/send`` deferred (each answered transient, sent again).
 """
 
 from __future__ import annotations
@@ -295,11 +298,12 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
     late = await st.db.write(protocol.receive_batch_txn, ctx, origin, verified, refused,
                              results, after)
     st.federation.committed(tenant, ctx)
-    taken = sum(1 for e in verified if "error" not in results.get(e["event_id"], {}))
-    if after is not None and taken < len(verified) - len(late):
+    held_back = sum(1 for e in verified if "error" in results.get(e["event_id"], {}))
+    if held_back:  # for ``after``: see protocol.receive_batch_txn
         logs.log("federation.send.deferred", level="warning", tenant=tenant.server_name,
-                 peer=origin, events=len(verified) - len(late) - taken, after=after[1])
-    st.metrics.received.inc(taken, tenant=tenant.server_name, peer=origin)
+                 peer=origin, events=held_back, after=after[1] if after else None)
+    st.metrics.received.inc(len(verified) - len(late) - held_back, tenant=tenant.server_name,
+                            peer=origin)
     for key, room_id, exc in refused + late:
         results[key] = {"error": {"code": exc.code, "message": exc.message}}
         log_refusal(tenant, origin, exc, event_id=key, room_id=room_id)
