@@ -5,10 +5,14 @@ another; see tests/world.py). One room, hosted by a tenant the seed picks,
 with members on all three. For a bounded time, workers post, reply, react,
 join, leave and invite at random while the host and members switch their
 federate flags, the host's foreign-participant limit closes and opens, and
-a chaos task kill -9s or SIGSTOPs either process. Then everything is let
-back in and every member's copy, from its server's first join onward, must
-equal the host's: nothing acknowledged lost, nothing twice, same order,
-nothing pending.
+a chaos task kill -9s or SIGSTOPs either process. Its first blow is at the
+host: kill -9 while a member posts a burst (its queue behind: two ``/send``
+in flight), kill -9 again just after the host is back. Then everything is
+let back in and every member's copy, from its server's first join onward,
+must equal the host's: nothing acknowledged lost, nothing twice, same order,
+nothing pending. On every copy, a server's messages and reactions are in
+the order it acknowledged them (one acknowledged before the next was asked
+for goes first), and no reply or reaction precedes its target.
 
 Set ``SWFED_CONVERGENCE_SEED`` to replay a run; a failure names its seed.
 """
@@ -30,6 +34,8 @@ from tests.world import NAMES, Person, World, make_world, open_policies, ordered
 
 CHAOS_SECONDS = 35.0
 WORKERS = 3
+#: Messages a member posts while the host is down: more than a /send holds.
+BURST = 150
 TRANSIENT = (httpx.TransportError, httpx.TimeoutException)
 
 
@@ -55,6 +61,8 @@ class Run:
         self.roots = {n: Person(world, clients, n, "root") for n in NAMES if n != self.host}
         self.people = [Person(world, clients, n, f"u{i}") for n in NAMES for i in range(2)]
         self.acked: list[tuple[Person, str]] = []  # (author, event_id) answered 201
+        #: event_id -> (its server, when asked, when answered 201): messages, reactions
+        self.sent: dict[str, tuple[str, float, float]] = {}
         self.room_id = ""
         self.stopped: set[str] = set()
 
@@ -81,14 +89,16 @@ class Run:
                 body["in_reply_to"] = rng.choice(seen)
             if rng.random() < 0.2:
                 body["mentions"] = [rng.choice(self.people).fqid]
-            r = await person.call("POST", f"/v1/rooms/{room}/messages", body)
-            if r.status_code == 201:
-                self.acked.append((person, r.json()["event_id"]))
+            await self._post(person, body)
         elif roll < 0.55:
             seen = await self._messages(person)
             if seen:
-                await person.call("POST", f"/v1/rooms/{room}/messages/{rng.choice(seen)}"
-                                  "/reactions", {"key": rng.choice(["+1", "🎉", "👀"])})
+                asked = trio.current_time()
+                r = await person.call("POST", f"/v1/rooms/{room}/messages/{rng.choice(seen)}"
+                                      "/reactions", {"key": rng.choice(["+1", "🎉", "👀"])})
+                if r.status_code == 201:  # (the same reaction again answers the first)
+                    self.sent.setdefault(r.json()["event_id"],
+                                         (person.server, asked, trio.current_time()))
         elif roll < 0.62:
             await person.call("POST", f"/v1/rooms/{room}/leave")
         elif roll < 0.77:
@@ -106,6 +116,13 @@ class Run:
         else:
             limit = rng.choice([1, 2, 50, 50])
             await self._policy(self.host, {"max_foreign_participants_per_room": limit})
+
+    async def _post(self, person: Person, body: dict[str, Any]) -> None:
+        asked = trio.current_time()
+        r = await person.call("POST", f"/v1/rooms/{self.room_id}/messages", body)
+        if r.status_code == 201:
+            self.acked.append((person, r.json()["event_id"]))
+            self.sent[r.json()["event_id"]] = (person.server, asked, trio.current_time())
 
     async def _messages(self, person: Person) -> list[str]:
         r = await person.call("GET", f"/v1/rooms/{self.room_id}/messages?limit=20")
@@ -128,6 +145,8 @@ class Run:
 
     async def chaos(self, deadline: float) -> None:
         rng = self.rng
+        await trio.sleep(2 + rng.random() * 3)
+        await self.host_down_under_a_burst()
         while True:
             await trio.sleep(4 + rng.random() * 6)
             if trio.current_time() > deadline:
@@ -143,6 +162,26 @@ class Run:
                 self._signal(proc, signal.SIGSTOP)
                 await trio.sleep(1 + rng.random() * 3)
                 self._signal(proc, signal.SIGCONT)
+
+    async def host_down_under_a_burst(self) -> None:
+        """kill -9 the host; a member posts :data:`BURST` messages; the host comes back
+        and is killed again while that member's queue has two /send in flight."""
+        rng = self.rng
+        host = self.world.process(self.host)
+        poster = rng.choice([p for p in self.people if self.world.process(p.server) is not host])
+        self.log(f"kill -9 {host.name} (the host), {poster.fqid} posts {BURST}")
+        await trio.to_thread.run_sync(host.kill)
+        for i in range(BURST):
+            try:
+                await self._post(poster, {"body": f"burst {i} from {poster.fqid}"})
+            except TRANSIENT:
+                pass
+        for _ in range(2):
+            await trio.to_thread.run_sync(host.start)
+            await trio.sleep(rng.random() * 0.5)
+            self.log(f"kill -9 {host.name} again")
+            await trio.to_thread.run_sync(host.kill)
+        await trio.to_thread.run_sync(host.start)
 
     def _signal(self, proc: ServerProcess, sig: signal.Signals) -> None:
         assert proc.proc is not None
@@ -228,6 +267,31 @@ class Run:
                 assert mine["status"] == "refused" and event_id not in at_host
                 assert author.server != self.host
         assert self.acked, "the run acknowledged nothing"
+        for who, events in [("the host", host_events)] + [
+                (person.fqid, await person.events(self.room_id)) for person in self.people]:
+            self.check_order(who, events)
+
+    def check_order(self, who: str, events: list[dict[str, Any]]) -> None:
+        """In ``who``'s copy: each server's messages and reactions in the order it answered
+        them, and no reply or reaction before its target."""
+        at = {e["event_id"]: e for e in events}
+        placed = sorted((e["seq"], eid, self.sent[eid]) for eid, e in at.items()
+                        if eid in self.sent and e["status"] == "sent")
+        for i, (seq, eid, (server, _, answered)) in enumerate(placed):
+            for later_seq, later, (later_server, asked, _) in placed[:i]:
+                # `later` is ordered before `eid`, though asked for after eid was answered
+                assert not (later_server == server and asked > answered), (
+                    f"{who}: {later} (seq {later_seq}) is ordered before {eid} (seq {seq}), "
+                    f"which {server} had acknowledged before it was asked for")
+        for e in events:
+            if e["status"] != "sent":
+                continue
+            target = e["content"].get("in_reply_to" if e["type"] == "message"
+                                      else "relates_to")
+            if isinstance(target, str) and target in at:
+                assert at[target]["status"] == "sent" and at[target]["seq"] < e["seq"], (
+                    f"{who}: {e['type']} {e['event_id']} (seq {e['seq']}) precedes its "
+                    f"target {target} ({at[target]['status']}, seq {at[target]['seq']})")
 
 
 async def test_random_events_and_faults_converge(world: World) -> None:

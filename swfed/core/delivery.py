@@ -8,6 +8,15 @@ transient one stays queued and is sent again. An event the answer does not
 mention stays queued too. An answer that settles nothing — no event
 delivered or refused for good — is a failed attempt, with backoff, so a
 peer that answers ``{"results": {}}`` cannot make us spin.
+
+Order across ``/send``: when a queue has a second ``/send`` in flight, it
+names the last event of the one before it (``after``: its room and event
+id). The receiver stores none of it until that event is stored or refused
+there: it answers each event transient :data:`OUT_OF_ORDER` (the first
+request failed or has not arrived; a host restarted between them), so a
+failed first batch can never be ordered after the one behind it. A batch
+deferred for its ``after`` goes again at once, from the oldest queued row
+and then without ``after`` (nothing before it is unanswered): no spin.
 """
 
 from __future__ import annotations
@@ -41,6 +50,17 @@ class Settled:
     @property
     def settles_anything(self) -> bool:
         return bool(self.delivered or self.refused)
+
+
+#: The transient code of an event held back for one sent before it (``after``, or an
+#: event before it in the same /send that could not be taken now).
+OUT_OF_ORDER = "SW_FED_OUT_OF_ORDER"
+
+
+def deferred_for_order(settled: Settled) -> bool:
+    """The answer holds every event back for one sent before them, and settles nothing."""
+    return (not settled.settles_anything and bool(settled.transient)
+            and all(r.code == OUT_OF_ORDER for r in settled.transient.values()))
 
 
 def _seq(value: Any) -> int | None:
@@ -82,9 +102,18 @@ def take_batch(sizes: list[int], *, max_bytes: int = BATCH_BYTES,
     return min(len(sizes), max_events)
 
 
-def send_body(origin: str, txn_id: str, events: list[bytes]) -> bytes:
-    """The canonical JSON of a /send body, ``{"events":[…],"origin":…,"txn_id":…}``,
-    joined from events already encoded canonically (keys in code point order)."""
-    return b"".join((b'{"events":[', b",".join(events), b'],"origin":',
+def send_body(origin: str, txn_id: str, events: list[bytes],
+              after: tuple[str, str] | None = None) -> bytes:
+    """The canonical JSON of a /send body, ``{"after"?:…,"events":[…],"origin":…,"txn_id":…}``,
+    joined from events already encoded canonically (keys in code point order).
+
+    ``after``: (room id, event id) of the last event of the ``/send`` still in
+    flight before this one, if any.
+    """
+    head = b'{'
+    if after is not None:
+        head += b'"after":{"event_id":' + json.dumps(after[1], ensure_ascii=False).encode() + (
+            b',"room_id":' + json.dumps(after[0], ensure_ascii=False).encode() + b'},')
+    return b"".join((head, b'"events":[', b",".join(events), b'],"origin":',
                      json.dumps(origin, ensure_ascii=False).encode(), b',"txn_id":',
                      json.dumps(txn_id, ensure_ascii=False).encode(), b"}"))

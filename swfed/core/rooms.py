@@ -108,6 +108,9 @@ class Facts:
     invitee_exists: bool = False
     #: The event that made an invite with this invite's id, if we know one.
     known_invite_event: str | None = None
+    #: Whether the room holds the event a reply or reaction points at (its
+    #: :func:`relation_target`); asked only where we host the room.
+    target_held: bool = True
 
 
 @attrs.frozen
@@ -169,7 +172,8 @@ def admit(event: dict[str, Any], facts: Facts) -> Admission:
     SW_FED_EVENT_CONFLICT (an invite id taken by another invite),
     SW_FED_ROOM_NOT_FEDERATED, SW_FED_UNKNOWN_ROOM, SW_FED_NOT_INVITED,
     SW_FED_NOT_MEMBER, SW_FED_ROOM_FULL, SW_FED_BAD_EVENT, SW_FED_USER_NOT_FOUND,
-    SW_FED_ROOM_NOT_FEDERATABLE.
+    SW_FED_ROOM_NOT_FEDERATABLE, SW_FED_TARGET_NOT_FOUND (we host the room and hold
+    no target of the reply or reaction).
     """
     room_id = event["room_id"]
     host = check_relay(event, facts.request_origin, facts.me)
@@ -205,7 +209,22 @@ def admit(event: dict[str, Any], facts: Facts) -> Admission:
     elif current != "join":
         raise FederationError(f"{event['sender']} is not a member of {room_id}",
                               code="SW_FED_NOT_MEMBER", status=403)
+    target = relation_target(event)
+    if target is not None and not facts.target_held:
+        # Everything its origin sent before this event has been answered for (a
+        # pipelined /send waits for the one before it): the target will not come.
+        raise FederationError(f"{event['type']} {event['event_id']} points at event {target}, "
+                              f"which room {room_id} does not hold: a reply or reaction is "
+                              "ordered after its target", code="SW_FED_TARGET_NOT_FOUND",
+                              status=404)
     return Admission()
+
+
+def relation_target(event: dict[str, Any]) -> str | None:
+    """The event a reply (``in_reply_to``) or reaction (``relates_to``) points at."""
+    field = {"message": "in_reply_to", "reaction": "relates_to"}.get(event["type"])
+    target = event["content"].get(field) if field is not None else None
+    return target if isinstance(target, str) else None
 
 
 def _admit_invite(event: dict[str, Any], facts: Facts, host: str) -> Admission:
@@ -407,6 +426,42 @@ def membership_start(synced_seq: int, seq: int, membership: str,
     if synced_seq == 0 or (membership == "join" and not ours_joined_before):
         return seq
     return None
+
+
+def seq_taken(room_id: str, seq: int, holder: str) -> FederationError:
+    """A host seq names one event: another one under a seq we hold is the host's lie."""
+    return FederationError(f"seq {seq} of room {room_id} already names event {holder}: a "
+                           "host numbers each event once", code="SW_FED_SEQ_TAKEN",
+                           status=409)
+
+
+def check_repair_page(after: int, limit: int, seqs: list[int | None],
+                      last_seq: int | None) -> None:
+    """Does a host's gap-repair page (``/backfill?after=&limit=``) tell the truth?
+
+    ``seqs``: each answered event's ``unsigned.seq`` (None if it has none), in
+    the answer's order. An honest host answers at most ``limit`` events, in
+    its order, each after ``after`` and at most its ``last_seq`` (below
+    :data:`PENDING_SEQ`), and a page shorter than asked only when it reaches
+    ``last_seq``. Raises FederationError (SW_FED_BAD_RESPONSE) naming the lie.
+    """
+    def lie(what: str) -> FederationError:
+        return FederationError(f"the host's repair page after seq {after} {what}",
+                               code="SW_FED_BAD_RESPONSE", status=502)
+
+    if last_seq is None or not 0 <= last_seq < PENDING_SEQ:
+        raise lie(f"claims last_seq {last_seq!r}: not a seq a room can have")
+    if len(seqs) > limit:
+        raise lie(f"has {len(seqs)} events, more than the {limit} asked")
+    top = after
+    for seq in seqs:
+        if seq is None or not top < seq <= last_seq:
+            raise lie(f"has an event at seq {seq!r}, out of order or outside the asked range "
+                      f"({top}, {last_seq}]")
+        top = seq
+    if len(seqs) < limit and top < last_seq:
+        raise lie(f"ends at seq {top} with {len(seqs)} of {limit} events but claims last_seq "
+                  f"{last_seq}: the host claims more than it delivers")
 
 
 # -- what local users may do ------------------------------------------------------

@@ -27,6 +27,8 @@ class Page:
     refused: list[tuple[dict[str, Any], FederationError]]
     next: int | None = None
     last_seq: int | None = None
+    #: Each answered event's ``unsigned.seq`` (None if it has none), in the answer's order.
+    seqs: list[int | None] = attrs.Factory(list)
 
 
 async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
@@ -46,7 +48,9 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
     raw = resp.body.get("events")
     checked: list[tuple[dict[str, Any], bytes | None]] = []
     refused: list[tuple[dict[str, Any], FederationError]] = []
+    seqs: list[int | None] = []
     for event in raw if isinstance(raw, list) else []:
+        seqs.append(_seq_of(event))
         try:
             signable = signable_or_none(event)
             check_federated_event(event, signable=signable)
@@ -69,4 +73,10 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
     nxt = resp.body.get("next")
     last = resp.body.get("last_seq")
     return Page(verified, refused, nxt if isinstance(nxt, int) else None,
-                last if isinstance(last, int) and not isinstance(last, bool) else None)
+                last if isinstance(last, int) and not isinstance(last, bool) else None, seqs)
+
+
+def _seq_of(event: Any) -> int | None:
+    unsigned = event.get("unsigned") if isinstance(event, dict) else None
+    seq = unsigned.get("seq") if isinstance(unsigned, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None

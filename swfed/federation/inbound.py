@@ -13,7 +13,10 @@ nothing of a refused request is stored:
 
 ``/send`` then checks each event on its own: shape, the origin server's
 signature on the event, and whether it may enter its room. It answers only
-after the accepted events have committed.
+after the accepted events have committed. A member's events are ordered as
+it sent them: nothing of a ``/send`` naming an earlier event (``after``)
+that is not here yet is taken, nor, in a room we host, an event after one
+of the same ``/send`` deferred (each answered transient, sent again).
 """
 
 from __future__ import annotations
@@ -256,6 +259,7 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
     results: dict[str, Any] = {}
     refused: list[tuple[str, str | None, FederationError]] = []
     checked: list[tuple[str, dict[str, Any], bytes | None]] = []  # key, event, signable
+    hosted: set[str] = set()  # rooms of the batch we host: we order the origin's events
     for index, raw in enumerate(events):
         key = raw.get("event_id") if isinstance(raw, dict) else None
         key = key if isinstance(key, str) else f"#{index}"
@@ -264,7 +268,8 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
             signable = signable_or_none(raw, checked=True)  # the body's decoding checked it
             event = check_federated_event(raw, signable=signable)
             # the cheap checks first: no key is fetched for an event that may not come
-            check_relay(event, origin, tenant.server_name)
+            if check_relay(event, origin, tenant.server_name) == tenant.server_name:
+                hosted.add(event["room_id"])
             checked.append((key, event, signable))
         except FederationError as exc:
             refused.append((key, room_id if isinstance(room_id, str) else None, exc))
@@ -280,20 +285,30 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
     outcomes = await verify(tenant, [(event, signable) for _, event, signable in checked],
                             via=origin)
     verified: list[dict[str, Any]] = []
+    held: str | None = None  # an event deferred: those after it wait for it (same origin)
     for (key, event, _), error in zip(checked, outcomes, strict=True):
-        if error is None:
+        if held is not None and event["room_id"] in hosted:
+            results[key] = protocol.deferred_for(held)
+        elif error is None:
             verified.append(event)
         elif _transient(error):
             results[key] = _deferred(tenant, origin, key, error)
+            held = held or (key if event["room_id"] in hosted else None)
         else:
             refused.append((key, event["room_id"], error))
 
     await turn.wait()  # stored in the order the requests came (federation.turns)
     ctx = Ctx(tenant, st.clock(), st.federation.signer(tenant))
+    after = _after(body)
     late = await st.db.write(protocol.receive_batch_txn, ctx, origin, verified, refused,
-                             results)
+                             results, after)
     st.federation.committed(tenant, ctx)
-    st.metrics.received.inc(len(verified) - len(late), tenant=tenant.server_name, peer=origin)
+    held_back = sum(1 for e in verified if "error" in results.get(e["event_id"], {}))
+    if held_back:  # for ``after``: see protocol.receive_batch_txn
+        logs.log("federation.send.deferred", level="warning", tenant=tenant.server_name,
+                 peer=origin, events=held_back, after=after[1] if after else None)
+    st.metrics.received.inc(len(verified) - len(late) - held_back, tenant=tenant.server_name,
+                            peer=origin)
     for key, room_id, exc in refused + late:
         results[key] = {"error": {"code": exc.code, "message": exc.message}}
         log_refusal(tenant, origin, exc, event_id=key, room_id=room_id)
@@ -318,6 +333,18 @@ async def _third_parties_in_known_rooms(
         except FederationError as exc:
             refused.append((key, event["room_id"], exc))
     return kept
+
+
+def _after(body: dict[str, Any]) -> tuple[str, str] | None:
+    """The pipelined /send's ``after``: (room id, event id) of the origin's event before it."""
+    after = body.get("after")
+    if not isinstance(after, dict):
+        return None
+    room_id, event_id = after.get("room_id"), after.get("event_id")
+    if isinstance(room_id, str) and isinstance(event_id, str) and max(
+            len(room_id), len(event_id)) <= 255:
+        return room_id, event_id
+    return None
 
 
 def _internal(tenant: Tenant, origin: str, key: str) -> dict[str, Any]:

@@ -22,6 +22,25 @@ restart), repair steps aside until the mark rests, instead of fetching and
 checking every event twice.
 One :class:`Repairer` task per process works through the requested rooms,
 one at a time per room; a failed attempt is retried with backoff.
+
+A host may lie, and repair must stay bounded when it does:
+
+- Every page is checked before anything is stored
+  (:func:`swfed.core.rooms.check_repair_page`): no more events than asked,
+  each after the mark and in order, a ``last_seq`` a room can have, and a
+  page shorter than asked only at the host's end (a host claiming more than
+  it delivers). A seq we hold already names one event (a unique index): an
+  event under it is refused. A lie, a page that does not move the mark (when
+  no event of ours holds it), or a gap event refused ends the attempt as a
+  failure: the room is tried again with the sender's backoff (2 s doubling
+  to 10 minutes), not polled.
+- A run fetches at most :data:`RUN_PAGES` pages for :data:`RUN_SECONDS`;
+  a repair that still has more to fetch (the host delivering full pages)
+  goes on after :data:`BUDGET_PAUSE_SECONDS`. All rooms of one host share
+  :data:`PEER_PAGES` (pages a second, and a burst).
+- The refusals of a page are counted, and logged at most once a second per
+  (tenant, host, reason) after a burst of ten, with how many were held back
+  (the gate of refusals before authentication, ``Limits.log``).
 """
 
 from __future__ import annotations
@@ -35,7 +54,8 @@ import trio
 from swfed import logs
 from swfed.core.backoff import retry_delay
 from swfed.core.errors import FederationError, SwfedError
-from swfed.core.rooms import Room
+from swfed.core.ratelimit import KeyedLimiter, LogGate, Rate
+from swfed.core.rooms import Room, check_repair_page
 from swfed.federation import history
 from swfed.storage import events as events_db
 from swfed.storage import protocol
@@ -48,6 +68,19 @@ PAGE = 100
 YIELD_SECONDS = 1.0
 #: How long a gap seen in the host's deliveries is given to close by itself (s).
 GAP_SECONDS = 0.5
+#: One run of a room's repair fetches at most this many pages (10,000 events) ...
+RUN_PAGES = 100
+#: ... for at most this long (s); then it goes on after BUDGET_PAUSE_SECONDS.
+RUN_SECONDS = 60.0
+BUDGET_PAUSE_SECONDS = 5.0
+#: Pages a second (and a burst) fetched from one host, over all its rooms.
+PEER_PAGES = Rate(per_second=10.0, burst=100.0)
+#: Log lines of refused repair events per (tenant, host, reason): as Limits.log.
+LOG_RATE = Rate(per_second=1.0, burst=10.0)
+
+
+class _BudgetSpent(Exception):
+    """A run fetched its pages (or time) with more to fetch: go on after a pause."""
 
 
 class Repairer:
@@ -59,6 +92,8 @@ class Repairer:
         self._gap_first: set[tuple[int, str]] = set()
         self._failures: dict[tuple[int, str], int] = {}
         self._nursery: trio.Nursery | None = None
+        self._pages = KeyedLimiter(PEER_PAGES, max_keys=10_000)  # per (tenant, host)
+        self._log_gate = LogGate(LOG_RATE)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Repair every room we are in that is hosted elsewhere, then what is asked."""
@@ -102,6 +137,10 @@ class Repairer:
                 try:
                     await self._catch_up(tenant, room_id)
                     self._failures.pop(key, None)
+                except _BudgetSpent:
+                    self._failures.pop(key, None)
+                    await trio.sleep(BUDGET_PAUSE_SECONDS)
+                    self._wanted.add(key)
                 except Exception as exc:  # the host's refusal, our full disk, or a bug
                     failures = self._failures[key] = self._failures.get(key, 0) + 1
                     delay = retry_delay(failures, random.random())
@@ -130,6 +169,8 @@ class Repairer:
             room = await state.db.read(rooms_db.room_txn, tenant, room_id)
             expected = None if room is None else room.synced_seq
             await trio.sleep(GAP_SECONDS if gap_only else YIELD_SECONDS)
+        pages = 0
+        started = trio.current_time()
         while True:
             room, top = await state.db.read(_room_and_top_txn, tenant, room_id)
             if room is None or room.host == tenant.server_name or room.synced_seq == 0:
@@ -144,31 +185,91 @@ class Repairer:
                 expected = room.synced_seq
                 await trio.sleep(YIELD_SECONDS)
                 continue
+            if pages >= RUN_PAGES or trio.current_time() - started > RUN_SECONDS:
+                self._log_run(tenant, room, fetched, room.synced_seq, None, budget_spent=True)
+                raise _BudgetSpent
+            await self._page_turn(tenant, room.host)
+            pages += 1
+            mark = room.synced_seq
             page = await history.fetch(self.fed, tenant, room.host, room_id,
-                                       after=room.synced_seq, limit=PAGE)
+                                       after=mark, limit=PAGE)
             gap_only = False  # fetching: on to the host's last_seq, like any repair
+            refused = list(page.refused)
+            try:
+                check_repair_page(mark, PAGE, page.seqs, page.last_seq)
+            except FederationError:
+                self._log_refused(tenant, room.host, room_id, refused)
+                self._log_run(tenant, room, fetched, mark, page.last_seq)
+                raise
+            assert page.last_seq is not None
             ctx = Ctx(tenant, state.clock(), self.fed.signer(tenant))
-            synced = await state.db.write(protocol.store_repair_txn, ctx, room_id, page.events)
+            synced, taken = await state.db.write(protocol.store_repair_txn, ctx, room_id,
+                                                 page.events)
             self.fed.committed(tenant, ctx)
             expected = synced
             fetched += len(page.events)
-            for event, exc in page.refused:
-                logs.log("federation.event_rejected", level="warning",
-                         tenant=tenant.server_name, peer=room.host, reason=exc.code,
-                         message=exc.message, event_id=event.get("event_id"), repair=True)
-            caught_up = page.last_seq is None or synced >= page.last_seq
-            if caught_up or synced <= room.synced_seq:
-                if fetched:
-                    logs.log("federation.repair", tenant=tenant.server_name, peer=room.host,
-                             room_id=room_id, events=fetched, synced_seq=synced,
-                             host_last_seq=page.last_seq)
-                if not caught_up and page.refused:
-                    exc = page.refused[0][1]
-                    raise FederationError(f"could not take an event of the gap: {exc.message}",
-                                          code=exc.code, status=exc.status)
-                # else caught up, or held by our own event the host has not answered
-                # for yet: its answer moves the mark on (and asks again if needed)
+            refused += [({"event_id": event_id}, exc) for event_id, _, exc in taken]
+            self._log_refused(tenant, room.host, room_id, refused)
+            if synced >= page.last_seq:
+                self._log_run(tenant, room, fetched, synced, page.last_seq)
                 return
+            if refused:
+                self._log_run(tenant, room, fetched, synced, page.last_seq)
+                exc = refused[0][1]
+                raise FederationError(f"could not take an event of the gap: {exc.message}",
+                                      code=exc.code, status=exc.status)
+            if synced <= mark:
+                self._log_run(tenant, room, fetched, synced, page.last_seq)
+                if await self._held_by_ours(tenant, room_id, page, mark):
+                    # our own event the host has not answered for yet: its answer
+                    # moves the mark on (and asks again if needed)
+                    return
+                raise FederationError(
+                    f"the host's repair page after seq {mark} moved nothing (last_seq "
+                    f"{page.last_seq}): the host claims more than it delivers",
+                    code="SW_FED_BAD_RESPONSE", status=502)
+
+    async def _page_turn(self, tenant: Tenant, host: str) -> None:
+        """Wait until one more page may be fetched from ``host`` (:data:`PEER_PAGES`)."""
+        while (wait := self._pages.check((tenant.tenant_id, host), trio.current_time())) > 0:
+            await trio.sleep(wait)
+
+    async def _held_by_ours(self, tenant: Tenant, room_id: str, page: history.Page,
+                            mark: int) -> bool:
+        """Is the page's event right after our mark one of ours still pending?"""
+        nxt = next((e for e, seq in zip(page.events, _seqs(page.events), strict=True)
+                    if seq == mark + 1), None)
+        return nxt is not None and bool(await self.fed.state.db.read(
+            events_db.is_pending_txn, tenant, room_id, str(nxt.get("event_id"))))
+
+    def _log_refused(self, tenant: Tenant, host: str, room_id: str,
+                     refused: list[tuple[dict[str, Any], FederationError]]) -> None:
+        """Count every refused event; log a few (:data:`LOG_RATE` per host and reason)."""
+        metrics = self.fed.state.metrics
+        now = trio.current_time()
+        for event, exc in refused:
+            metrics.rejected.inc(tenant=tenant.server_name, peer=host, reason=exc.code)
+            suppressed = self._log_gate.admit((tenant.tenant_id, host, exc.code), now)
+            if suppressed is not None:
+                event_id = event.get("event_id") if isinstance(event, dict) else None
+                logs.log("federation.event_rejected", level="warning",
+                         tenant=tenant.server_name, peer=host, reason=exc.code,
+                         message=exc.message[:300], room_id=room_id, repair=True,
+                         event_id=str(event_id)[:100] if event_id is not None else None,
+                         suppressed=suppressed)
+
+    @staticmethod
+    def _log_run(tenant: Tenant, room: Room, fetched: int, synced: int,
+                 host_last_seq: int | None, *, budget_spent: bool = False) -> None:
+        if fetched or budget_spent:
+            logs.log("federation.repair", tenant=tenant.server_name, peer=room.host,
+                     room_id=room.room_id, events=fetched, synced_seq=synced,
+                     host_last_seq=host_last_seq, budget_spent=budget_spent)
+
+
+def _seqs(events: list[dict[str, Any]]) -> list[int | None]:
+    return [(e.get("unsigned") or {}).get("seq") if isinstance(e.get("unsigned"), dict)
+            else None for e in events]
 
 
 def _room_and_top_txn(conn: sqlite3.Connection, tenant: Tenant,

@@ -14,6 +14,11 @@ Design, in short:
   (``fed_rejected``, ``sw_audit``), settled at its origin and dropped, so it
   never blocks the events behind it. A *transient* refusal (the peer could
   not decide now) keeps it queued (:mod:`swfed.core.delivery`).
+- Order survives a failed batch: the second ``/send`` in flight names the
+  last event of the first (``after``), and the peer takes none of it before
+  that one (:mod:`swfed.core.delivery`). When the first failed, or arrived
+  second, the second is held back whole and goes again, at once, from the
+  oldest queued row (then with nothing before it in flight, so no ``after``).
 - A failed attempt (peer down, TLS, 5xx, a whole-request refusal, an answer
   that settles nothing, or anything unexpected — a bug must not kill the
   queue) keeps the batch and waits :func:`swfed.core.backoff.retry_delay`:
@@ -33,7 +38,14 @@ import trio
 
 from swfed import logs
 from swfed.core.backoff import retry_delay
-from swfed.core.delivery import BATCH_EVENTS, Settled, classify, send_body, take_batch
+from swfed.core.delivery import (
+    BATCH_EVENTS,
+    Settled,
+    classify,
+    deferred_for_order,
+    send_body,
+    take_batch,
+)
 from swfed.core.errors import FederationError, StorageUnavailable
 from swfed.core.policy import decide_peer
 from swfed.storage import peers as peers_db
@@ -127,7 +139,11 @@ class PeerQueue:
                 batch = queued[:take_batch([q.size for q in queued])]
                 if batch:
                     behind = len(queued) == BATCH_EVENTS or len(batch) < len(queued)
-                    flight.append(self._launch(nursery, tenant, batch, behind))
+                    # the second in flight names the last event of the first: the
+                    # peer takes it only after that one (core.delivery, ``after``)
+                    last = flight[-1].batch[-1] if flight else None
+                    after = None if last is None else (last.room_id, last.event_id)
+                    flight.append(self._launch(nursery, tenant, batch, behind, after))
                     continue
             if not flight:
                 if self._recording is not None:
@@ -144,6 +160,14 @@ class PeerQueue:
                 if first.error is not None:
                     raise first.error
                 assert first.settled is not None
+                if not first.settled.settles_anything:
+                    # held back for the batch before it (which the peer did not have
+                    # when this one came): all go again from the oldest row, now
+                    await self._land(flight)
+                    failed = await self._recorded()
+                    if failed is not None:
+                        await self._failed(tenant, _internal_error(failed))
+                    continue
                 failed = await self._recorded()  # the previous batch's, before this one's
                 if failed is not None:
                     await self._land(flight)
@@ -174,13 +198,13 @@ class PeerQueue:
                 await self._failed(tenant, _internal_error(exc))
 
     def _launch(self, nursery: trio.Nursery, tenant: Any, batch: list[peers_db.Queued],
-                behind: bool) -> _Flight:
+                behind: bool, after: tuple[str, str] | None) -> _Flight:
         """Send a batch in the background; its answer waits in the returned flight."""
         flight = _Flight(batch, behind)
 
         async def attempt() -> None:
             try:
-                flight.settled = await self._attempt(tenant, batch)
+                flight.settled = await self._attempt(tenant, batch, after)
             except Exception as exc:  # the queue's loop handles it, in order
                 flight.error = exc
             finally:
@@ -233,8 +257,11 @@ class PeerQueue:
         finally:
             done.set()
 
-    async def _attempt(self, tenant: Any, batch: list[peers_db.Queued]) -> Settled:
-        """One ``/send`` of the batch; raises FederationError when it settles nothing."""
+    async def _attempt(self, tenant: Any, batch: list[peers_db.Queued],
+                       after: tuple[str, str] | None = None) -> Settled:
+        """One ``/send`` of the batch; raises FederationError when it settles nothing,
+        unless it named the batch before it (``after``) and the peer held every event
+        back for that one (core.delivery.deferred_for_order): then it goes again."""
         from swfed.federation.service import error_of
 
         fed = self.sender.fed
@@ -242,11 +269,14 @@ class PeerQueue:
         # refuses this peer: tenant-wide off, closed, denied, not allowed.
         decide_peer(tenant.policy, self.destination)
         resp = await fed.post(tenant, self.destination, "/send", None, raw=send_body(
-            tenant.server_name, f"{batch[0].id}-{batch[-1].id}", [q.raw for q in batch]))
+            tenant.server_name, f"{batch[0].id}-{batch[-1].id}", [q.raw for q in batch],
+            after))
         self.peer_retry_after = resp.retry_after
         if resp.status != 200:
             raise error_of(resp, self.destination)
         settled = classify([q.event_id for q in batch], resp.body.get("results"))
+        if after is not None and deferred_for_order(settled):
+            return settled
         if not settled.settles_anything:
             first = next(iter(settled.transient.values()), None)
             if first is not None:

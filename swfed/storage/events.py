@@ -134,6 +134,22 @@ def at_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     return event, bool(row["applied"])
 
 
+def event_at_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+                     seq: int) -> str | None:
+    """The id of the room's event at host seq ``seq``, if any (a seq names one event)."""
+    row = conn.execute("SELECT event_id FROM events WHERE tenant_id = ? AND room_id = ?"
+                       " AND seq = ?", (tenant.tenant_id, room_id, seq)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def refused_from_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str,
+                     event_id: str) -> bool:
+    """Did we refuse event ``event_id`` sent by ``peer`` (``fed_rejected``)?"""
+    return conn.execute("SELECT 1 FROM fed_rejected WHERE tenant_id = ? AND peer = ?"
+                        " AND event_id = ? LIMIT 1", (tenant.tenant_id, peer, event_id)
+                        ).fetchone() is not None
+
+
 def mark_applied_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
                      event_id: str) -> None:
     conn.execute("UPDATE events SET applied = 1 WHERE tenant_id = ? AND room_id = ?"

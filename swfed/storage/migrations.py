@@ -434,6 +434,46 @@ ALTER TABLE outbox_v8 RENAME TO outbox;
 CREATE INDEX outbox_by_destination ON outbox(tenant_id, destination, id);
 """
 
+# A host seq is stored once per room (DESIGN §10: the host's numbers are
+# contiguous and each names one event). Until now nothing said so, and a
+# lying host's repair pages stored thousands of events under a few hundred
+# seqs. A file may hold such duplicates: of each (tenant, room, seq) the row
+# kept is our own users' event if one is there (their words are never
+# dropped), else the first stored (the lowest rowid_, the one the synced
+# mark moved over). Every other row is recorded in fed_rejected (the admin's
+# rejected view; reason SW_FED_SEQ_TAKEN, peer the room's host) and dropped
+# with its search entry and notifications. The room index becomes unique on
+# the same columns, so it costs nothing more. fed_rejected gets an index by
+# (tenant, peer, event_id): a host looks up whether an event a member
+# server sent before was refused (federation.inbound, the ``after`` of a
+# pipelined /send).
+_V_UNIQUE_SEQ = """
+CREATE TEMP TABLE seq_dropped AS
+    SELECT rowid_, tenant_id, room_id, event_id, seq, kept FROM (
+        SELECT e.rowid_, e.tenant_id, e.room_id, e.event_id, e.seq,
+               FIRST_VALUE(e.event_id) OVER w AS kept,
+               ROW_NUMBER() OVER w AS n
+        FROM events e JOIN tenants t ON t.tenant_id = e.tenant_id
+        WINDOW w AS (PARTITION BY e.tenant_id, e.room_id, e.seq
+                     ORDER BY e.origin = t.server_name DESC, e.rowid_))
+    WHERE n > 1;
+INSERT INTO fed_rejected (tenant_id, peer, event_id, room_id, reason, message, created_at)
+    SELECT d.tenant_id, COALESCE(r.host, '?'), d.event_id, d.room_id, 'SW_FED_SEQ_TAKEN',
+           'dropped by migration 9: host seq ' || d.seq || ' of the room also named event '
+           || d.kept || ' (a host seq names one event)',
+           CAST(strftime('%s', 'now') AS INTEGER) * 1000
+    FROM seq_dropped d LEFT JOIN rooms r ON r.tenant_id = d.tenant_id AND r.room_id = d.room_id;
+DELETE FROM events_fts WHERE rowid IN (SELECT rowid_ FROM seq_dropped);
+DELETE FROM notifications WHERE event_id IS NOT NULL AND EXISTS (
+    SELECT 1 FROM seq_dropped d WHERE d.tenant_id = notifications.tenant_id
+    AND d.room_id = notifications.room_id AND d.event_id = notifications.event_id);
+DELETE FROM events WHERE rowid_ IN (SELECT rowid_ FROM seq_dropped);
+DROP TABLE seq_dropped;
+DROP INDEX events_by_room;
+CREATE UNIQUE INDEX events_by_room ON events(tenant_id, room_id, seq);
+CREATE INDEX fed_rejected_by_event ON fed_rejected(tenant_id, peer, event_id);
+"""
+
 # Invites are keyed by room (issue 18): an invite id is unique within its
 # room, not across a tenant's rooms. Only a room's host makes its invites, so
 # a server hosting another room can neither take an invite's id first (the
@@ -467,8 +507,7 @@ CREATE INDEX invites_by_room ON invites(tenant_id, room_id, invitee, state);
 CREATE INDEX invites_by_id ON invites(tenant_id, invite_id, invitee);
 """
 
-#: (version, SQL script); versions are consecutive from 1 (9 is merged from
-#: another branch; 10 is written as if it were there).
+#: (version, SQL script); versions are consecutive from 1.
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _V1),
     (2, _V2),
@@ -478,6 +517,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (6, _V_RETENTION),
     (7, _V_AUTH_VERSION),
     (8, _V_OUTBOX_EVENTS),
+    (9, _V_UNIQUE_SEQ),
     (10, _V_INVITES_BY_ROOM),
 ]
 

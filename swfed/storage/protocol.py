@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from swfed.core import rooms as rules
+from swfed.core.delivery import OUT_OF_ORDER
 from swfed.core.errors import FederationError, NotFound, TooLarge
 from swfed.core.events import (
     MAX_DISPLAY_NAME,
@@ -71,6 +72,8 @@ def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
            applied: bool = True, new: bool = False) -> int | None:
     """Store one event; return its seq, or None if it was already stored.
 
+    Raises SW_FED_SEQ_TAKEN when ``host_seq`` already names another event here.
+
     The seq is the host's order: taken here if we host the room, else the one
     the host gave (``host_seq``), else pending until the host answers.
     ``applied=False``: its effects wait for the synced mark (:func:`_advance`).
@@ -78,6 +81,9 @@ def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
     """
     if not new and events_db.has_event_txn(conn, ctx.tenant, room.room_id, event["event_id"]):
         return None
+    if host_seq is not None and room.host != ctx.me and (holder := events_db.event_at_seq_txn(
+            conn, ctx.tenant, room.room_id, host_seq)) is not None:
+        raise rules.seq_taken(room.room_id, host_seq, holder)
     pos = next_pos_txn(conn, ctx.tenant)
     status = "sent"
     if room.host == ctx.me:
@@ -535,7 +541,7 @@ def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, A
         lies = _take_members(conn, ctx, room, members)
         for event_seq, clean in _in_host_order(events):
             if event_seq <= seq:
-                _store(conn, ctx, room, clean, clean, event_seq)
+                _store_unless_taken(conn, ctx, room, clean, event_seq)
         for event_id in events_db.events_after_seq_txn(conn, ctx.tenant, room.room_id, seq):
             events_db.set_pos_txn(conn, ctx.tenant, room.room_id, event_id,
                                   next_pos_txn(conn, ctx.tenant))
@@ -568,17 +574,32 @@ def settle_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, event_id: str, 
     """The host answered for one of our pending events: ordered at ``seq``, or refused."""
     if not events_db.is_pending_txn(conn, ctx.tenant, room_id, event_id):
         return
+    room = rooms_db.room_txn(conn, ctx.tenant, room_id)
+    if seq is not None and room is not None and room.host != ctx.me and (
+            events_db.event_at_seq_txn(conn, ctx.tenant, room_id, seq) is not None):
+        # the host gave our event a seq that names another one here: it stays
+        # pending (the host's numbers cannot both be right)
+        return
     events_db.settle_txn(conn, ctx.tenant, room_id, event_id, next_pos_txn(conn, ctx.tenant),
                          seq=seq, error=error)
-    if seq is not None:
-        room = rooms_db.room_txn(conn, ctx.tenant, room_id)
-        if room is not None:
-            _synced(conn, ctx, room, seq)
+    if seq is not None and room is not None:
+        _synced(conn, ctx, room, seq)
+
+
+def _store_unless_taken(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
+                        seq: int, *, applied: bool = True) -> FederationError | None:
+    """:func:`_store` host history; the refusal, if its seq names another event here."""
+    try:
+        _store(conn, ctx, room, event, event, seq, applied=applied)
+    except FederationError as exc:
+        return exc
+    return None
 
 
 def store_repair_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
-                     events: list[dict[str, Any]]) -> int:
-    """Events the host ordered that we missed (gap repair), verified; returns the synced mark.
+                     events: list[dict[str, Any]]) -> tuple[int, list[Refusal]]:
+    """Events the host ordered that we missed (gap repair), verified: the synced mark,
+    and those refused here (SW_FED_SEQ_TAKEN: the seq names another event of ours).
 
     They take their place in the host's order and have their effects here
     (membership, notifications) in that order, as if relayed; they are not
@@ -587,10 +608,13 @@ def store_repair_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
     room = rooms_db.room_txn(conn, ctx.tenant, room_id)
     if room is None:
         raise room_not_found(room_id)
+    refused: list[Refusal] = []
     if room.synced_seq > 0:
         for seq, clean in _in_host_order(events):
-            _store(conn, ctx, room, clean, clean, seq, applied=False)
-    return _advance(conn, ctx, room)
+            exc = _store_unless_taken(conn, ctx, room, clean, seq, applied=False)
+            if exc is not None:
+                refused.append((clean["event_id"], room_id, exc))
+    return _advance(conn, ctx, room), refused
 
 
 def set_federate_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, actor: str,
@@ -640,7 +664,9 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
         foreign_count=members_db.foreign_count_txn(conn, ctx.tenant, room_id) if judged else 0,
         invitee_exists=(isinstance(invitee, str) and rules.server_of(invitee) == ctx.me
                         and user_txn(conn, ctx.tenant, rules.local_part(invitee)) is not None),
-        known_invite_event=None if known is None else str(known["event_id"]))
+        known_invite_event=None if known is None else str(known["event_id"]),
+        target_held=not judged or (target := rules.relation_target(event)) is None
+        or events_db.has_event_txn(conn, ctx.tenant, room_id, target))
     admission = rules.admit(event, facts)
     if admission.new_room is not None:
         rooms_db.insert_room_txn(conn, ctx.tenant,
@@ -659,7 +685,8 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
 
 def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
                       verified: list[dict[str, Any]], refused: list[Refusal],
-                      results: dict[str, Any]) -> list[Refusal]:
+                      results: dict[str, Any],
+                      after: tuple[str, str] | None = None) -> list[Refusal]:
     """One ``/send``: take each verified event, record every refusal.
 
     ``refused``: events already refused before (shape, signature). A leading
@@ -667,7 +694,18 @@ def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
     (:func:`_plain_run`); every other event runs on its own, in its own
     savepoint, so a refused one leaves nothing behind. Fills ``results`` for
     the accepted ones; returns the ones refused here.
+
+    ``after``: (room id, event id) of the last event of the origin's ``/send``
+    before this one, still unanswered when it sent this one. Until that
+    event is stored or refused here, none of the verified events is taken:
+    each is answered transient ``OUT_OF_ORDER`` (core.delivery), and the
+    origin sends it again.
     """
+    if after is not None and not follows_txn(conn, ctx.tenant, origin, after):
+        deferred = deferred_for(after[1])
+        for event in verified:
+            results[event["event_id"]] = deferred
+        verified = []
     late: list[Refusal] = []
     accepted: list[tuple[str, str]] = []
     together: list[dict[str, Any]] = []
@@ -694,6 +732,22 @@ def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
                    event_id=None if key.startswith("#") else key, room_id=room_id)
     peers_db.count_txn(conn, ctx.tenant.tenant_id, origin, ctx.now, received=len(accepted))
     return late
+
+
+def follows_txn(conn: sqlite3.Connection, tenant: Tenant, origin: str,
+                after: tuple[str, str]) -> bool:
+    """Has ``origin``'s event ``after`` (room id, event id) been answered for here:
+    stored, or refused (``fed_rejected``)?"""
+    room_id, event_id = after
+    return (events_db.has_event_txn(conn, tenant, room_id, event_id)
+            or events_db.refused_from_txn(conn, tenant, origin, event_id))
+
+
+def deferred_for(event_id: str) -> dict[str, Any]:
+    """The per-event answer of an event held back for ``event_id``, sent before it."""
+    return {"error": {"code": OUT_OF_ORDER, "transient": True,
+                      "message": f"sent after event {event_id[:100]}, which has not arrived "
+                                 "here: send both again, in order"}}
 
 
 def _plain_run(conn: sqlite3.Connection, ctx: Ctx, origin: str, events: list[dict[str, Any]]
@@ -812,7 +866,9 @@ def store_backfilled_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
         raise room_not_found(room_id)
     stored = 0
     for seq, signed in _in_host_order(events):
-        if _store(conn, ctx, room, signed, signed, seq) is not None:
+        if events_db.has_event_txn(conn, ctx.tenant, room_id, signed["event_id"]):
+            continue
+        if _store_unless_taken(conn, ctx, room, signed, seq) is None:
             stored += 1
     return stored
 

@@ -42,3 +42,26 @@ def test_a_send_body_joined_from_stored_events_is_their_canonical_json() -> None
     assert raw == encode_canonical_json({"origin": "a.test", "txn_id": "1-2", "events": events})
     assert send_body("a.test", "x", []) == encode_canonical_json(
         {"origin": "a.test", "txn_id": "x", "events": []})
+
+
+def test_a_pipelined_send_body_names_the_event_before_it_canonically() -> None:
+    from swfed.core.canonical import encode_canonical_json
+    from swfed.core.delivery import send_body
+
+    events = [{"event_id": "e2", "content": {"body": "ü"}}]
+    raw = send_body("a.test", "2-2", [encode_canonical_json(e) for e in events],
+                    after=("!r\"é:h.test", "e1"))
+    assert raw == encode_canonical_json({"origin": "a.test", "txn_id": "2-2", "events": events,
+                                         "after": {"room_id": "!r\"é:h.test",
+                                                   "event_id": "e1"}})
+
+
+def test_only_an_answer_deferring_everything_for_order_is_a_deferral_for_order() -> None:
+    from swfed.core.delivery import OUT_OF_ORDER, deferred_for_order
+
+    later = {"error": {"code": OUT_OF_ORDER, "message": "after e1", "transient": True}}
+    other = {"error": {"code": "SW_INTERNAL", "message": "boom", "transient": True}}
+    assert deferred_for_order(classify(["a", "b"], {"a": later, "b": later}))
+    assert not deferred_for_order(classify(["a", "b"], {"a": later, "b": other}))
+    assert not deferred_for_order(classify(["a", "b"], {"a": later, "b": {}}))
+    assert not deferred_for_order(classify(["a"], {}))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from swfed.core.errors import SwfedError
+from swfed.core.errors import FederationError, SwfedError
 from swfed.core.policy import Policy
 from swfed.core.rooms import (
     CloseInvites,
@@ -23,6 +23,7 @@ from swfed.core.rooms import (
     StateAnswer,
     admit,
     check_invite,
+    check_repair_page,
     check_set_federate,
     effects,
     host_seq,
@@ -443,3 +444,34 @@ def test_membership_start(synced: int, seq: int, membership: str, ours_before: b
 ])
 def test_unsigned_seq(raw: Any, seq: int | None) -> None:
     assert unsigned_seq(raw) == seq
+
+
+# (after, limit, page seqs, last_seq) -> the lie named, or None for a truthful page
+REPAIR_PAGE_CASES = [
+    (5, 100, [6, 7], 7, None),
+    (5, 100, [], 5, None),  # nothing new
+    (5, 100, [], 3, None),  # behind our mark: nothing to fetch
+    (5, 2, [6, 7], 9, None),  # a full page, more to come
+    (5, 100, [7, 9], 9, None),  # holes an honest host may have (events it cannot sign)
+    (5, 100, [6, 7], None, "not a seq a room can have"),
+    (5, 100, [6], 2**40, "not a seq a room can have"),
+    (5, 2, [6, 7, 8], 9, "more than the 2 asked"),
+    (5, 100, [6, 6], 7, "out of order or outside the asked range"),
+    (5, 100, [7, 6], 7, "out of order or outside the asked range"),
+    (5, 100, [5], 7, "out of order or outside the asked range"),
+    (5, 100, [6, 8], 7, "out of order or outside the asked range"),
+    (5, 100, [6, None], 7, "out of order or outside the asked range"),
+    (5, 100, [6], 10**12, "claims more than it delivers"),
+    (5, 100, [], 6, "claims more than it delivers"),
+]
+
+
+@pytest.mark.parametrize(("after", "limit", "seqs", "last_seq", "lie"), REPAIR_PAGE_CASES)
+def test_repair_pages_that_lie_are_named(after: int, limit: int, seqs: list[int | None],
+                                         last_seq: int | None, lie: str | None) -> None:
+    if lie is None:
+        check_repair_page(after, limit, seqs, last_seq)
+        return
+    with pytest.raises(FederationError) as caught:
+        check_repair_page(after, limit, seqs, last_seq)
+    assert caught.value.code == "SW_FED_BAD_RESPONSE" and lie in caught.value.message
