@@ -292,7 +292,6 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
     ctx = Ctx(tenant, st.clock(), st.federation.signer(tenant))
     late = await st.db.write(protocol.receive_batch_txn, ctx, origin, verified, refused,
                              results)
-    st.federation.committed(tenant, ctx)
     st.metrics.received.inc(len(verified) - len(late), tenant=tenant.server_name, peer=origin)
     for key, room_id, exc in refused + late:
         results[key] = {"error": {"code": exc.code, "message": exc.message}}
@@ -366,7 +365,6 @@ async def _write_as_host(tenant: Tenant, origin: str, fn: Any, *args: Any) -> An
         result = await st.db.write(fn, ctx, origin, *args)
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None
-    st.federation.committed(tenant, ctx)
     return result
 
 

@@ -94,7 +94,6 @@ async def change(state: Any, tenant: Tenant, action: str, member: str, *,
     ctx = Ctx(tenant, state.clock(), fed.signer(tenant))
     await state.db.write(protocol.apply_membership_txn, ctx, signed, seq,
                          members if isinstance(members, list) else [], events)
-    fed.committed(tenant, ctx)
     logs.log("federation.membership", tenant=tenant.server_name, peer=room.host,
              room_id=room.room_id, member=member, action=action, seq=seq)
     return room.room_id

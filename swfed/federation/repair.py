@@ -149,7 +149,6 @@ class Repairer:
             gap_only = False  # fetching: on to the host's last_seq, like any repair
             ctx = Ctx(tenant, state.clock(), self.fed.signer(tenant))
             synced = await state.db.write(protocol.store_repair_txn, ctx, room_id, page.events)
-            self.fed.committed(tenant, ctx)
             expected = synced
             fetched += len(page.events)
             for event, exc in page.refused:
