@@ -36,18 +36,27 @@ def now_ms() -> int:
 
 
 class Notifier:
-    """Wakes every stream waiting for new data after each commit."""
+    """Wakes the streams of a tenant whose stream moved (the commit hook says which)."""
 
     def __init__(self) -> None:
-        self._event = trio.Event()
+        self._events: dict[int, trio.Event] = {}
 
-    def current(self) -> trio.Event:
+    def current(self, tenant_id: int) -> trio.Event:
         """Take this *before* reading, then wait on it: no wake-up is lost."""
-        return self._event
+        event = self._events.get(tenant_id)
+        if event is None:
+            event = self._events[tenant_id] = trio.Event()
+        return event
 
-    def wake(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
+    def wake(self, tenant_ids: set[int]) -> None:
+        for tenant_id in tenant_ids:
+            event = self._events.pop(tenant_id, None)
+            if event is not None:
+                event.set()
+
+    def committed(self, touched: Any) -> None:
+        """The commit hook: wake the streams of the tenants whose stream moved."""
+        self.wake(touched.streams)
 
 
 class TenantDirectory:
@@ -77,6 +86,7 @@ class TenantDirectory:
         #: [federation] enabled = false switches federation off for every tenant.
         self._federation_enabled = federation_enabled
         self._by_name: dict[str, Tenant] = {}
+        self._by_id: dict[int, Tenant] = {}
         self._loaded = False
         self._stamp: tenants_db.Stamp = None
         self._stamp_path = tenants_db.tenants_stamp_path(db.path)
@@ -107,6 +117,7 @@ class TenantDirectory:
                 await listener(new)
             logs.log("tenant.discovered", tenants=[t.server_name for t in new])
         self._by_name = {t.server_name: t for t in tenants}
+        self._by_id = {t.tenant_id: t for t in tenants}
         self._stamp = stamp
         self._loaded = True
 
@@ -135,6 +146,9 @@ class TenantDirectory:
 
     def get(self, server_name: str) -> Tenant | None:
         return self._by_name.get(server_name)
+
+    def by_id(self, tenant_id: int) -> Tenant | None:
+        return self._by_id.get(tenant_id)
 
     async def lookup(self, server_name: str) -> Tenant | None:
         """A tenant by exact name; an unknown name checks for tenants created since."""
@@ -229,15 +243,11 @@ class State:
                                            takes_self=True)
 
     async def act(self, tenant: Tenant, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, ctx, *args)`` as ``tenant``; wake delivery after the commit."""
+        """Run ``fn(conn, ctx, *args)`` as ``tenant`` (the commit hook wakes what it touched)."""
         from swfed.storage.context import Ctx
 
         sign = self.federation.signer(tenant) if self.federation else None
-        ctx = Ctx(tenant, self.clock(), sign)
-        result = await self.db.write(fn, ctx, *args)
-        if self.federation is not None:
-            self.federation.committed(tenant, ctx)
-        return result
+        return await self.db.write(fn, Ctx(tenant, self.clock(), sign), *args)
 
 
 #: How long a refusal waits for the rest of a body it did not read (s).

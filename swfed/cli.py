@@ -174,7 +174,7 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
 
 
 def _key_command(config: Config, args: argparse.Namespace, rotate: bool) -> int:
-    from swfed.federation.keys import new_key_txn
+    from swfed.storage.keys import new_key_txn
 
     conn = _db(config)
     tenant = _tenant(conn, config, args.tenant)
@@ -221,9 +221,7 @@ def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
 
     from swfed.doctor import Doctor, Local, exit_status
     from swfed.federation.client import FederationClient
-    from swfed.federation.keys import load_tenant_keys_txn
-    from swfed.storage.keys import peer_keys_txn
-    from swfed.storage.peers import peers_view_txn
+    from swfed.storage.keys import doctor_facts_txn
 
     try:
         peer = validate_server_name(args.peer)
@@ -231,9 +229,7 @@ def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
         raise SwfedError(f"PEER {args.peer!r}: {exc}", code="SW_BAD_SERVER_NAME") from exc
     conn = _db(config)
     tenant = _tenant(conn, config, args.tenant)
-    rows = [r for r in peers_view_txn(conn, tenant, _now()) if r["server_name"] == peer]
-    local = Local(tenant, load_tenant_keys_txn(conn, tenant), peer_keys_txn(conn, tenant, peer),
-                  rows[0] if rows else None)
+    local = Local(tenant, *doctor_facts_txn(conn, tenant, peer, _now()))
     conn.close()
 
     async def run() -> list[Any]:

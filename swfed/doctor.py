@@ -43,8 +43,7 @@ from swfed.core.errors import FederationError
 from swfed.core.policy import decide_peer
 from swfed.core.signing import CLOCK_WINDOW_MS, KeyPair, sign_request
 from swfed.federation.client import FederationClient, FedResponse
-from swfed.federation.keys import TenantKeys
-from swfed.storage.keys import PeerKey
+from swfed.storage.keys import PeerKey, TenantKeys
 from swfed.storage.tenants import Tenant
 
 #: A skew below this is fine; up to CLOCK_WINDOW_MS it is a warning.

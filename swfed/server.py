@@ -164,7 +164,7 @@ async def serve(config: Config, *, services: list[Service] | None = None,
     try:
         await db.write(tenants_db.ensure_default_tenant_txn, config.server.name, now_ms())
         notifier = Notifier()
-        db.on_commit(notifier.wake)
+        db.on_commit(notifier.committed)
         directory = TenantDirectory(db, config.server.name,
                                     federation_enabled=config.federation.enabled)
         await directory.refresh()
@@ -172,6 +172,7 @@ async def serve(config: Config, *, services: list[Service] | None = None,
                       clock=_clock())
         client = FederationClient(config.federation)
         state.federation = Federation(state, client)
+        db.on_commit(state.federation.committed)
         directory.on_new_tenants(state.federation.tenants_added)
         app = create_app(state)
 

@@ -31,12 +31,12 @@ from swfed.core.policy import decide_peer, parse_policy_update
 from swfed.core.rooms import check_room_federates, room_not_found
 from swfed.federation import history
 from swfed.federation.inbound import log_refusal
+from swfed.storage import keys as keys_db
 from swfed.storage import peers as peers_db
 from swfed.storage import protocol
 from swfed.storage import rooms as rooms_db
 from swfed.storage.audit import audit_page_txn, rejected_page_txn
 from swfed.storage.context import Ctx
-from swfed.storage.keys import peer_keys_txn
 from swfed.storage.policy import update_policy_txn
 from swfed.storage.refusals import known_peer_txn
 
@@ -114,7 +114,7 @@ async def refresh_foreign(participant_id: str) -> dict[str, Any]:
                          code="SW_BAD_ID")
     fed = st.federation
     before = await fed.peer_keys(ten, fq.server_name) if await read(
-        _has_peer_keys, ten, fq.server_name) else []
+        keys_db.has_peer_keys_txn, ten, fq.server_name) else []
     keys = await fed.fetch_peer(ten, fq.server_name)
     resp = await fed.get(ten, fq.server_name, f"/profile/{fq.local_id}")
     profile = resp.body if resp.status == 200 else None
@@ -122,10 +122,6 @@ async def refresh_foreign(participant_id: str) -> dict[str, Any]:
     return {"participant_id": str(fq), "server_name": fq.server_name, "key_id": keys[0].key_id,
             "previous_key_id": old_id, "key_changed": old_id is not None
             and old_id != keys[0].key_id, "profile": profile}
-
-
-def _has_peer_keys(conn: Any, ten: Any, server_name: str) -> bool:
-    return bool(peer_keys_txn(conn, ten, server_name))
 
 
 @bp.post("/v1/admin/rooms/<room_id>/federation/backfill")

@@ -8,7 +8,6 @@ answer is the CLI's ``--json`` object: ``server_name``, ``peer``, ``ok`` and
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import attrs
@@ -20,18 +19,9 @@ from swfed.config import validate_server_name
 from swfed.core.errors import BadRequest
 from swfed.doctor import Doctor, Local, exit_status
 from swfed.federation.client import FederationClient
-from swfed.federation.keys import load_tenant_keys_txn
-from swfed.storage.keys import peer_keys_txn
-from swfed.storage.peers import peers_view_txn
-from swfed.storage.tenants import Tenant
+from swfed.storage import keys as keys_db
 
 bp = Blueprint("doctor_api", __name__)
-
-
-def _local_txn(conn: sqlite3.Connection, ten: Tenant, peer: str, now: int) -> Local:
-    rows = [r for r in peers_view_txn(conn, ten, now) if r["server_name"] == peer]
-    return Local(ten, load_tenant_keys_txn(conn, ten), peer_keys_txn(conn, ten, peer),
-                 rows[0] if rows else None)
 
 
 @bp.post("/v1/admin/federation/peers/<server_name>/doctor")
@@ -45,7 +35,7 @@ async def run_doctor(server_name: str) -> dict[str, Any]:
                          code="SW_BAD_SERVER_NAME") from exc
     st = state()
     ten = tenant()
-    local = await read(_local_txn, ten, peer, st.clock())
+    local = Local(ten, *await read(keys_db.doctor_facts_txn, ten, peer, st.clock()))
     config = st.config
     # Our own descriptor may well live on a private address in a homelab:
     # the CLI allows that for this one check, and so do we.

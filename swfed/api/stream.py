@@ -79,7 +79,7 @@ async def stream() -> Response:
         last = after
         yield b"retry: 2000\n: connected\n\n"
         while True:
-            wake = st.notifier.current()
+            wake = st.notifier.current(ten.tenant_id)
             batch = await st.db.read(stream_db.stream_txn, ten, user.local_id, last, BATCH)
             for pos, kind, payload in batch:
                 data = json.dumps(payload, ensure_ascii=False)

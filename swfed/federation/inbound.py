@@ -302,7 +302,6 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
     after = _after(body)
     late = await st.db.write(protocol.receive_batch_txn, ctx, origin, verified, refused,
                              results, after)
-    st.federation.committed(tenant, ctx)
     held_back = sum(1 for e in verified if "error" in results.get(e["event_id"], {}))
     if held_back:  # for ``after``: see protocol.receive_batch_txn
         logs.log("federation.send.deferred", level="warning", tenant=tenant.server_name,
@@ -393,7 +392,6 @@ async def _write_as_host(tenant: Tenant, origin: str, fn: Any, *args: Any) -> An
         result = await st.db.write(fn, ctx, origin, *args)
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None
-    st.federation.committed(tenant, ctx)
     return result
 
 

@@ -8,67 +8,29 @@ CLI is picked up without a restart. The scheduler rotates a key when it is
 their ``key_overlap_days`` overlap has ended; the public half stays in the
 table and in the descriptor for good, with the time it stopped signing, so
 that events it signed verify however old they are (rules: swfed.core.keys).
+Its transactions live in :mod:`swfed.storage.keys`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import trio
 
 from swfed import logs
 from swfed.core.descriptor import build_descriptor
 from swfed.core.errors import StorageUnavailable
-from swfed.core.keys import KeyInfo, rotation_due
-from swfed.core.signing import KeyPair, generate_keypair, keypair_from_seed, sign_json
+from swfed.core.keys import rotation_due
+from swfed.core.signing import KeyPair, sign_json
 from swfed.storage import keys as keys_db
-from swfed.storage.audit import audit_txn
+from swfed.storage.keys import TenantKeys, load_tenant_keys_txn, new_key_txn
 from swfed.storage.tenants import Tenant
 
+__all__ = ["KeyRing", "TenantKeys", "ensure_tenant_keys", "load_tenant_keys_txn",
+           "new_key_txn"]
+
 RELOAD_SECONDS = 2.0
-
-
-@attrs.frozen
-class TenantKeys:
-    current: KeyPair | None
-    current_created_at: int | None
-    old: tuple[KeyInfo, ...]
-
-
-def load_tenant_keys_txn(conn: sqlite3.Connection, tenant: Tenant) -> TenantKeys:
-    current: KeyPair | None = None
-    created: int | None = None
-    old: list[KeyInfo] = []
-    for k in keys_db.own_keys_txn(conn, tenant):
-        if k.retired_at is None and k.seed is not None and current is None:
-            current = keypair_from_seed(k.seed, k.key_id)
-            created = k.created_at
-        elif k.retired_at is not None:
-            old.append(KeyInfo(k.key_id, k.public_key, k.retired_at, k.expires_at))
-    return TenantKeys(current, created, tuple(old))
-
-
-def new_key_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, overlap_days: int, *,
-                rotate: bool, actor: str) -> KeyPair:
-    """Generate a key (``rotate``: retire the current one). Raises SW_KEY_EXISTS/SW_NO_KEY."""
-    from swfed.core.errors import Conflict, NotFound
-
-    has_current = load_tenant_keys_txn(conn, tenant).current is not None
-    if has_current and not rotate:
-        raise Conflict(f"{tenant.server_name} already has a federation key: use "
-                       "'swfed admin federation key rotate' to replace it", code="SW_KEY_EXISTS")
-    if rotate and not has_current:
-        raise NotFound(f"{tenant.server_name} has no federation key to rotate: use "
-                       "'swfed admin federation key generate'", code="SW_NO_KEY")
-    keypair = generate_keypair()
-    keys_db.add_key_txn(conn, tenant, keypair.key_id, keypair.seed, keypair.public_key_b64,
-                        now, overlap_days)
-    audit_txn(conn, tenant, "federation.key." + ("rotate" if rotate else "generate"), now,
-              actor=actor, outcome="ok", details={"key_id": keypair.key_id})
-    return keypair
 
 
 class KeyRing:

@@ -102,7 +102,6 @@ async def change(state: Any, tenant: Tenant, action: str, member: str, *,
     ctx = Ctx(tenant, state.clock(), fed.signer(tenant))
     lies = await state.db.write(protocol.apply_membership_txn, ctx, signed, seq,
                                 members if isinstance(members, list) else [], events)
-    fed.committed(tenant, ctx)
     if lies:
         logs.log("federation.host_lie", level="warning", tenant=tenant.server_name,
                  peer=room.host, room_id=room.room_id, member=member, action=action,

@@ -116,7 +116,7 @@ class Repairer:
 
         ``watch_first``: at start, when the host's queue is likely bringing what
         we missed, watch the mark for a moment before fetching anything.
-        ``gap``: a write saw events beyond the mark (``ctx.repairs``); fetch
+        ``gap``: a write saw events beyond the mark (the commit hook, swfed.storage.touched); fetch
         only if, after :data:`GAP_SECONDS`, the copy still has a gap.
         """
         key = (tenant.tenant_id, room_id)
@@ -205,7 +205,6 @@ class Repairer:
             ctx = Ctx(tenant, state.clock(), self.fed.signer(tenant))
             synced, taken = await state.db.write(protocol.store_repair_txn, ctx, room_id,
                                                  page.events)
-            self.fed.committed(tenant, ctx)
             expected = synced
             fetched += len(page.events)
             refused += [({"event_id": event_id}, exc) for event_id, _, exc in taken]

@@ -298,7 +298,6 @@ class PeerQueue:
         now = state.clock()
         ctx = Ctx(tenant, now, self.sender.fed.signer(tenant))
         outcome = await state.db.write(record_delivery_txn, ctx, dest, batch, settled)
-        self.sender.fed.committed(tenant, ctx)
         for code in outcome.refused:
             metrics.refused_by_peer.inc(**labels, reason=code)
         metrics.latency.observe_many([max(0, now - created_at) / 1000

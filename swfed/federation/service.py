@@ -47,6 +47,7 @@ from swfed.storage import events as events_db
 from swfed.storage import keys as keys_db
 from swfed.storage import peers as peers_db
 from swfed.storage.tenants import Tenant
+from swfed.storage.touched import Touched
 
 REFETCH_MIN_SECONDS = 2.0
 #: A failed discovery of a name we hold no keys for is remembered this long:
@@ -114,15 +115,15 @@ class Federation:
     def signer(self, tenant: Tenant) -> Callable[..., dict[str, Any]] | None:
         return self.keyring.signer(tenant)
 
-    def kick(self, tenant: Tenant, destinations: set[str]) -> None:
-        for destination in destinations:
-            self.sender.kick(tenant.tenant_id, destination)
-
-    def committed(self, tenant: Tenant, ctx: Any) -> None:
-        """A write as ``tenant`` committed: wake delivery, start gap repair it asked for."""
-        self.kick(tenant, ctx.kicks)
-        for room_id in ctx.repairs:
-            self.repairer.request(tenant, room_id, gap=True)
+    def committed(self, touched: Touched) -> None:
+        """The commit hook (``Database.on_commit``): wake delivery to the peers that got
+        outbox rows, start the gap repairs the commit saw a need for."""
+        for tenant_id, destination in touched.peers:
+            self.sender.kick(tenant_id, destination)
+        for tenant_id, room_id in touched.repairs:
+            tenant = self.state.tenants.by_id(tenant_id)
+            if tenant is not None:
+                self.repairer.request(tenant, room_id, gap=True)
 
     # -- peers' keys -----------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""What a write transaction acts as: :class:`Ctx` (tenant, clock, signer, wake-ups)."""
+"""What a write transaction acts as: :class:`Ctx` (tenant, clock, signer)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,17 @@ from swfed.storage.tenants import Tenant
 
 @attrs.define
 class Ctx:
-    """What a write transaction acts as: tenant, clock, signer; what it leaves.
+    """What a write transaction acts as: tenant, clock, signer.
 
     ``sign`` signs an event with the tenant's current key (None: no key,
-    so nothing can federate). ``kicks`` collects the destinations that got
-    new outbox rows, so the sender can be woken after the commit;
-    ``repairs`` the rooms hosted elsewhere in which a gap was seen, so gap
-    repair can start after the commit.
+    so nothing can federate). What the write leaves for others to act on
+    (outbox rows, a moved stream, a gap to repair) the connection collects
+    (swfed.storage.touched), and the commit hook wakes it.
     """
 
     tenant: Tenant
     now: int
     sign: Callable[..., dict[str, Any]] | None = None
-    kicks: set[str] = attrs.Factory(set)
-    repairs: set[str] = attrs.Factory(set)
 
     @property
     def me(self) -> str:

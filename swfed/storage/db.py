@@ -47,6 +47,7 @@ from swfed import logs
 from swfed.core.errors import StorageUnavailable
 from swfed.storage.files import bump_stamp
 from swfed.storage.migrations import migrate
+from swfed.storage.touched import Touched
 
 T = TypeVar("T")
 
@@ -90,20 +91,33 @@ def storage_trouble(exc: BaseException) -> StorageUnavailable | None:
     return trouble
 
 
+class SqliteConn(sqlite3.Connection):
+    """A SQLite connection that says its dialect and collects what its current
+    write touched (swfed.storage.touched)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.touched = Touched()
+
+
 def connect(path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000,
-            readonly: bool = False) -> sqlite3.Connection:
+            readonly: bool = False) -> SqliteConn:
     """Open a connection with the pragmas every swfed connection uses."""
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False)
+                               check_same_thread=False, factory=SqliteConn)
     else:
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                               factory=SqliteConn)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     conn.execute("PRAGMA foreign_keys = ON")
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
+    assert isinstance(conn, SqliteConn)
     return conn
 
 
@@ -155,6 +169,7 @@ class _Write:
     token: trio.lowlevel.TrioToken
     result: Any = None
     error: BaseException | None = None
+    touched: Touched | None = None
 
 
 class Database:
@@ -174,7 +189,7 @@ class Database:
         self._readers: list[sqlite3.Connection] = []
         self._read_slots = trio.Semaphore(read_connections)
         self._n_readers = read_connections
-        self._after_commit: list[Callable[[], None]] = []
+        self._after_commit: list[Callable[[Touched], None]] = []
         #: ``auth_version`` as of the last commit (swfed.storage.sessions).
         self.auth_version = 0
         #: Commits and writes done, for the benchmark and metrics.
@@ -227,8 +242,9 @@ class Database:
             conn.close()
         self._readers = []
 
-    def on_commit(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` on the Trio thread after every commit (once per group)."""
+    def on_commit(self, callback: Callable[[Touched], None]) -> None:
+        """Call ``callback(touched)`` on the Trio thread after a commit that touched
+        something (once per group commit, with what its stored writes touched)."""
         self._after_commit.append(callback)
 
     # -- writes --------------------------------------------------------------
@@ -275,7 +291,7 @@ class Database:
             self._run_batch(conn, batch)
         conn.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+    def _run_batch(self, conn: SqliteConn, batch: list[_Write]) -> None:
         if self._page_limit_file is not None:
             self._apply_page_limit(conn)
         changes = conn.total_changes
@@ -283,15 +299,17 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
                 conn.execute("SAVEPOINT w")
+                conn.touched = Touched()
                 try:
                     job.result = job.fn(conn, *job.args)
+                    job.touched = conn.touched
                 except Exception as exc:  # the job's own error, reported to its caller
                     if storage_trouble(exc) is not None:
                         # SQLite may have rolled the whole transaction back
                         # already: the batch fails as one, below.
                         raise
                     conn.execute("ROLLBACK TO w")
-                    job.error = exc
+                    job.error = exc  # what it touched is rolled back with it
                 conn.execute("RELEASE w")
             auth_version = auth_version_txn(conn)
             conn.execute("COMMIT")
@@ -313,6 +331,7 @@ class Database:
                 self._storage_failed(trouble, len(batch))
             for job in batch:
                 job.result = None
+                job.touched = None
                 # one error per caller: each raises its own (tracebacks differ)
                 job.error = exc if trouble is None else storage_trouble(exc)
         # one hop back to Trio per batch (per Trio run: in the server there is one)
@@ -367,11 +386,20 @@ class Database:
         self._page_limit = limit
 
     def _finish(self, batch: list[_Write]) -> None:
+        touched = Touched()
+        for job in batch:
+            if job.touched is not None:
+                touched.update(job.touched)
+        # the hooks run before any caller resumes: what a caller does next
+        # (answer 2xx, read its own write) sees delivery and streams already woken
+        if touched:
+            for callback in self._after_commit:
+                try:
+                    callback(touched)
+                except Exception:  # noqa: BLE001 - a hook's bug must not strand the writers
+                    logs.log_exception("storage.commit_hook_failed")
         for job in batch:
             job.done.set()
-        if any(job.error is None for job in batch):
-            for callback in self._after_commit:
-                callback()
 
     # -- reads ---------------------------------------------------------------
 

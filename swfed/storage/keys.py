@@ -14,7 +14,10 @@ from typing import Any
 
 import attrs
 
-from swfed.core.keys import retire
+from swfed.core.errors import Conflict, NotFound
+from swfed.core.keys import KeyInfo, retire
+from swfed.core.signing import KeyPair, generate_keypair, keypair_from_seed
+from swfed.storage.audit import audit_txn
 from swfed.storage.tenants import Tenant
 
 
@@ -62,6 +65,45 @@ def wipe_expired_seeds_txn(conn: sqlite3.Connection, now: int) -> int:
     cur = conn.execute("UPDATE signing_keys SET seed = NULL WHERE seed IS NOT NULL"
                        " AND expires_at IS NOT NULL AND expires_at <= ?", (now,))
     return cur.rowcount
+
+
+@attrs.frozen
+class TenantKeys:
+    current: KeyPair | None
+    current_created_at: int | None
+    old: tuple[KeyInfo, ...]
+
+
+def load_tenant_keys_txn(conn: sqlite3.Connection, tenant: Tenant) -> TenantKeys:
+    """The tenant's current key pair (seed in memory only) and its retired keys."""
+    current: KeyPair | None = None
+    created: int | None = None
+    old: list[KeyInfo] = []
+    for k in own_keys_txn(conn, tenant):
+        if k.retired_at is None and k.seed is not None and current is None:
+            current = keypair_from_seed(k.seed, k.key_id)
+            created = k.created_at
+        elif k.retired_at is not None:
+            old.append(KeyInfo(k.key_id, k.public_key, k.retired_at, k.expires_at))
+    return TenantKeys(current, created, tuple(old))
+
+
+def new_key_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, overlap_days: int, *,
+                rotate: bool, actor: str) -> KeyPair:
+    """Generate a key (``rotate``: retire the current one). Raises SW_KEY_EXISTS/SW_NO_KEY."""
+    has_current = load_tenant_keys_txn(conn, tenant).current is not None
+    if has_current and not rotate:
+        raise Conflict(f"{tenant.server_name} already has a federation key: use "
+                       "'swfed admin federation key rotate' to replace it", code="SW_KEY_EXISTS")
+    if rotate and not has_current:
+        raise NotFound(f"{tenant.server_name} has no federation key to rotate: use "
+                       "'swfed admin federation key generate'", code="SW_NO_KEY")
+    keypair = generate_keypair()
+    add_key_txn(conn, tenant, keypair.key_id, keypair.seed, keypair.public_key_b64,
+                        now, overlap_days)
+    audit_txn(conn, tenant, "federation.key." + ("rotate" if rotate else "generate"), now,
+              actor=actor, outcome="ok", details={"key_id": keypair.key_id})
+    return keypair
 
 
 # -- peers' keys ---------------------------------------------------------------
@@ -132,3 +174,19 @@ def store_peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: s
         " ON CONFLICT (tenant_id, server_name) DO UPDATE SET descriptor = excluded.descriptor,"
         " fetched_at = excluded.fetched_at",
         (tenant.tenant_id, server_name, descriptor_json, now))
+
+
+def doctor_facts_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str, now: int
+                     ) -> tuple[TenantKeys, list[PeerKey], dict[str, Any] | None]:
+    """What ``swfed doctor`` reads before it goes on the network: our keys, the peer's
+    keys as we know them, and the peer's row of the peers view (None: never met)."""
+    from swfed.storage.peers import peers_view_txn
+
+    rows = [r for r in peers_view_txn(conn, tenant, now) if r["server_name"] == peer]
+    return (load_tenant_keys_txn(conn, tenant), peer_keys_txn(conn, tenant, peer),
+            rows[0] if rows else None)
+
+
+def has_peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) -> bool:
+    return conn.execute("SELECT 1 FROM peer_keys WHERE tenant_id = ? AND server_name = ?"
+                        " LIMIT 1", (tenant.tenant_id, server_name)).fetchone() is not None

@@ -193,7 +193,7 @@ def peers_view_txn(conn: sqlite3.Connection, tenant: Tenant, now: int) -> list[d
 def enqueue_txn(conn: sqlite3.Connection, tenant_id: int, destinations: list[str],
                 payload: dict[str, Any], now: int) -> None:
     """Queue one event for each of ``destinations``: its canonical JSON stored once, a
-    small row per destination (the sender is woken after the commit)."""
+    small row per destination (the commit hook wakes the sender for them)."""
     if not destinations:
         return
     event = conn.execute(
@@ -203,3 +203,4 @@ def enqueue_txn(conn: sqlite3.Connection, tenant_id: int, destinations: list[str
          now, len(destinations))).lastrowid
     conn.executemany("INSERT INTO outbox (tenant_id, destination, event) VALUES (?, ?, ?)",
                      [(tenant_id, destination, event) for destination in destinations])
+    conn.touched.outbox(tenant_id, destinations)  # the commit wakes the sender for them

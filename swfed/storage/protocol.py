@@ -143,7 +143,6 @@ def _route(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
         assert signed is not None
         payload = {**signed, "unsigned": {"seq": seq}} if room.host == ctx.me else signed
         peers_db.enqueue_txn(conn, ctx.tenant.tenant_id, sorted(targets), payload, ctx.now)
-        ctx.kicks.update(targets)
 
 
 def _take(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
@@ -209,7 +208,7 @@ def _synced(conn: sqlite3.Connection, ctx: Ctx, room: Room, seq: int, *,
         return
     synced = _advance(conn, ctx, room, start=seq if applied else None)
     if max(seq, events_db.max_host_seq_txn(conn, ctx.tenant, room.room_id)) > synced:
-        ctx.repairs.add(room.room_id)
+        conn.touched.repair(ctx.tenant.tenant_id, room.room_id)
 
 
 def emit_txn(conn: sqlite3.Connection, ctx: Ctx, room: Room, type_: str, sender: str,
@@ -547,7 +546,8 @@ def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, A
                                   next_pos_txn(conn, ctx.tenant))
     synced = _advance(conn, ctx, room, start)
     if synced < seq:
-        ctx.repairs.add(room.room_id)  # away for a while: fetch what we missed
+        # away for a while: fetch what we missed
+        conn.touched.repair(ctx.tenant.tenant_id, room.room_id)
     return lies
 
 

@@ -19,6 +19,7 @@ def take_positions_txn(conn: sqlite3.Connection, tenant: Tenant, n: int) -> int:
     """Take ``n`` consecutive stream positions; returns the first."""
     row = conn.execute("UPDATE tenants SET stream_pos = stream_pos + ? WHERE tenant_id = ?"
                        " RETURNING stream_pos", (n, tenant.tenant_id)).fetchone()
+    conn.touched.stream(tenant.tenant_id)  # the commit wakes this tenant's streams
     return int(row[0]) - n + 1
 
 

@@ -23,6 +23,7 @@ from swfed.storage.db import open_direct
 from swfed.storage.protocol import receive_batch_txn
 from swfed.storage.search import search_txn
 from swfed.storage.tenants import Tenant, create_tenant_txn, create_user_txn
+from swfed.storage.touched import Touched
 
 ROOM = "!AbcdefghijklmnopqR:a.test"
 NOW = 1_700_000_000_000
@@ -57,11 +58,12 @@ def receive(conn: sqlite3.Connection, tenant: Tenant, events: list[dict[str, Any
     repairs: set[str] = set()
     for batch in ([[e] for e in events] if one_by_one else [events]):
         ctx = Ctx(tenant, NOW)
+        conn.touched = Touched()
         conn.execute("BEGIN IMMEDIATE")
         late = receive_batch_txn(conn, ctx, "a.test", batch, [], results)
         conn.execute("COMMIT")
         refused += [f"{key} {exc.code}" for key, _, exc in late]
-        repairs |= ctx.repairs
+        repairs |= {room_id for _, room_id in conn.touched.repairs}
     return results, refused, repairs
 
 
