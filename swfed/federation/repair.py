@@ -46,7 +46,6 @@ A host may lie, and repair must stay bounded when it does:
 from __future__ import annotations
 
 import random
-import sqlite3
 from typing import Any
 
 import trio
@@ -172,7 +171,7 @@ class Repairer:
         pages = 0
         started = trio.current_time()
         while True:
-            room, top = await state.db.read(_room_and_top_txn, tenant, room_id)
+            room, top = await state.db.read(protocol.room_and_top_txn, tenant, room_id)
             if room is None or room.host == tenant.server_name or room.synced_seq == 0:
                 return
             if gap_only and top <= room.synced_seq:
@@ -269,10 +268,3 @@ class Repairer:
 def _seqs(events: list[dict[str, Any]]) -> list[int | None]:
     return [(e.get("unsigned") or {}).get("seq") if isinstance(e.get("unsigned"), dict)
             else None for e in events]
-
-
-def _room_and_top_txn(conn: sqlite3.Connection, tenant: Tenant,
-                      room_id: str) -> tuple[Room | None, int]:
-    """Our copy of the room, and the highest host seq it holds (beyond the mark: a gap)."""
-    return (rooms_db.room_txn(conn, tenant, room_id),
-            events_db.max_host_seq_txn(conn, tenant, room_id))

@@ -3,7 +3,13 @@
 ``db.py`` is the engine (writer thread with group commit, read pool,
 online backup); ``migrations.py`` the numbered schema. The other modules
 hold sync ``*_txn(conn, …)`` functions that ``Database.write``/``Database.read``
-run on a database thread and the CLI runs directly. Nothing outside this
+run on a database thread and the CLI runs directly; every transaction is
+one of them (``grep -rn "def .*_txn" swfed/storage`` lists them all, and a
+test keeps any from living elsewhere). They take a :class:`~swfed.storage.conn.Conn`,
+never a driver type: nothing outside this package imports a driver. What a
+write leaves for others -- outbox rows, a moved stream, a gap to repair --
+it records on ``conn.touched`` (``touched.py``), and the commit hook
+(``Database.on_commit``) wakes exactly that. Nothing outside this
 package builds SQL, and no function here decides room rules: those are
 :mod:`swfed.core.rooms`.
 

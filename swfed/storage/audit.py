@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
+from swfed.storage.conn import Conn
 from swfed.storage.tenants import Tenant
 
 
-def audit_txn(conn: sqlite3.Connection, tenant: Tenant, action: str, now: int, *,
+def audit_txn(conn: Conn, tenant: Tenant, action: str, now: int, *,
               outcome: str, actor: str | None = None, peer: str | None = None,
               event_id: str | None = None, room_id: str | None = None,
               reason: str | None = None, details: dict[str, Any] | None = None) -> None:
@@ -20,7 +20,7 @@ def audit_txn(conn: sqlite3.Connection, tenant: Tenant, action: str, now: int, *
          None if details is None else json.dumps(details, sort_keys=True), now))
 
 
-def accepted_audit_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, peer: str,
+def accepted_audit_txn(conn: Conn, tenant: Tenant, now: int, peer: str,
                        events: list[tuple[str, str]]) -> None:
     """One ``federation.event.accepted`` row per (event_id, room_id), in one statement."""
     conn.executemany(
@@ -30,7 +30,7 @@ def accepted_audit_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, peer:
         [(tenant.tenant_id, peer, event_id, room_id, now) for event_id, room_id in events])
 
 
-def reject_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str, now: int, *,
+def reject_txn(conn: Conn, tenant: Tenant, peer: str, now: int, *,
                reason: str, message: str, event_id: str | None = None,
                room_id: str | None = None, action: str = "federation.event.rejected") -> None:
     """Record a refused federation event: a rejected row and an audit row."""
@@ -42,7 +42,7 @@ def reject_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str, now: int, *,
               room_id=room_id, reason=reason, details={"message": message[:500]})
 
 
-def local_refusal_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, *, actor: str,
+def local_refusal_txn(conn: Conn, tenant: Tenant, now: int, *, actor: str,
                       peer: str | None, room_id: str | None, reason: str,
                       details: dict[str, Any]) -> None:
     """Our own user's action that federation policy (ours or the peer's) refused."""
@@ -50,7 +50,7 @@ def local_refusal_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, *, act
               peer=peer, room_id=room_id, reason=reason, details=details)
 
 
-def _page(conn: sqlite3.Connection, table: str, tenant: Tenant, filters: dict[str, Any],
+def _page(conn: Conn, table: str, tenant: Tenant, filters: dict[str, Any],
           before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
     where = ["tenant_id = ?", "id < ?"]
     args: list[Any] = [tenant.tenant_id, before if before is not None else 2**62]
@@ -76,13 +76,13 @@ def _page(conn: sqlite3.Connection, table: str, tenant: Tenant, filters: dict[st
     return out, nxt
 
 
-def rejected_page_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str | None,
+def rejected_page_txn(conn: Conn, tenant: Tenant, peer: str | None,
                       reason: str | None, before: int | None,
                       limit: int) -> tuple[list[dict[str, Any]], int | None]:
     return _page(conn, "fed_rejected", tenant, {"peer": peer, "reason": reason}, before, limit)
 
 
-def audit_page_txn(conn: sqlite3.Connection, tenant: Tenant, action: str | None,
+def audit_page_txn(conn: Conn, tenant: Tenant, action: str | None,
                    peer: str | None, before: int | None,
                    limit: int) -> tuple[list[dict[str, Any]], int | None]:
     return _page(conn, "sw_audit", tenant, {"action_prefix": action, "peer": peer}, before,

@@ -7,8 +7,6 @@ each ``/send`` whose answer settled something (classified by
 
 from __future__ import annotations
 
-import sqlite3
-
 import attrs
 
 from swfed.core.delivery import Settled
@@ -17,6 +15,7 @@ from swfed.core.rooms import PENDING_SEQ
 from swfed.storage import peers as peers_db
 from swfed.storage import protocol
 from swfed.storage.audit import audit_txn, reject_txn
+from swfed.storage.conn import Conn
 from swfed.storage.context import Ctx
 
 
@@ -28,7 +27,7 @@ class Delivery:
     refused: list[str]
 
 
-def record_delivery_txn(conn: sqlite3.Connection, ctx: Ctx, dest: str,
+def record_delivery_txn(conn: Conn, ctx: Ctx, dest: str,
                         batch: list[peers_db.Queued], settled: Settled) -> Delivery:
     """Settle each queued event the peer answered for; the rest stay queued.
 

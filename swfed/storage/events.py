@@ -8,10 +8,10 @@ relaying and backfill.
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from swfed.core.rooms import PENDING_SEQ
+from swfed.storage.conn import Conn, Row
 from swfed.storage.tenants import Tenant
 
 #: Who sees an event: everyone in the room, except a refused one, which
@@ -19,7 +19,7 @@ from swfed.storage.tenants import Tenant
 VISIBLE = "(e.status != 'refused' OR e.sender = ?)"
 
 
-def event_json(row: sqlite3.Row) -> dict[str, Any]:
+def event_json(row: Row) -> dict[str, Any]:
     out = {"event_id": row["event_id"], "room_id": row["room_id"], "type": row["type"],
            "sender": row["sender"], "origin_ts": row["origin_ts"],
            "content": json.loads(row["content"]), "seq": row["seq"], "status": row["status"]}
@@ -28,7 +28,7 @@ def event_json(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
-def has_event_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def has_event_txn(conn: Conn, tenant: Tenant, room_id: str,
                   event_id: str) -> bool:
     """Event ids are unique within a room: a server can only squat ids in rooms it hosts."""
     return conn.execute("SELECT 1 FROM events WHERE tenant_id = ? AND room_id = ?"
@@ -36,7 +36,7 @@ def has_event_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
                         ).fetchone() is not None
 
 
-def stored_ids_txn(conn: sqlite3.Connection, tenant: Tenant,
+def stored_ids_txn(conn: Conn, tenant: Tenant,
                    keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of these (room_id, event_id) are stored here."""
     found: set[tuple[str, str]] = set()
@@ -50,7 +50,7 @@ def stored_ids_txn(conn: sqlite3.Connection, tenant: Tenant,
     return found
 
 
-def stored_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def stored_txn(conn: Conn, tenant: Tenant, room_id: str,
                event_id: str) -> tuple[int, dict[str, Any] | None] | None:
     """(seq, the event as its origin signed it) of a stored event, if any."""
     row = conn.execute("SELECT seq, signed FROM events WHERE tenant_id = ? AND room_id = ?"
@@ -74,7 +74,7 @@ def _event_row(tenant: Tenant, event: dict[str, Any], signed: dict[str, Any] | N
             int(applied))
 
 
-def insert_event_txn(conn: sqlite3.Connection, tenant: Tenant, event: dict[str, Any],
+def insert_event_txn(conn: Conn, tenant: Tenant, event: dict[str, Any],
                      signed: dict[str, Any] | None, seq: int, pos: int, now: int,
                      status: str = "sent", applied: bool = True) -> int:
     """Insert one event row; returns its rowid (for the search index)."""
@@ -83,7 +83,7 @@ def insert_event_txn(conn: sqlite3.Connection, tenant: Tenant, event: dict[str, 
     return int(cur.lastrowid or 0)
 
 
-def insert_run_txn(conn: sqlite3.Connection, tenant: Tenant,
+def insert_run_txn(conn: Conn, tenant: Tenant,
                    run: list[tuple[dict[str, Any], dict[str, Any], int, int]],
                    now: int) -> dict[int, int]:
     """Insert many applied events, (event, signed, seq, pos) each; returns pos → rowid."""
@@ -95,7 +95,7 @@ def insert_run_txn(conn: sqlite3.Connection, tenant: Tenant,
         (tenant.tenant_id, low, high))}
 
 
-def is_pending_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def is_pending_txn(conn: Conn, tenant: Tenant, room_id: str,
                    event_id: str) -> bool:
     """Is this event of ours still awaiting the host's answer?"""
     return conn.execute("SELECT 1 FROM events WHERE tenant_id = ? AND room_id = ?"
@@ -103,7 +103,7 @@ def is_pending_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
                         (tenant.tenant_id, room_id, event_id)).fetchone() is not None
 
 
-def settle_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, event_id: str,
+def settle_txn(conn: Conn, tenant: Tenant, room_id: str, event_id: str,
                pos: int, *, seq: int | None = None,
                error: dict[str, str] | None = None) -> None:
     """The host answered for one of our pending events: ordered (``seq``) or refused.
@@ -121,7 +121,7 @@ def settle_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, event_id:
                                                  tenant.tenant_id, room_id, event_id))
 
 
-def at_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def at_seq_txn(conn: Conn, tenant: Tenant, room_id: str,
                seq: int) -> tuple[dict[str, Any], bool] | None:
     """The room's event at host seq ``seq`` (as a plain event) and whether it is applied."""
     row = conn.execute("SELECT * FROM events WHERE tenant_id = ? AND room_id = ? AND seq = ?",
@@ -134,7 +134,7 @@ def at_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     return event, bool(row["applied"])
 
 
-def event_at_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def event_at_seq_txn(conn: Conn, tenant: Tenant, room_id: str,
                      seq: int) -> str | None:
     """The id of the room's event at host seq ``seq``, if any (a seq names one event)."""
     row = conn.execute("SELECT event_id FROM events WHERE tenant_id = ? AND room_id = ?"
@@ -142,7 +142,7 @@ def event_at_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     return None if row is None else str(row[0])
 
 
-def refused_from_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str,
+def refused_from_txn(conn: Conn, tenant: Tenant, peer: str,
                      event_id: str) -> bool:
     """Did we refuse event ``event_id`` sent by ``peer`` (``fed_rejected``)?"""
     return conn.execute("SELECT 1 FROM fed_rejected WHERE tenant_id = ? AND peer = ?"
@@ -150,13 +150,13 @@ def refused_from_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str,
                         ).fetchone() is not None
 
 
-def mark_applied_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def mark_applied_txn(conn: Conn, tenant: Tenant, room_id: str,
                      event_id: str) -> None:
     conn.execute("UPDATE events SET applied = 1 WHERE tenant_id = ? AND room_id = ?"
                  " AND event_id = ?", (tenant.tenant_id, room_id, event_id))
 
 
-def events_after_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def events_after_seq_txn(conn: Conn, tenant: Tenant, room_id: str,
                          seq: int) -> list[str]:
     """Ids of the room's host-ordered events after ``seq``, in order."""
     return [r[0] for r in conn.execute(
@@ -164,20 +164,20 @@ def events_after_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
         " AND seq < ? ORDER BY seq", (tenant.tenant_id, room_id, seq, PENDING_SEQ))]
 
 
-def set_pos_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, event_id: str,
+def set_pos_txn(conn: Conn, tenant: Tenant, room_id: str, event_id: str,
                 pos: int) -> None:
     conn.execute("UPDATE events SET pos = ? WHERE tenant_id = ? AND room_id = ? AND event_id = ?",
                  (pos, tenant.tenant_id, room_id, event_id))
 
 
-def event_in_room_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def event_in_room_txn(conn: Conn, tenant: Tenant, room_id: str,
                       event_id: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM events WHERE tenant_id = ? AND room_id = ?"
                        " AND event_id = ?", (tenant.tenant_id, room_id, event_id)).fetchone()
     return None if row is None else event_json(row)
 
 
-def reaction_of_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, sender: str,
+def reaction_of_txn(conn: Conn, tenant: Tenant, room_id: str, sender: str,
                     content: dict[str, Any]) -> dict[str, Any] | None:
     """``sender``'s reaction with exactly this content, if they made it already."""
     for row in conn.execute(
@@ -188,7 +188,7 @@ def reaction_of_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, send
     return None
 
 
-def messages_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, viewer: str,
+def messages_page_txn(conn: Conn, tenant: Tenant, room_id: str, viewer: str,
                       before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
     """Events ``viewer`` sees, newest first (host order), ``limit`` of them before ``before``."""
     rows = conn.execute(
@@ -201,7 +201,7 @@ def messages_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, vi
     return events, nxt
 
 
-def signed_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def signed_page_txn(conn: Conn, tenant: Tenant, room_id: str,
                     before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
     """Signed history of a room, newest first, each with its ``unsigned.seq``."""
     rows = conn.execute(
@@ -214,7 +214,7 @@ def signed_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     return events, nxt
 
 
-def signed_after_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, after: int,
+def signed_after_txn(conn: Conn, tenant: Tenant, room_id: str, after: int,
                      limit: int) -> list[dict[str, Any]]:
     """Signed events of a room after seq ``after``, oldest first (gap repair)."""
     rows = conn.execute(
@@ -224,14 +224,14 @@ def signed_after_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, aft
     return [{**json.loads(r["signed"]), "unsigned": {"seq": r["seq"]}} for r in rows]
 
 
-def max_host_seq_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> int:
+def max_host_seq_txn(conn: Conn, tenant: Tenant, room_id: str) -> int:
     """The highest host-ordered seq of the room in our copy (0 if none)."""
     row = conn.execute("SELECT MAX(seq) FROM events WHERE tenant_id = ? AND room_id = ?"
                        " AND seq < ?", (tenant.tenant_id, room_id, PENDING_SEQ)).fetchone()
     return int(row[0] or 0)
 
 
-def member_events_of_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def member_events_of_txn(conn: Conn, tenant: Tenant, room_id: str,
                          server: str) -> list[tuple[int, str, str]]:
     """(seq, sender, membership) of the member events of ``server``'s users, in host order."""
     rows = conn.execute(

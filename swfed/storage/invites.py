@@ -7,14 +7,13 @@ answer an invite of this one by reusing its id.
 
 from __future__ import annotations
 
-import sqlite3
-
 from swfed.core.errors import Conflict, NotFound
 from swfed.core.rooms import Room
+from swfed.storage.conn import Conn, Row
 from swfed.storage.tenants import Tenant
 
 
-def add_invite_txn(conn: sqlite3.Connection, tenant: Tenant, room: Room, invite_id: str,
+def add_invite_txn(conn: Conn, tenant: Tenant, room: Room, invite_id: str,
                    invitee: str, inviter: str, event_id: str, now: int) -> bool:
     """Keep an invite; False when the room already has one with its id (nothing written)."""
     if invite_txn(conn, tenant, room.room_id, invite_id) is not None:
@@ -28,14 +27,14 @@ def add_invite_txn(conn: sqlite3.Connection, tenant: Tenant, room: Room, invite_
     return True
 
 
-def close_invites_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, invitee: str,
+def close_invites_txn(conn: Conn, tenant: Tenant, room_id: str, invitee: str,
                       state: str) -> None:
     conn.execute("UPDATE invites SET state = ? WHERE tenant_id = ? AND room_id = ?"
                  " AND invitee = ? AND state = 'pending'",
                  (state, tenant.tenant_id, room_id, invitee))
 
 
-def end_invite_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, invite_id: str,
+def end_invite_txn(conn: Conn, tenant: Tenant, room_id: str, invite_id: str,
                    state: str) -> None:
     """A pending invite of the room ended (refused by the invitee's server, or cancelled)."""
     conn.execute("UPDATE invites SET state = ? WHERE tenant_id = ? AND room_id = ?"
@@ -43,16 +42,16 @@ def end_invite_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, invit
                  (state, tenant.tenant_id, room_id, invite_id))
 
 
-def invite_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
-               invite_id: str) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute(
+def invite_txn(conn: Conn, tenant: Tenant, room_id: str,
+               invite_id: str) -> Row | None:
+    row: Row | None = conn.execute(
         "SELECT * FROM invites WHERE tenant_id = ? AND room_id = ? AND invite_id = ?",
         (tenant.tenant_id, room_id, invite_id)).fetchone()
     return row
 
 
-def pending_invite_txn(conn: sqlite3.Connection, tenant: Tenant, invite_id: str,
-                       invitee: str, room_id: str | None = None) -> sqlite3.Row:
+def pending_invite_txn(conn: Conn, tenant: Tenant, invite_id: str,
+                       invitee: str, room_id: str | None = None) -> Row:
     """A pending invite addressed to ``invitee`` (into ``room_id``, if given).
 
     Raises SW_INVITE_NOT_FOUND, SW_INVITE_NOT_PENDING, and SW_INVITE_AMBIGUOUS
@@ -79,7 +78,7 @@ def pending_invite_txn(conn: sqlite3.Connection, tenant: Tenant, invite_id: str,
     return pending[0]
 
 
-def pending_invite_to_room_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def pending_invite_to_room_txn(conn: Conn, tenant: Tenant, room_id: str,
                                invitee: str) -> str | None:
     """The id of ``invitee``'s pending invite to the room, if any."""
     row = conn.execute("SELECT invite_id FROM invites WHERE tenant_id = ? AND room_id = ?"

@@ -9,7 +9,6 @@ can be asked for at any time (rules: swfed.core.keys).
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 import attrs
@@ -18,6 +17,7 @@ from swfed.core.errors import Conflict, NotFound
 from swfed.core.keys import KeyInfo, retire
 from swfed.core.signing import KeyPair, generate_keypair, keypair_from_seed
 from swfed.storage.audit import audit_txn
+from swfed.storage.conn import Conn, Row
 from swfed.storage.tenants import Tenant
 
 
@@ -31,12 +31,12 @@ class OwnKey:
     expires_at: int | None
 
 
-def _own(row: sqlite3.Row) -> OwnKey:
+def _own(row: Row) -> OwnKey:
     return OwnKey(row["key_id"], row["public_key"], row["seed"], row["created_at"],
                   row["retired_at"], row["expires_at"])
 
 
-def own_keys_txn(conn: sqlite3.Connection, tenant: Tenant) -> list[OwnKey]:
+def own_keys_txn(conn: Conn, tenant: Tenant) -> list[OwnKey]:
     """All our keys, current (retired_at NULL) first, then newest retired."""
     rows = conn.execute(
         "SELECT * FROM signing_keys WHERE tenant_id = ?"
@@ -44,7 +44,7 @@ def own_keys_txn(conn: sqlite3.Connection, tenant: Tenant) -> list[OwnKey]:
     return [_own(r) for r in rows]
 
 
-def add_key_txn(conn: sqlite3.Connection, tenant: Tenant, key_id: str, seed: bytes,
+def add_key_txn(conn: Conn, tenant: Tenant, key_id: str, seed: bytes,
                 public_key: str, now: int, overlap_days: int) -> None:
     """Make a new current key; the previous one retires now, its overlap ends later.
 
@@ -59,7 +59,7 @@ def add_key_txn(conn: sqlite3.Connection, tenant: Tenant, key_id: str, seed: byt
         " VALUES (?, ?, ?, ?, ?)", (tenant.tenant_id, key_id, seed, public_key, now))
 
 
-def wipe_expired_seeds_txn(conn: sqlite3.Connection, now: int) -> int:
+def wipe_expired_seeds_txn(conn: Conn, now: int) -> int:
     """Drop the private half of keys whose overlap has ended (core.keys.seed_expired);
     the public half stays, published for good."""
     cur = conn.execute("UPDATE signing_keys SET seed = NULL WHERE seed IS NOT NULL"
@@ -74,7 +74,7 @@ class TenantKeys:
     old: tuple[KeyInfo, ...]
 
 
-def load_tenant_keys_txn(conn: sqlite3.Connection, tenant: Tenant) -> TenantKeys:
+def load_tenant_keys_txn(conn: Conn, tenant: Tenant) -> TenantKeys:
     """The tenant's current key pair (seed in memory only) and its retired keys."""
     current: KeyPair | None = None
     created: int | None = None
@@ -88,7 +88,7 @@ def load_tenant_keys_txn(conn: sqlite3.Connection, tenant: Tenant) -> TenantKeys
     return TenantKeys(current, created, tuple(old))
 
 
-def new_key_txn(conn: sqlite3.Connection, tenant: Tenant, now: int, overlap_days: int, *,
+def new_key_txn(conn: Conn, tenant: Tenant, now: int, overlap_days: int, *,
                 rotate: bool, actor: str) -> KeyPair:
     """Generate a key (``rotate``: retire the current one). Raises SW_KEY_EXISTS/SW_NO_KEY."""
     has_current = load_tenant_keys_txn(conn, tenant).current is not None
@@ -119,7 +119,7 @@ class PeerKey:
     fetched_at: int
 
 
-def peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) -> list[PeerKey]:
+def peer_keys_txn(conn: Conn, tenant: Tenant, server_name: str) -> list[PeerKey]:
     """A peer's keys as we know them: the current one first, then newest retired."""
     rows = conn.execute("SELECT * FROM peer_keys WHERE tenant_id = ? AND server_name = ?"
                         " ORDER BY retired_at IS NOT NULL, retired_at DESC",
@@ -128,14 +128,14 @@ def peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) ->
                     r["expires_at"], r["fetched_at"]) for r in rows]
 
 
-def cached_peer_txn(conn: sqlite3.Connection, tenant: Tenant,
+def cached_peer_txn(conn: Conn, tenant: Tenant,
                     server_name: str) -> tuple[list[PeerKey], int | None]:
     """A peer's keys and its cached descriptor's ``valid_until``, in one read."""
     return (peer_keys_txn(conn, tenant, server_name),
             descriptor_valid_until_txn(conn, tenant, server_name))
 
 
-def descriptor_valid_until_txn(conn: sqlite3.Connection, tenant: Tenant,
+def descriptor_valid_until_txn(conn: Conn, tenant: Tenant,
                                server_name: str) -> int | None:
     """Until when the peer's cached descriptor says it may be used (None: unknown)."""
     row = conn.execute("SELECT descriptor FROM peers WHERE tenant_id = ? AND server_name = ?",
@@ -146,7 +146,7 @@ def descriptor_valid_until_txn(conn: sqlite3.Connection, tenant: Tenant,
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def store_peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str,
+def store_peer_keys_txn(conn: Conn, tenant: Tenant, server_name: str,
                         keys: list[dict[str, Any]], descriptor_json: str, now: int) -> None:
     """Remember a verified descriptor and the keys it lists.
 
@@ -176,7 +176,7 @@ def store_peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: s
         (tenant.tenant_id, server_name, descriptor_json, now))
 
 
-def doctor_facts_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str, now: int
+def doctor_facts_txn(conn: Conn, tenant: Tenant, peer: str, now: int
                      ) -> tuple[TenantKeys, list[PeerKey], dict[str, Any] | None]:
     """What ``swfed doctor`` reads before it goes on the network: our keys, the peer's
     keys as we know them, and the peer's row of the peers view (None: never met)."""
@@ -187,6 +187,6 @@ def doctor_facts_txn(conn: sqlite3.Connection, tenant: Tenant, peer: str, now: i
             rows[0] if rows else None)
 
 
-def has_peer_keys_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) -> bool:
+def has_peer_keys_txn(conn: Conn, tenant: Tenant, server_name: str) -> bool:
     return conn.execute("SELECT 1 FROM peer_keys WHERE tenant_id = ? AND server_name = ?"
                         " LIMIT 1", (tenant.tenant_id, server_name)).fetchone() is not None

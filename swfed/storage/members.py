@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from swfed.core.ids import Fqid
 from swfed.core.rooms import room_not_found, server_of
+from swfed.storage.conn import Conn
 from swfed.storage.tenants import Tenant
 
 
-def membership_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def membership_txn(conn: Conn, tenant: Tenant, room_id: str,
                    member: str) -> str | None:
     row = conn.execute(
         "SELECT membership FROM members WHERE tenant_id = ? AND room_id = ? AND member = ?",
@@ -18,12 +18,12 @@ def membership_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     return None if row is None else str(row[0])
 
 
-def memberships_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def memberships_txn(conn: Conn, tenant: Tenant, room_id: str,
                     members: list[str]) -> dict[str, str | None]:
     return {m: membership_txn(conn, tenant, room_id, m) for m in members}
 
 
-def set_membership_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, member: str,
+def set_membership_txn(conn: Conn, tenant: Tenant, room_id: str, member: str,
                        membership: str, now: int, display_name: str | None = None) -> None:
     foreign = server_of(member) != tenant.server_name
     conn.execute(
@@ -34,7 +34,7 @@ def set_membership_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, m
         (tenant.tenant_id, room_id, member, membership, int(foreign), display_name, now))
 
 
-def members_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def members_txn(conn: Conn, tenant: Tenant, room_id: str,
                 viewer: str) -> list[dict[str, Any]]:
     """The room's joined and invited members, for a joined ``viewer``."""
     if membership_txn(conn, tenant, room_id, viewer) != "join":
@@ -60,7 +60,7 @@ def members_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     return out
 
 
-def members_for_peer_txn(conn: sqlite3.Connection, tenant: Tenant,
+def members_for_peer_txn(conn: Conn, tenant: Tenant,
                          room_id: str) -> list[dict[str, Any]]:
     rows = conn.execute("SELECT member, membership, display_name FROM members WHERE"
                         " tenant_id = ? AND room_id = ? AND membership IN ('join', 'invite')"
@@ -68,13 +68,13 @@ def members_for_peer_txn(conn: sqlite3.Connection, tenant: Tenant,
     return [{"fqid": r[0], "membership": r[1], "display_name": r[2]} for r in rows]
 
 
-def joined_members_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> list[str]:
+def joined_members_txn(conn: Conn, tenant: Tenant, room_id: str) -> list[str]:
     return sorted(r[0] for r in conn.execute(
         "SELECT member FROM members WHERE tenant_id = ? AND room_id = ?"
         " AND membership = 'join'", (tenant.tenant_id, room_id)))
 
 
-def member_servers_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def member_servers_txn(conn: Conn, tenant: Tenant, room_id: str,
                        memberships: tuple[str, ...] = ("join",)) -> set[str]:
     marks = ",".join("?" * len(memberships))
     rows = conn.execute(
@@ -83,14 +83,14 @@ def member_servers_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
     return {server_of(r[0]) for r in rows}
 
 
-def local_joined_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> bool:
+def local_joined_txn(conn: Conn, tenant: Tenant, room_id: str) -> bool:
     """Whether a user of ours is joined to the room (in our copy)."""
     return conn.execute("SELECT 1 FROM members WHERE tenant_id = ? AND room_id = ?"
                         " AND foreign_ = 0 AND membership = 'join' LIMIT 1",
                         (tenant.tenant_id, room_id)).fetchone() is not None
 
 
-def foreign_count_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str) -> int:
+def foreign_count_txn(conn: Conn, tenant: Tenant, room_id: str) -> int:
     row = conn.execute("SELECT COUNT(*) FROM members WHERE tenant_id = ? AND room_id = ?"
                        " AND foreign_ = 1 AND membership IN ('join', 'invite')",
                        (tenant.tenant_id, room_id)).fetchone()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from swfed.core.ids import new_uuid
+from swfed.storage.conn import Conn, Row
 from swfed.storage.tenants import Tenant
 
 
-def add_notification_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, type_: str,
+def add_notification_txn(conn: Conn, tenant: Tenant, local_id: str, type_: str,
                          sender: str, now: int, pos: int, *, room_id: str | None = None,
                          event_id: str | None = None, invite_id: str | None = None,
                          details: dict[str, Any] | None = None) -> str:
@@ -24,7 +24,7 @@ def add_notification_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str
     return notification_id
 
 
-def notification_json(row: sqlite3.Row) -> dict[str, Any]:
+def notification_json(row: Row) -> dict[str, Any]:
     out: dict[str, Any] = {"notification_id": row["notification_id"], "type": row["type"],
                            "room_id": row["room_id"], "from": row["sender"],
                            "created_at": row["created_at"]}
@@ -37,7 +37,7 @@ def notification_json(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
-def notifications_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str,
+def notifications_txn(conn: Conn, tenant: Tenant, local_id: str,
                       before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
     rows = conn.execute(
         "SELECT * FROM notifications WHERE tenant_id = ? AND local_id = ? AND pos < ?"

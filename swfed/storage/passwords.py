@@ -16,12 +16,12 @@ login session of the user (tokens made by the CLI for API clients stay).
 from __future__ import annotations
 
 import functools
-import sqlite3
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from swfed.core.errors import BadRequest, NotFound
+from swfed.storage.conn import Conn
 from swfed.storage.tenants import (
     Tenant,
     create_user_txn,
@@ -81,7 +81,7 @@ def needs_rehash(stored: str) -> bool:
     return _hasher.check_needs_rehash(stored)
 
 
-def set_password_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str,
+def set_password_txn(conn: Conn, tenant: Tenant, local_id: str,
                      password_hash: str, now: int, *, end_sessions: bool = True) -> None:
     """Store (or replace) a user's password hash and, by default, end their login
     sessions (a changed password signs out every browser). SW_USER_NOT_FOUND."""
@@ -100,14 +100,14 @@ def set_password_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str,
         (tenant.tenant_id, local_id, password_hash, now))
 
 
-def password_hash_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str) -> str | None:
+def password_hash_txn(conn: Conn, tenant: Tenant, local_id: str) -> str | None:
     """The stored hash, or None when the user or their password does not exist."""
     row = conn.execute("SELECT hash FROM passwords WHERE tenant_id = ? AND local_id = ?",
                        (tenant.tenant_id, local_id)).fetchone()
     return None if row is None else str(row[0])
 
 
-def login_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, now: int,
+def login_txn(conn: Conn, tenant: Tenant, local_id: str, now: int,
               rehashed: str | None = None) -> str:
     """Issue a session token after a verified password (and store a fresher hash).
 
@@ -123,7 +123,7 @@ def login_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, now: int,
     return token
 
 
-def create_user_with_password_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str,
+def create_user_with_password_txn(conn: Conn, tenant: Tenant, local_id: str,
                                   display_name: str, admin: bool, password_hash: str,
                                   now: int) -> str:
     """A new user with a password, in one transaction; returns a bearer token.
@@ -135,7 +135,7 @@ def create_user_with_password_txn(conn: sqlite3.Connection, tenant: Tenant, loca
     return token
 
 
-def revoke_token_txn(conn: sqlite3.Connection, tenant: Tenant, token: str) -> bool:
+def revoke_token_txn(conn: Conn, tenant: Tenant, token: str) -> bool:
     """Delete one token of this tenant (and its login session); whether it existed."""
     cur = conn.execute("DELETE FROM tokens WHERE token_hash = ? AND tenant_id = ?",
                        (hash_token(token), tenant.tenant_id))
@@ -144,7 +144,7 @@ def revoke_token_txn(conn: sqlite3.Connection, tenant: Tenant, token: str) -> bo
     return cur.rowcount > 0
 
 
-def prune_sessions_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str,
+def prune_sessions_txn(conn: Conn, tenant: Tenant, local_id: str,
                        now: int) -> None:
     """Drop a user's expired login sessions and their tokens."""
     conn.execute("DELETE FROM tokens WHERE token_hash IN (SELECT token_hash FROM login_sessions"

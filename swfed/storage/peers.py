@@ -12,13 +12,13 @@ fifty times.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter, defaultdict
 from typing import Any
 
 import attrs
 
 from swfed.core.canonical import encode_canonical_json
+from swfed.storage.conn import Conn
 from swfed.storage.tenants import Tenant
 
 HOUR_MS = 3600 * 1000
@@ -53,7 +53,7 @@ def _raw(payload: str | bytes, canonical: int) -> bytes:
     return payload if isinstance(payload, bytes) else payload.encode()
 
 
-def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
+def outbox_batch_txn(conn: Conn, tenant_id: int, destination: str,
                      limit: int, after: int = 0) -> list[Queued]:
     """The next queued events for ``destination``, in order (rows after ``after``).
 
@@ -75,18 +75,18 @@ def outbox_batch_txn(conn: sqlite3.Connection, tenant_id: int, destination: str,
     return out
 
 
-def queue_depths_txn(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:
+def queue_depths_txn(conn: Conn) -> list[tuple[int, str, int]]:
     """(tenant_id, destination, queued events) for every non-empty queue."""
     return [(r[0], r[1], r[2]) for r in conn.execute(
         "SELECT tenant_id, destination, COUNT(*) FROM outbox GROUP BY tenant_id, destination")]
 
 
-def outbox_destinations_txn(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+def outbox_destinations_txn(conn: Conn) -> list[tuple[int, str]]:
     return [(r[0], r[1]) for r in conn.execute(
         "SELECT DISTINCT tenant_id, destination FROM outbox")]
 
 
-def outbox_done_txn(conn: sqlite3.Connection, tenant_id: int, ids: list[int]) -> None:
+def outbox_done_txn(conn: Conn, tenant_id: int, ids: list[int]) -> None:
     """Drop these destination rows (settled); an event whose last row this was goes too.
 
     Ids already gone (a record that ran twice) change nothing: only rows
@@ -117,12 +117,12 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-def _ensure_peer(conn: sqlite3.Connection, tenant_id: int, server_name: str) -> None:
+def _ensure_peer(conn: Conn, tenant_id: int, server_name: str) -> None:
     conn.execute("INSERT OR IGNORE INTO peers (tenant_id, server_name) VALUES (?, ?)",
                  (tenant_id, server_name))
 
 
-def count_txn(conn: sqlite3.Connection, tenant_id: int, server_name: str, now: int, *,
+def count_txn(conn: Conn, tenant_id: int, server_name: str, now: int, *,
               sent: int = 0, received: int = 0) -> None:
     conn.execute(
         "INSERT INTO peer_counts (tenant_id, server_name, hour, sent, received)"
@@ -131,7 +131,7 @@ def count_txn(conn: sqlite3.Connection, tenant_id: int, server_name: str, now: i
         (tenant_id, server_name, now // HOUR_MS, sent, received))
 
 
-def peer_ok_txn(conn: sqlite3.Connection, tenant_id: int, server_name: str, now: int) -> None:
+def peer_ok_txn(conn: Conn, tenant_id: int, server_name: str, now: int) -> None:
     """The peer answered or contacted us: clear its error and backoff."""
     _ensure_peer(conn, tenant_id, server_name)
     conn.execute("UPDATE peers SET last_seen = ?, last_error = NULL, failures = 0,"
@@ -139,7 +139,7 @@ def peer_ok_txn(conn: sqlite3.Connection, tenant_id: int, server_name: str, now:
                  (now, tenant_id, server_name))
 
 
-def peer_failed_txn(conn: sqlite3.Connection, tenant_id: int, server_name: str, now: int,
+def peer_failed_txn(conn: Conn, tenant_id: int, server_name: str, now: int,
                     error: str, failures: int, next_retry_at: int) -> None:
     _ensure_peer(conn, tenant_id, server_name)
     conn.execute("UPDATE peers SET last_error = ?, last_error_at = ?, failures = ?,"
@@ -147,14 +147,14 @@ def peer_failed_txn(conn: sqlite3.Connection, tenant_id: int, server_name: str, 
                  (error[:500], now, failures, next_retry_at, tenant_id, server_name))
 
 
-def peer_state_txn(conn: sqlite3.Connection, tenant_id: int,
+def peer_state_txn(conn: Conn, tenant_id: int,
                    server_name: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM peers WHERE tenant_id = ? AND server_name = ?",
                        (tenant_id, server_name)).fetchone()
     return None if row is None else dict(row)
 
 
-def peers_view_txn(conn: sqlite3.Connection, tenant: Tenant, now: int) -> list[dict[str, Any]]:
+def peers_view_txn(conn: Conn, tenant: Tenant, now: int) -> list[dict[str, Any]]:
     """Every peer this tenant has talked to or has queued events for."""
     since = now // HOUR_MS - 23
     names = {r[0] for r in conn.execute(
@@ -190,7 +190,7 @@ def peers_view_txn(conn: sqlite3.Connection, tenant: Tenant, now: int) -> list[d
     return out
 
 
-def enqueue_txn(conn: sqlite3.Connection, tenant_id: int, destinations: list[str],
+def enqueue_txn(conn: Conn, tenant_id: int, destinations: list[str],
                 payload: dict[str, Any], now: int) -> None:
     """Queue one event for each of ``destinations``: its canonical JSON stored once, a
     small row per destination (the commit hook wakes the sender for them)."""

@@ -19,7 +19,6 @@ exist (``SW_ROOM_NOT_FOUND``), so ids cannot be probed.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import attrs
@@ -45,6 +44,7 @@ from swfed.storage import members as members_db
 from swfed.storage import peers as peers_db
 from swfed.storage import rooms as rooms_db
 from swfed.storage.audit import accepted_audit_txn, audit_txn, reject_txn
+from swfed.storage.conn import Conn
 from swfed.storage.context import Ctx
 from swfed.storage.notifications import add_notification_txn
 from swfed.storage.search import index_bodies_txn
@@ -67,7 +67,7 @@ def no_key() -> FederationError:
 # -- the event path ------------------------------------------------------------
 
 
-def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
+def _store(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
            signed: dict[str, Any] | None, host_seq: int | None = None, *,
            applied: bool = True, new: bool = False) -> int | None:
     """Store one event; return its seq, or None if it was already stored.
@@ -101,7 +101,7 @@ def _store(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
     return seq
 
 
-def _apply(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]) -> None:
+def _apply(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any]) -> None:
     """Write the effects (core.rooms.effects) of a newly stored event."""
     members = rules.touched_members(event)
     touched = members_db.memberships_txn(conn, ctx.tenant, room.room_id,
@@ -130,7 +130,7 @@ def _apply(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
                                  event_id=event["event_id"], details=effect.details)
 
 
-def _route(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
+def _route(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
            signed: dict[str, Any] | None, seq: int) -> None:
     """Queue the event for the servers that must get it (core.rooms.route_targets)."""
     # only a host relays to its member servers: a copy hosted elsewhere needs no read
@@ -145,7 +145,7 @@ def _route(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any]
         peers_db.enqueue_txn(conn, ctx.tenant.tenant_id, sorted(targets), payload, ctx.now)
 
 
-def _take(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
+def _take(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
           signed: dict[str, Any] | None, host_seq: int | None = None, *,
           route: bool = True, new: bool = False) -> int:
     """Store, apply and (unless told not to) route a new event; returns its seq.
@@ -176,7 +176,7 @@ def _take(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
     return seq
 
 
-def _advance(conn: sqlite3.Connection, ctx: Ctx, room: Room, start: int | None = None) -> int:
+def _advance(conn: Conn, ctx: Ctx, room: Room, start: int | None = None) -> int:
     """Move the room's synced mark over every contiguous host seq we hold; returns it.
 
     Each event it moves over has its effects written now, if they wait.
@@ -194,7 +194,7 @@ def _advance(conn: sqlite3.Connection, ctx: Ctx, room: Room, start: int | None =
     return synced
 
 
-def _synced(conn: sqlite3.Connection, ctx: Ctx, room: Room, seq: int, *,
+def _synced(conn: Conn, ctx: Ctx, room: Room, seq: int, *,
             applied: bool = False) -> None:
     """A host-ordered event arrived in a room hosted elsewhere: move the synced mark.
 
@@ -211,7 +211,7 @@ def _synced(conn: sqlite3.Connection, ctx: Ctx, room: Room, seq: int, *,
         conn.touched.repair(ctx.tenant.tenant_id, room.room_id)
 
 
-def emit_txn(conn: sqlite3.Connection, ctx: Ctx, room: Room, type_: str, sender: str,
+def emit_txn(conn: Conn, ctx: Ctx, room: Room, type_: str, sender: str,
              content: dict[str, Any]) -> dict[str, Any]:
     """Create an event of ours: sign, store, apply, route. Returns the event."""
     event = {"event_id": new_uuid(), "room_id": room.room_id, "type": type_,
@@ -230,7 +230,7 @@ def emit_txn(conn: sqlite3.Connection, ctx: Ctx, room: Room, type_: str, sender:
 # -- what local users do ---------------------------------------------------------
 
 
-def create_room_txn(conn: sqlite3.Connection, ctx: Ctx, spec: RoomSpec, creator: str,
+def create_room_txn(conn: Conn, ctx: Ctx, spec: RoomSpec, creator: str,
                     display_name: str) -> Room:
     room_id = new_room_id(ctx.me)
     rooms_db.insert_room_txn(conn, ctx.tenant, Room(room_id, spec.name, spec.type,
@@ -244,7 +244,7 @@ def create_room_txn(conn: sqlite3.Connection, ctx: Ctx, spec: RoomSpec, creator:
     return room
 
 
-def create_dm_txn(conn: sqlite3.Connection, ctx: Ctx, creator: str, display_name: str,
+def create_dm_txn(conn: Conn, ctx: Ctx, creator: str, display_name: str,
                   invitee: Fqid) -> Room:
     """A federated 1:1 room and the invite of its foreign participant, atomically."""
     spec = RoomSpec(name=f"{creator} & {invitee}"[:200], type="dm", federate=True)
@@ -255,7 +255,7 @@ def create_dm_txn(conn: sqlite3.Connection, ctx: Ctx, creator: str, display_name
     return found
 
 
-def send_message_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, sender: str,
+def send_message_txn(conn: Conn, ctx: Ctx, room_id: str, sender: str,
                      spec: MessageSpec) -> dict[str, Any]:
     """Raises SW_ROOM_NOT_FOUND, SW_EVENT_NOT_FOUND (reply target)."""
     room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, sender)
@@ -266,7 +266,7 @@ def send_message_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, sender: s
     return emit_txn(conn, ctx, room, "message", sender, spec.content(ctx.me))
 
 
-def react_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, sender: str, target: str,
+def react_txn(conn: Conn, ctx: Ctx, room_id: str, sender: str, target: str,
               key: str) -> dict[str, Any]:
     """React to a message; reacting twice with the same key returns the first."""
     room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, sender)
@@ -280,14 +280,14 @@ def react_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, sender: str, tar
     return emit_txn(conn, ctx, room, "reaction", sender, content)
 
 
-def messages_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, viewer: str,
+def messages_page_txn(conn: Conn, tenant: Tenant, room_id: str, viewer: str,
                       before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
     """Events newest first (host order) for a joined ``viewer``."""
     rooms_db.joined_room_txn(conn, tenant, room_id, viewer)
     return events_db.messages_page_txn(conn, tenant, room_id, viewer, before, limit)
 
 
-def invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, inviter: str,
+def invite_txn(conn: Conn, ctx: Ctx, room_id: str, inviter: str,
                invitee: Fqid) -> dict[str, Any]:
     """Invite someone, local or foreign, into a room we host; idempotent while pending.
 
@@ -322,7 +322,7 @@ def invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, inviter: str,
     return {"invite_id": content["invite_id"], "room_id": room_id}
 
 
-def remote_invite_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str, room_id: str,
+def remote_invite_txn(conn: Conn, ctx: Ctx, origin: str, room_id: str,
                       inviter: str, invitee: Fqid) -> dict[str, Any]:
     """A member on ``origin`` invites someone into a room we host, through its server.
 
@@ -337,7 +337,7 @@ def remote_invite_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str, room_id: 
     return invite_txn(conn, ctx, room_id, inviter, invitee)
 
 
-def cancel_invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, invite_id: str,
+def cancel_invite_txn(conn: Conn, ctx: Ctx, room_id: str, invite_id: str,
                       actor: str, actor_is_admin: bool) -> dict[str, Any]:
     """Cancel a pending invite into a room we host (its inviter, the creator, an admin).
 
@@ -356,14 +356,14 @@ def cancel_invite_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, invite_i
     return {"invite_id": invite_id, "room_id": room_id, "state": "cancelled"}
 
 
-def remote_cancel_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str, room_id: str,
+def remote_cancel_txn(conn: Conn, ctx: Ctx, origin: str, room_id: str,
                       invite_id: str, actor: str) -> dict[str, Any]:
     """A member on ``origin`` cancels an invite (its own, or as the room's creator)."""
     hosted_room_for_peer_txn(conn, ctx.tenant, room_id, origin)
     return cancel_invite_txn(conn, ctx, room_id, invite_id, actor, False)
 
 
-def end_refused_invite_txn(conn: sqlite3.Connection, ctx: Ctx, payload: dict[str, Any],
+def end_refused_invite_txn(conn: Conn, ctx: Ctx, payload: dict[str, Any],
                            error: dict[str, str], refused_by: str) -> None:
     """The invitee's server refused an invite we sent: the invite ends (an ``uninvite``).
 
@@ -386,7 +386,7 @@ def end_refused_invite_txn(conn: sqlite3.Connection, ctx: Ctx, payload: dict[str
         "reason": error.get("code", "SW_FED_ERROR"), "message": error.get("message", "")[:500]})
 
 
-def answer_invite_txn(conn: sqlite3.Connection, ctx: Ctx, invite_id: str, invitee: str,
+def answer_invite_txn(conn: Conn, ctx: Ctx, invite_id: str, invitee: str,
                       accept: bool, display_name: str, room_id: str | None = None) -> str:
     """Accept or decline a pending invite to a room we host; returns the room id.
 
@@ -411,7 +411,7 @@ def _answer_content(invite_id: str, accept: bool, display_name: str) -> dict[str
     return content
 
 
-def join_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str,
+def join_txn(conn: Conn, ctx: Ctx, room_id: str, member: str,
              display_name: str) -> str:
     """Join a room: accepts the member's pending invite to it.
 
@@ -425,7 +425,7 @@ def join_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str,
     return answer_invite_txn(conn, ctx, invite_id, member, True, display_name, room_id)
 
 
-def leave_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str) -> None:
+def leave_txn(conn: Conn, ctx: Ctx, room_id: str, member: str) -> None:
     room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, member)
     emit_txn(conn, ctx, room, "member", member, {"membership": "leave"})
 
@@ -433,7 +433,7 @@ def leave_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, member: str) -> 
 # -- membership of rooms hosted elsewhere: through the host, synchronously ----------
 
 
-def membership_event_txn(conn: sqlite3.Connection, ctx: Ctx, action: str, member: str, *,
+def membership_event_txn(conn: Conn, ctx: Ctx, action: str, member: str, *,
                          room_id: str | None = None, invite_id: str | None = None,
                          display_name: str = "") -> tuple[Room, dict[str, Any]] | None:
     """The signed member event for ``action`` (accept, decline, join, leave), not stored.
@@ -474,7 +474,7 @@ def membership_event_txn(conn: sqlite3.Connection, ctx: Ctx, action: str, member
     return room, ctx.sign(event)
 
 
-def host_membership_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
+def host_membership_txn(conn: Conn, ctx: Ctx, origin: str,
                         event: dict[str, Any], state_events: int) -> dict[str, Any]:
     """The host orders a member event a member server sent synchronously.
 
@@ -511,7 +511,7 @@ def host_membership_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
     return answer
 
 
-def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, Any],
+def apply_membership_txn(conn: Conn, ctx: Ctx, signed: dict[str, Any],
                          seq: int, members: list[Any],
                          events: list[dict[str, Any]]) -> list[str]:
     """The host ordered our member event: take it, and the room's state it answered.
@@ -551,7 +551,7 @@ def apply_membership_txn(conn: sqlite3.Connection, ctx: Ctx, signed: dict[str, A
     return lies
 
 
-def _take_members(conn: sqlite3.Connection, ctx: Ctx, room: Room,
+def _take_members(conn: Conn, ctx: Ctx, room: Room,
                   members: list[Any]) -> list[str]:
     """Make our copy's foreign members the host's; returns the host's lies about ours."""
     ours = [m.get("fqid") for m in members[:MAX_STATE_MEMBERS] if isinstance(m, dict)
@@ -569,7 +569,7 @@ def _take_members(conn: sqlite3.Connection, ctx: Ctx, room: Room,
     return believed.lies
 
 
-def settle_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, event_id: str, *,
+def settle_txn(conn: Conn, ctx: Ctx, room_id: str, event_id: str, *,
                seq: int | None = None, error: dict[str, str] | None = None) -> None:
     """The host answered for one of our pending events: ordered at ``seq``, or refused."""
     if not events_db.is_pending_txn(conn, ctx.tenant, room_id, event_id):
@@ -586,7 +586,7 @@ def settle_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, event_id: str, 
         _synced(conn, ctx, room, seq)
 
 
-def _store_unless_taken(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: dict[str, Any],
+def _store_unless_taken(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
                         seq: int, *, applied: bool = True) -> FederationError | None:
     """:func:`_store` host history; the refusal, if its seq names another event here."""
     try:
@@ -596,7 +596,7 @@ def _store_unless_taken(conn: sqlite3.Connection, ctx: Ctx, room: Room, event: d
     return None
 
 
-def store_repair_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
+def store_repair_txn(conn: Conn, ctx: Ctx, room_id: str,
                      events: list[dict[str, Any]]) -> tuple[int, list[Refusal]]:
     """Events the host ordered that we missed (gap repair), verified: the synced mark,
     and those refused here (SW_FED_SEQ_TAKEN: the seq names another event of ours).
@@ -617,7 +617,7 @@ def store_repair_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
     return _advance(conn, ctx, room), refused
 
 
-def set_federate_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, actor: str,
+def set_federate_txn(conn: Conn, ctx: Ctx, room_id: str, actor: str,
                      actor_is_admin: bool, federate: bool) -> Room:
     """Set this server's federate flag of a room (its creator or a tenant admin); audited."""
     room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, actor)
@@ -633,7 +633,7 @@ def set_federate_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str, actor: st
 # -- what peers send ---------------------------------------------------------------
 
 
-def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
+def receive_event_txn(conn: Conn, ctx: Ctx, request_origin: str,
                       event: dict[str, Any]) -> dict[str, Any]:
     """Check and store one verified event from ``request_origin``.
 
@@ -683,7 +683,7 @@ def receive_event_txn(conn: sqlite3.Connection, ctx: Ctx, request_origin: str,
     return {"seq": seq} if room.host == ctx.me else {}
 
 
-def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
+def receive_batch_txn(conn: Conn, ctx: Ctx, origin: str,
                       verified: list[dict[str, Any]], refused: list[Refusal],
                       results: dict[str, Any],
                       after: tuple[str, str] | None = None) -> list[Refusal]:
@@ -734,7 +734,7 @@ def receive_batch_txn(conn: sqlite3.Connection, ctx: Ctx, origin: str,
     return late
 
 
-def follows_txn(conn: sqlite3.Connection, tenant: Tenant, origin: str,
+def follows_txn(conn: Conn, tenant: Tenant, origin: str,
                 after: tuple[str, str]) -> bool:
     """Has ``origin``'s event ``after`` (room id, event id) been answered for here:
     stored, or refused (``fed_rejected``)?"""
@@ -750,7 +750,7 @@ def deferred_for(event_id: str) -> dict[str, Any]:
                                  "here: send both again, in order"}}
 
 
-def _plain_run(conn: sqlite3.Connection, ctx: Ctx, origin: str, events: list[dict[str, Any]]
+def _plain_run(conn: Conn, ctx: Ctx, origin: str, events: list[dict[str, Any]]
                ) -> tuple[Room, list[dict[str, Any]]] | None:
     """The batch's leading events that the host relays next in its order and that change
     nothing but the room's history: stored together by :func:`_store_run`.
@@ -794,7 +794,7 @@ def _plain_run(conn: sqlite3.Connection, ctx: Ctx, origin: str, events: list[dic
     return (room, run) if run else None
 
 
-def _store_run(conn: sqlite3.Connection, ctx: Ctx, room: Room,
+def _store_run(conn: Conn, ctx: Ctx, room: Room,
                run: list[dict[str, Any]]) -> None:
     """Store a :func:`_plain_run`: its rows, search entries and the mark in a few statements."""
     first_pos = take_positions_txn(conn, ctx.tenant, len(run))
@@ -807,7 +807,7 @@ def _store_run(conn: sqlite3.Connection, ctx: Ctx, room: Room,
     rooms_db.set_synced_txn(conn, ctx.tenant, room.room_id, room.synced_seq + len(run))
 
 
-def hosted_room_for_peer_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str,
+def hosted_room_for_peer_txn(conn: Conn, tenant: Tenant, room_id: str,
                              requester: str) -> Room:
     """A room we host in which ``requester`` has a joined member, federating; else refuses."""
     room = rooms_db.room_txn(conn, tenant, room_id)
@@ -820,7 +820,7 @@ def hosted_room_for_peer_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: 
     return room
 
 
-def repair_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, requester: str,
+def repair_page_txn(conn: Conn, tenant: Tenant, room_id: str, requester: str,
                     after: int, limit: int) -> tuple[list[dict[str, Any]], int]:
     """Events of a room we host after seq ``after``, oldest first, and our last seq.
 
@@ -836,14 +836,14 @@ def repair_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, requ
     return events_db.signed_after_txn(conn, tenant, room_id, start, limit), last
 
 
-def backfill_page_txn(conn: sqlite3.Connection, tenant: Tenant, room_id: str, requester: str,
+def backfill_page_txn(conn: Conn, tenant: Tenant, room_id: str, requester: str,
                       before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
     """Signed history of a room we host, for a server with a member in it."""
     hosted_room_for_peer_txn(conn, tenant, room_id, requester)
     return events_db.signed_page_txn(conn, tenant, room_id, before, limit)
 
 
-def store_backfill_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
+def store_backfill_txn(conn: Conn, ctx: Ctx, room_id: str,
                        events: list[dict[str, Any]], *, actor: str, peer: str,
                        refused: int) -> int:
     """An admin's backfill pull: store it (:func:`store_backfilled_txn`) and audit it."""
@@ -854,7 +854,7 @@ def store_backfill_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
     return stored
 
 
-def store_backfilled_txn(conn: sqlite3.Connection, ctx: Ctx, room_id: str,
+def store_backfilled_txn(conn: Conn, ctx: Ctx, room_id: str,
                          events: list[dict[str, Any]]) -> int:
     """Store verified history from the host; returns how many were new.
 
@@ -885,3 +885,9 @@ def _in_host_order(events: list[dict[str, Any]]) -> list[tuple[int, dict[str, An
         if seq is not None:
             out.append((seq, {k: v for k, v in event.items() if k != "unsigned"}))
     return sorted(out, key=lambda pair: pair[0])
+
+
+def room_and_top_txn(conn: Conn, tenant: Tenant, room_id: str) -> tuple[Room | None, int]:
+    """Our copy of the room, and the highest host seq it holds (beyond the mark: a gap)."""
+    return (rooms_db.room_txn(conn, tenant, room_id),
+            events_db.max_host_seq_txn(conn, tenant, room_id))

@@ -9,12 +9,11 @@ Everything else is counted by reason (see ``swfed.federation.inbound``).
 
 from __future__ import annotations
 
-import sqlite3
-
+from swfed.storage.conn import Conn
 from swfed.storage.tenants import Tenant
 
 
-def known_peer_txn(conn: sqlite3.Connection, tenant: Tenant, server_name: str) -> bool:
+def known_peer_txn(conn: Conn, tenant: Tenant, server_name: str) -> bool:
     if server_name in tenant.policy.allowed_peers or server_name in tenant.policy.denied_peers:
         return True
     row = conn.execute("SELECT 1 FROM peers WHERE tenant_id = ? AND server_name = ?",

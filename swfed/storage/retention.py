@@ -10,31 +10,31 @@ batch costs about the same whatever the table size.
 
 from __future__ import annotations
 
-import sqlite3
+from swfed.storage.conn import Conn
 
 
-def prune_audit_txn(conn: sqlite3.Connection, before_ms: int, limit: int) -> int:
+def prune_audit_txn(conn: Conn, before_ms: int, limit: int) -> int:
     """``sw_audit`` rows created before ``before_ms``."""
     return conn.execute(
         "DELETE FROM sw_audit WHERE id IN (SELECT id FROM sw_audit WHERE created_at < ?"
         " ORDER BY created_at LIMIT ?)", (before_ms, limit)).rowcount
 
 
-def prune_rejected_txn(conn: sqlite3.Connection, before_ms: int, limit: int) -> int:
+def prune_rejected_txn(conn: Conn, before_ms: int, limit: int) -> int:
     """``fed_rejected`` rows created before ``before_ms``."""
     return conn.execute(
         "DELETE FROM fed_rejected WHERE id IN (SELECT id FROM fed_rejected WHERE created_at < ?"
         " ORDER BY created_at LIMIT ?)", (before_ms, limit)).rowcount
 
 
-def prune_peer_counts_txn(conn: sqlite3.Connection, before_hour: int, limit: int) -> int:
+def prune_peer_counts_txn(conn: Conn, before_hour: int, limit: int) -> int:
     """Hourly ``peer_counts`` rows of hours before ``before_hour``."""
     return conn.execute(
         "DELETE FROM peer_counts WHERE rowid IN (SELECT rowid FROM peer_counts WHERE hour < ?"
         " ORDER BY hour LIMIT ?)", (before_hour, limit)).rowcount
 
 
-def prune_login_sessions_txn(conn: sqlite3.Connection, now_ms: int, limit: int) -> int:
+def prune_login_sessions_txn(conn: Conn, now_ms: int, limit: int) -> int:
     """Web sessions (``login_sessions``) that expired before ``now_ms``.
 
     Their token rows go with them: an expired session's token no longer signs

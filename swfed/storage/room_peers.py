@@ -7,10 +7,10 @@ of rooms hosted elsewhere that we know.
 
 from __future__ import annotations
 
-import sqlite3
+from swfed.storage.conn import Conn
 
 
-def room_peers_txn(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+def room_peers_txn(conn: Conn) -> list[tuple[int, str]]:
     """(tenant_id, server_name) of every peer a tenant shares a room with, sorted."""
     rows = conn.execute(
         "SELECT m.tenant_id, substr(m.member, instr(m.member, ':') + 1) FROM members m"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 from typing import Any
 
 from swfed.core.errors import BadRequest
+from swfed.storage.conn import Conn
 from swfed.storage.events import VISIBLE, event_json
 from swfed.storage.tenants import Tenant
 
@@ -29,12 +29,12 @@ def fts_query(q: str) -> str:
     return " ".join(parts)
 
 
-def index_bodies_txn(conn: sqlite3.Connection, bodies: list[tuple[int, str]]) -> None:
+def index_bodies_txn(conn: Conn, bodies: list[tuple[int, str]]) -> None:
     """Make messages searchable: (the event's rowid, its body) each."""
     conn.executemany("INSERT INTO events_fts (rowid, body) VALUES (?, ?)", bodies)
 
 
-def search_txn(conn: sqlite3.Connection, tenant: Tenant, viewer: str, q: str,
+def search_txn(conn: Conn, tenant: Tenant, viewer: str, q: str,
                limit: int) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT e.* FROM events_fts f JOIN events e ON e.rowid_ = f.rowid"

@@ -21,8 +21,7 @@ most :data:`MAX_ENTRIES`, keyed by the token's hash as the database is.
 
 from __future__ import annotations
 
-import sqlite3
-
+from swfed.storage.conn import Conn
 from swfed.storage.db import SESSIONS_STAMP, Database, auth_version_txn
 from swfed.storage.files import Stamp, read_stamp_at, stamp_path
 from swfed.storage.tenants import Tenant, User, hash_token, user_by_token_txn
@@ -33,7 +32,7 @@ MAX_ENTRIES = 10_000
 Entry = tuple[int, User, int | None]
 
 
-def token_user_txn(conn: sqlite3.Connection, tenant: Tenant, token: str) -> Entry | None:
+def token_user_txn(conn: Conn, tenant: Tenant, token: str) -> Entry | None:
     """The user of a token and its login session's expiry, with the auth_version read."""
     user = user_by_token_txn(conn, tenant, token)
     if user is None:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
+from swfed.storage.conn import Conn
 from swfed.storage.events import event_json
 from swfed.storage.notifications import notification_json
 from swfed.storage.tenants import Tenant
 
 
-def next_pos_txn(conn: sqlite3.Connection, tenant: Tenant) -> int:
+def next_pos_txn(conn: Conn, tenant: Tenant) -> int:
     """Take the tenant's next stream position (SSE id)."""
     return take_positions_txn(conn, tenant, 1)
 
 
-def take_positions_txn(conn: sqlite3.Connection, tenant: Tenant, n: int) -> int:
+def take_positions_txn(conn: Conn, tenant: Tenant, n: int) -> int:
     """Take ``n`` consecutive stream positions; returns the first."""
     row = conn.execute("UPDATE tenants SET stream_pos = stream_pos + ? WHERE tenant_id = ?"
                        " RETURNING stream_pos", (n, tenant.tenant_id)).fetchone()
@@ -23,7 +23,7 @@ def take_positions_txn(conn: sqlite3.Connection, tenant: Tenant, n: int) -> int:
     return int(row[0]) - n + 1
 
 
-def stream_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, after: int,
+def stream_txn(conn: Conn, tenant: Tenant, local_id: str, after: int,
                limit: int) -> list[tuple[int, str, dict[str, Any]]]:
     """Everything for one user after stream position ``after``, in order.
 
@@ -53,7 +53,7 @@ def stream_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, after: i
     return merged[:limit]
 
 
-def stream_head_txn(conn: sqlite3.Connection, tenant: Tenant) -> int:
+def stream_head_txn(conn: Conn, tenant: Tenant) -> int:
     row = conn.execute("SELECT stream_pos FROM tenants WHERE tenant_id = ?",
                        (tenant.tenant_id,)).fetchone()
     return int(row[0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
 from pathlib import Path
 
 import attrs
@@ -13,6 +12,7 @@ import attrs
 from swfed.core.errors import Conflict, NotFound
 from swfed.core.policy import Policy, policy_from_stored
 from swfed.storage import files
+from swfed.storage.conn import Conn, Row
 
 
 @attrs.frozen
@@ -37,7 +37,7 @@ class User:
         return f"@{self.local_id}:{self.server_name}"
 
 
-def _tenant(row: sqlite3.Row) -> Tenant:
+def _tenant(row: Row) -> Tenant:
     enabled = bool(row["federation_enabled"])
     return Tenant(row["tenant_id"], row["server_name"], bool(row["is_default"]), enabled,
                   policy_from_stored(json.loads(row["policy"]), enabled))
@@ -51,7 +51,7 @@ def new_token() -> str:
     return "swt_" + secrets.token_urlsafe(32)
 
 
-def list_tenants_txn(conn: sqlite3.Connection) -> list[Tenant]:
+def list_tenants_txn(conn: Conn) -> list[Tenant]:
     return [_tenant(r) for r in conn.execute("SELECT * FROM tenants ORDER BY tenant_id")]
 
 
@@ -74,13 +74,13 @@ def tenants_stamp_path(db_file: Path) -> str:
     return files.stamp_path(db_file, TENANTS_STAMP)
 
 
-def tenant_by_name_txn(conn: sqlite3.Connection, server_name: str) -> Tenant | None:
+def tenant_by_name_txn(conn: Conn, server_name: str) -> Tenant | None:
     row = conn.execute("SELECT * FROM tenants WHERE server_name = ?",
                        (server_name,)).fetchone()
     return None if row is None else _tenant(row)
 
 
-def create_tenant_txn(conn: sqlite3.Connection, server_name: str, now: int, *,
+def create_tenant_txn(conn: Conn, server_name: str, now: int, *,
                       is_default: bool = False, federation_enabled: bool = True) -> Tenant:
     """Raises Conflict SW_TENANT_EXISTS."""
     if tenant_by_name_txn(conn, server_name) is not None:
@@ -93,7 +93,7 @@ def create_tenant_txn(conn: sqlite3.Connection, server_name: str, now: int, *,
     return tenant
 
 
-def ensure_default_tenant_txn(conn: sqlite3.Connection, server_name: str,
+def ensure_default_tenant_txn(conn: Conn, server_name: str,
                               now: int) -> Tenant:
     """Make the tenant named in the config the default one, creating it if new.
 
@@ -109,7 +109,7 @@ def ensure_default_tenant_txn(conn: sqlite3.Connection, server_name: str,
     return found
 
 
-def set_policy_txn(conn: sqlite3.Connection, tenant: Tenant, policy: Policy) -> Tenant:
+def set_policy_txn(conn: Conn, tenant: Tenant, policy: Policy) -> Tenant:
     stored = policy.to_json()
     enabled = stored.pop("federation_enabled")
     conn.execute("UPDATE tenants SET policy = ?, federation_enabled = ? WHERE tenant_id = ?",
@@ -119,7 +119,7 @@ def set_policy_txn(conn: sqlite3.Connection, tenant: Tenant, policy: Policy) -> 
     return found
 
 
-def create_user_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str,
+def create_user_txn(conn: Conn, tenant: Tenant, local_id: str,
                     display_name: str, admin: bool, now: int) -> str:
     """Create a user and return a new bearer token (only its hash is stored).
 
@@ -134,7 +134,7 @@ def create_user_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str,
     return issue_token_txn(conn, tenant, local_id, now)
 
 
-def issue_token_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, now: int) -> str:
+def issue_token_txn(conn: Conn, tenant: Tenant, local_id: str, now: int) -> str:
     if user_txn(conn, tenant, local_id) is None:
         raise NotFound(f"no user @{local_id} on {tenant.server_name}", code="SW_USER_NOT_FOUND")
     token = new_token()
@@ -143,18 +143,18 @@ def issue_token_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str, now
     return token
 
 
-def _user(row: sqlite3.Row, server_name: str) -> User:
+def _user(row: Row, server_name: str) -> User:
     return User(row["tenant_id"], row["local_id"], row["display_name"], bool(row["admin"]),
                 server_name)
 
 
-def user_txn(conn: sqlite3.Connection, tenant: Tenant, local_id: str) -> User | None:
+def user_txn(conn: Conn, tenant: Tenant, local_id: str) -> User | None:
     row = conn.execute("SELECT * FROM users WHERE tenant_id = ? AND local_id = ?",
                        (tenant.tenant_id, local_id)).fetchone()
     return None if row is None else _user(row, tenant.server_name)
 
 
-def user_by_token_txn(conn: sqlite3.Connection, tenant: Tenant, token: str) -> User | None:
+def user_by_token_txn(conn: Conn, tenant: Tenant, token: str) -> User | None:
     """The user a token belongs to, only if it belongs to this tenant."""
     row = conn.execute(
         "SELECT u.* FROM tokens t JOIN users u"

@@ -94,3 +94,32 @@ def test_layers_point_one_way() -> None:
             if other is not None and other > own:
                 bad.append(f"{rel} (layer {own}) imports {name} (layer {other})")
     assert bad == []
+
+
+DRIVERS = ("sqlite3", "psycopg", "psycopg_pool")
+
+
+def test_no_driver_outside_storage_and_every_transaction_inside() -> None:
+    """Only storage/ sees a driver; every ``*_txn`` lives in storage/ (a grep lists them)."""
+    bad = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if "storage" in path.relative_to(ROOT).parts:
+            continue
+        for name in imported_modules(path):
+            if name.split(".")[0] in DRIVERS:
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name.endswith("_txn"):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} defines {node.name}")
+    assert bad == []
+
+
+def test_transactions_take_a_conn_not_a_driver_type() -> None:
+    """Transactions are typed by the storage face (storage.conn.Conn), not by sqlite3."""
+    bad = []
+    for path in sorted((ROOT / "storage").glob("*.py")):
+        if path.name in ("db.py", "migrations.py"):  # the SQLite engine itself
+            continue
+        if "sqlite3" in imported_modules(path):
+            bad.append(f"{path.relative_to(ROOT)} imports sqlite3")
+    assert bad == []
