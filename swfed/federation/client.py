@@ -2,7 +2,8 @@
 
 ::
 
-    FederationError (code, status)       every failure of a request to a peer
+    PeerUnreachable (code, status)       every failure of a request to a peer
+                                         (swfed.core.errors; always transient)
      ├─ SW_FED_PEER_UNREACHABLE  502     DNS failure, refused, reset
      ├─ SW_FED_PEER_TIMEOUT      504     no answer in request_timeout_seconds
      ├─ SW_FED_TLS_FAILED        502     certificate or handshake failure
@@ -36,7 +37,7 @@ import trio
 from swfed.config import FederationConfig, parse_host_port
 from swfed.core.addresses import is_public
 from swfed.core.canonical import encode_canonical_json
-from swfed.core.errors import FederationError
+from swfed.core.errors import PeerUnreachable
 
 #: auth(method, uri, content, content_bytes) -> the Authorization header
 Auth = Callable[[str, str, Any, "bytes | None"], str]
@@ -147,7 +148,7 @@ class FederationClient:
                 await pool.transport.aclose()
 
     async def _address(self, server_name: str) -> tuple[str, int, str]:
-        """(ip, port, sni host) to connect to; raises FederationError."""
+        """(ip, port, sni host) to connect to; raises PeerUnreachable."""
         host, port = split_server_name(server_name)
         mapped = self.cfg.resolve.get(server_name) or self.cfg.resolve.get(host)
         if mapped:
@@ -156,14 +157,14 @@ class FederationClient:
         try:
             infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
         except OSError as exc:
-            raise FederationError(f"cannot resolve {host}: {exc}; check DNS or add the peer "
+            raise PeerUnreachable(f"cannot resolve {host}: {exc}; check DNS or add the peer "
                                   "to [federation.resolve]", code="SW_FED_PEER_UNREACHABLE",
                                   status=502) from exc
         for info in infos:
             ip = str(info[4][0])
             if self.cfg.allow_private_addresses or is_public(ipaddress.ip_address(ip)):
                 return ip, port, host
-        raise FederationError(
+        raise PeerUnreachable(
             f"{server_name} resolves only to private addresses "
             f"({', '.join(sorted({str(i[4][0]) for i in infos}))}): set "
             "allow_private_addresses = true or add it to [federation.resolve]",
@@ -177,13 +178,13 @@ class FederationClient:
         ``raw``: the body already as canonical JSON (instead of ``body``).
 
         httpx's timeouts are per read, so a peer dripping a byte at a time
-        would otherwise hold us for ever. Raises FederationError (see above).
+        would otherwise hold us for ever. Raises PeerUnreachable (see above).
         """
         try:
             with trio.fail_after(self.cfg.request_timeout_seconds):
                 return await self._request(method, server_name, uri, body, auth, raw)
         except trio.TooSlowError:
-            raise FederationError(f"{server_name} did not answer in "
+            raise PeerUnreachable(f"{server_name} did not answer in "
                                   f"{self.cfg.request_timeout_seconds} s",
                                   code="SW_FED_PEER_TIMEOUT", status=504) from None
 
@@ -209,7 +210,7 @@ class FederationClient:
         except (ValueError, RecursionError):  # junk, or nested past Python's stack
             parsed = None
         if not isinstance(parsed, dict):
-            raise FederationError(f"{server_name} ({shown}) answered {status} with a body that "
+            raise PeerUnreachable(f"{server_name} ({shown}) answered {status} with a body that "
                                   "is not a JSON object", code="SW_FED_BAD_RESPONSE", status=502)
         return FedResponse(status, parsed, shown, retry_after)
 
@@ -230,7 +231,7 @@ class FederationClient:
                     async for chunk in resp.aiter_bytes():
                         data += chunk
                         if len(data) > limit:
-                            raise FederationError(
+                            raise PeerUnreachable(
                                 f"{server_name} ({shown}) sent more than {limit} bytes "
                                 "(max_response_bytes)", code="SW_FED_RESPONSE_TOO_LARGE",
                                 status=502)
@@ -239,19 +240,19 @@ class FederationClient:
                 status = resp.status_code
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
         except httpx.TimeoutException as exc:
-            raise FederationError(f"{server_name} ({shown}) did not answer in "
+            raise PeerUnreachable(f"{server_name} ({shown}) did not answer in "
                                   f"{self.cfg.request_timeout_seconds} s",
                                   code="SW_FED_PEER_TIMEOUT", status=504) from exc
         except httpx.ConnectError as exc:
             if _is_tls(exc):
-                raise FederationError(
+                raise PeerUnreachable(
                     f"TLS with {server_name} ({shown}) failed: {_root(exc)}; check the peer's "
                     "certificate chain, or [federation] ca_file for a private CA",
                     code="SW_FED_TLS_FAILED", status=502) from exc
-            raise FederationError(f"cannot connect to {server_name} ({shown}): {_root(exc)}",
+            raise PeerUnreachable(f"cannot connect to {server_name} ({shown}): {_root(exc)}",
                                   code="SW_FED_PEER_UNREACHABLE", status=502) from exc
         except httpx.HTTPError as exc:
-            raise FederationError(f"request to {server_name} ({shown}) failed: {_root(exc)}",
+            raise PeerUnreachable(f"request to {server_name} ({shown}) failed: {_root(exc)}",
                                   code="SW_FED_PEER_UNREACHABLE", status=502) from exc
         finally:
             pool.in_flight -= 1
