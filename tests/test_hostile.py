@@ -20,9 +20,9 @@ import trio
 from swfed.core.canonical import encode_canonical_json
 from swfed.core.signing import generate_keypair, sign_request
 from tests.conftest import peer_row
-from tests.harness import free_port, running, wait_for
+from tests.harness import free_port, wait_for
 from tests.hostile import HostilePeer, ok_send
-from tests.world import Person, World, make_world, open_policies
+from tests.world import Person, World, open_policies, running_world
 
 EVIL_PORT = free_port()
 EVIL_KEY = generate_keypair()  # one key for the module: our servers cache it
@@ -32,11 +32,9 @@ FED = "/_scaiwave/federation/v1"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # each hostile name is its own server to us (keys cached per name)
-    resolve = {"federation.resolve": {name: f"127.0.0.1:{EVIL_PORT}" for name in (
-        "evil.test", "expiring.test", "dup.test", "many.test", "drip.test")}}
-    w = make_world(tmp_path_factory.mktemp("hostile"),
-                   extra={"a.test": resolve, "b.test": resolve})
-    with running(w.a, w.b):
+    names = ("evil.test", "expiring.test", "dup.test", "many.test", "drip.test")
+    with running_world(tmp_path_factory.mktemp("hostile"),
+                       dict.fromkeys(names, EVIL_PORT)) as w:
         yield w
 
 

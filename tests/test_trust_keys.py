@@ -24,14 +24,15 @@ import trio
 from swfed.core.descriptor import build_descriptor
 from swfed.core.signing import KeyPair, generate_keypair, sign_json
 from swfed.federation.service import REFETCH_MIN_SECONDS
-from tests.harness import free_port, running, wait_for
+from tests.harness import free_port, wait_for
 from tests.hostile import HostedRoom, HostilePeer
-from tests.world import Person, World, make_world, open_policies
+from tests.world import Person, World, open_policies, running_world
 
 EVIL_PORT = free_port()
 X_PORT = free_port()
 DEAD_PORT = free_port()  # nothing listens here
 BLOAT_PORT = free_port()
+ROGUE_PORT = free_port()
 NOWHERE = [f"n{i}.test" for i in range(5)]
 EVIL_KEY = generate_keypair()  # one key for the module: b.test caches it
 FED = "/_scaiwave/federation/v1"
@@ -39,14 +40,10 @@ FED = "/_scaiwave/federation/v1"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    resolve = {"federation.resolve": {"evil.test": f"127.0.0.1:{EVIL_PORT}",
-                                      "x.test": f"127.0.0.1:{X_PORT}",
-                                      "ghost.test": f"127.0.0.1:{DEAD_PORT}",
-                                      "bloat.test": f"127.0.0.1:{BLOAT_PORT}",
-                                      **{n: f"127.0.0.1:{DEAD_PORT}" for n in NOWHERE}}}
-    w = make_world(tmp_path_factory.mktemp("trustkeys"),
-                   extra={"a.test": resolve, "b.test": resolve})
-    with running(w.a, w.b):
+    with running_world(tmp_path_factory.mktemp("trustkeys"), {
+            "evil.test": EVIL_PORT, "x.test": X_PORT, "ghost.test": DEAD_PORT,
+            "bloat.test": BLOAT_PORT, "rogue.test:8448": ROGUE_PORT,
+            **dict.fromkeys(NOWHERE, DEAD_PORT)}) as w:
         yield w
 
 
@@ -231,3 +228,25 @@ async def test_a_hosts_refusal_is_its_own_not_ours(world: World,
                 if x.get("reason") == "SW_FED_ROOM_FULL"]
     assert [x for x in world.b.logs("federation.refused_by_peer")
             if x.get("reason") == "SW_FED_ROOM_FULL" and x.get("refused_by") == "evil.test"]
+
+
+async def test_a_denied_name_is_denied_on_every_port(world: World,
+                                                    people: dict[str, Person]) -> None:
+    """denied_peers = ["rogue.test"] also denies rogue.test:8448 (issue 18, finding 9)."""
+    async with world.clients() as clients:
+        admin = {"Authorization": f"Bearer {world.user('b.test', 'root', admin=True)}"}
+        r = await clients["b.test"].put("/v1/admin/federation/policy", headers=admin,
+                                        json={"denied_peers": ["rogue.test"]})
+        assert r.status_code == 200, r.text
+        try:
+            rogue = HostilePeer(world.net, "rogue.test:8448", ROGUE_PORT)
+            async with rogue.serving():
+                r = await rogue.send(world.b, [])
+                assert r.status_code == 403, r.text
+                assert r.json()["error"]["code"] == "SW_FED_PEER_DENIED"
+                r = await rogue.request(world.b, "GET", f"{FED}/probe")
+                assert r.json()["result"]["code"] == "SW_FED_PEER_DENIED", r.text
+        finally:
+            r = await clients["b.test"].put("/v1/admin/federation/policy", headers=admin,
+                                            json={"denied_peers": []})
+            assert r.status_code == 200, r.text

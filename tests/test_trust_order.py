@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import trio
 
-from tests.harness import free_port, running, wait_for
+from tests.harness import free_port, wait_for
 from tests.hostile import HostedRoom, HostilePeer, ok_send
-from tests.world import Person, World, make_world, open_policies
+from tests.world import Person, World, open_policies, running_world
 
 EVIL_PORT = free_port()
 FED = "/_scaiwave/federation/v1"
@@ -33,10 +33,7 @@ BACKFILL = "/backfill"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    resolve = {"federation.resolve": {"evil.test": f"127.0.0.1:{EVIL_PORT}"}}
-    w = make_world(tmp_path_factory.mktemp("trust"),
-                   extra={"a.test": resolve, "b.test": resolve})
-    with running(w.a, w.b):
+    with running_world(tmp_path_factory.mktemp("trust"), {"evil.test": EVIL_PORT}) as w:
         yield w
 
 

@@ -10,7 +10,7 @@ Every tenant's policy is ``open``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import attrs
 import httpx
 
 from tests.conftest import bearer
-from tests.harness import ServerProcess, TlsNet, federated_servers, wait_for
+from tests.harness import ServerProcess, TlsNet, federated_servers, running, wait_for
 
 NAMES = ("a.test", "b.test", "c.test")
 
@@ -58,6 +58,16 @@ def make_world(root: Path, *, extra: dict[str, dict[str, dict[str, Any]]] | None
     net, (a, b) = federated_servers(root, ["a.test", "b.test"],
                                     tenants={"a.test": ["c.test"]}, extra=extra)
     return World(net, a, b)
+
+
+@contextlib.contextmanager
+def running_world(root: Path, resolve: dict[str, int]) -> Iterator[World]:
+    """A world whose a.test and b.test both resolve each name of ``resolve`` to
+    127.0.0.1 at its port (hostile peers, servers that come and go), running."""
+    extra = {"federation.resolve": {name: f"127.0.0.1:{port}" for name, port in resolve.items()}}
+    world = make_world(root, extra={"a.test": extra, "b.test": extra})
+    with running(world.a, world.b):
+        yield world
 
 
 async def open_policies(world: World, clients: dict[str, httpx.AsyncClient]) -> None:
