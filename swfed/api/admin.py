@@ -33,7 +33,7 @@ from swfed.federation import history
 from swfed.federation.inbound import log_refusal
 from swfed.storage import keys as keys_db
 from swfed.storage import peers as peers_db
-from swfed.storage import protocol
+from swfed.storage import room_writes
 from swfed.storage import rooms as rooms_db
 from swfed.storage.audit import audit_page_txn, rejected_page_txn
 from swfed.storage.context import Ctx
@@ -156,7 +156,7 @@ async def backfill(room_id: str) -> dict[str, Any]:
             break
         before = page.next
     ctx = Ctx(ten, st.clock(), fed.signer(ten))
-    stored = await write(protocol.store_backfill_txn, ctx, room_id, pulled, actor=admin.fqid,
+    stored = await write(room_writes.store_backfill_txn, ctx, room_id, pulled, actor=admin.fqid,
                          peer=room.host, refused=refused)
     logs.log("federation.backfill", tenant=ten.server_name, peer=room.host, room_id=room_id,
              pulled=len(pulled), stored=stored, refused=refused)

@@ -26,7 +26,7 @@ from swfed.core.rooms import Room
 from swfed.federation import membership
 from swfed.federation.service import error_of
 from swfed.storage import notifications as notifications_db
-from swfed.storage import protocol
+from swfed.storage import room_writes
 from swfed.storage import rooms as rooms_db
 
 bp = Blueprint("me", __name__)
@@ -68,7 +68,7 @@ async def _answer(invite_id: str, accept: bool) -> dict[str, Any]:
                                       user.fqid, invite_id=invite_id, room_id=named,
                                       display_name=user.display_name)
     if room_id is None:
-        room_id = await act(protocol.answer_invite_txn, invite_id, user.fqid, accept,
+        room_id = await act(room_writes.answer_invite_txn, invite_id, user.fqid, accept,
                             user.display_name, named)
     return {"room_id": room_id}
 
@@ -95,7 +95,7 @@ async def federated_dm() -> tuple[dict[str, Any], int]:
     async with recorded_refusal(ten, invitee.server_name, actor=user.fqid):
         decide_peer(ten.policy, invitee.server_name)
         await _check_foreign_user(invitee)
-        room = await act(protocol.create_dm_txn, user.fqid, user.display_name, invitee)
+        room = await act(room_writes.create_dm_txn, user.fqid, user.display_name, invitee)
     return room_json(room), 201
 
 

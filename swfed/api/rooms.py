@@ -24,7 +24,7 @@ from swfed.core.errors import BadRequest
 from swfed.core.rooms import Room
 from swfed.federation import membership
 from swfed.storage import members as members_db
-from swfed.storage import protocol
+from swfed.storage import room_writes
 from swfed.storage import rooms as rooms_db
 
 bp = Blueprint("rooms", __name__)
@@ -34,7 +34,7 @@ bp = Blueprint("rooms", __name__)
 async def create_room() -> tuple[dict[str, Any], int]:
     user = await current_user()
     spec = events.parse_room_spec(await json_body())
-    room = await act(protocol.create_room_txn, spec, user.fqid, user.display_name)
+    room = await act(room_writes.create_room_txn, spec, user.fqid, user.display_name)
     return room_json(room), 201
 
 
@@ -60,7 +60,7 @@ async def update_room(room_id: str) -> dict[str, Any]:
     if not isinstance(body.get("federate"), bool):
         raise BadRequest("federate: expected true or false", code="SW_BAD_TYPE")
     async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
-        room = await act(protocol.set_federate_txn, room_id, user.fqid, user.admin,
+        room = await act(room_writes.set_federate_txn, room_id, user.fqid, user.admin,
                          body["federate"])
     fed = state().federation
     if room.federate and fed is not None:
@@ -88,7 +88,7 @@ async def invite(room_id: str) -> tuple[dict[str, Any], int]:
             # a member on another server: the host applies its rules and invites
             return await _through_host(room, "/invites", {"inviter": user.fqid,
                                                           "invitee": str(invitee)}), 201
-        result = await act(protocol.invite_txn, room_id, user.fqid, invitee)
+        result = await act(room_writes.invite_txn, room_id, user.fqid, invitee)
     return result, 201
 
 
@@ -99,7 +99,7 @@ async def cancel_invite(room_id: str, invite_id: str) -> dict[str, Any]:
     room = await read(rooms_db.joined_room_txn, tenant(), room_id, user.fqid)
     if room.host != tenant().server_name:
         return await _through_host(room, f"/invites/{invite_id}/cancel", {"actor": user.fqid})
-    result: dict[str, Any] = await act(protocol.cancel_invite_txn, room_id, invite_id,
+    result: dict[str, Any] = await act(room_writes.cancel_invite_txn, room_id, invite_id,
                                        user.fqid, user.admin)
     return result
 
@@ -115,7 +115,7 @@ async def join(room_id: str) -> dict[str, Any]:
     user = await current_user()
     if await membership.change(state(), tenant(), "join", user.fqid, room_id=room_id,
                                display_name=user.display_name) is None:
-        await act(protocol.join_txn, room_id, user.fqid, user.display_name)
+        await act(room_writes.join_txn, room_id, user.fqid, user.display_name)
     return {"room_id": room_id}
 
 
@@ -125,7 +125,7 @@ async def leave(room_id: str) -> dict[str, Any]:
     user = await current_user()
     if await membership.change(state(), tenant(), "leave", user.fqid,
                                room_id=room_id) is None:
-        await act(protocol.leave_txn, room_id, user.fqid)
+        await act(room_writes.leave_txn, room_id, user.fqid)
     return {"room_id": room_id}
 
 
@@ -134,14 +134,14 @@ async def send_message(room_id: str) -> tuple[dict[str, Any], int]:
     user = await current_user()
     spec = events.parse_message(await json_body(), tenant().server_name)
     async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
-        event = await act(protocol.send_message_txn, room_id, user.fqid, spec)
+        event = await act(room_writes.send_message_txn, room_id, user.fqid, spec)
     return {"event_id": event["event_id"]}, 201
 
 
 @bp.get("/v1/rooms/<room_id>/messages")
 async def messages(room_id: str) -> dict[str, Any]:
     user = await current_user()
-    data, nxt = await read(protocol.messages_page_txn, tenant(), room_id, user.fqid,
+    data, nxt = await read(room_writes.messages_page_txn, tenant(), room_id, user.fqid,
                            int_arg("before", None), page_limit())
     return page(data, nxt)
 
@@ -150,5 +150,5 @@ async def messages(room_id: str) -> dict[str, Any]:
 async def react(room_id: str, event_id: str) -> tuple[dict[str, Any], int]:
     user = await current_user()
     key = events.parse_reaction_key(await json_body())
-    event = await act(protocol.react_txn, room_id, user.fqid, event_id, key)
+    event = await act(room_writes.react_txn, room_id, user.fqid, event_id, key)
     return {"event_id": event["event_id"]}, 201

@@ -41,7 +41,7 @@ from swfed.federation.client import TRANSPORT_CODES
 from swfed.federation.replay import GUARD
 from swfed.federation.turns import TURNS, Turn
 from swfed.storage import members as members_db
-from swfed.storage import protocol
+from swfed.storage import room_writes
 from swfed.storage import rooms as rooms_db
 from swfed.storage import tenants as tenants_db
 from swfed.storage.audit import reject_txn
@@ -288,7 +288,7 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
     held: str | None = None  # an event deferred: those after it wait for it (same origin)
     for (key, event, _), error in zip(checked, outcomes, strict=True):
         if held is not None and event["room_id"] in hosted:
-            results[key] = protocol.deferred_for(held)
+            results[key] = room_writes.deferred_for(held)
         elif error is None:
             verified.append(event)
         elif _transient(error):
@@ -300,10 +300,10 @@ async def _send(tenant: Tenant, origin: str, body: dict[str, Any], turn: Turn) -
     await turn.wait()  # stored in the order the requests came (federation.turns)
     ctx = Ctx(tenant, st.clock(), st.federation.signer(tenant))
     after = _after(body)
-    late = await st.db.write(protocol.receive_batch_txn, ctx, origin, verified, refused,
+    late = await st.db.write(room_writes.receive_batch_txn, ctx, origin, verified, refused,
                              results, after)
     held_back = sum(1 for e in verified if "error" in results.get(e["event_id"], {}))
-    if held_back:  # for ``after``: see protocol.receive_batch_txn
+    if held_back:  # for ``after``: see room_writes.receive_batch_txn
         logs.log("federation.send.deferred", level="warning", tenant=tenant.server_name,
                  peer=origin, events=held_back, after=after[1] if after else None)
     st.metrics.received.inc(len(verified) - len(late) - held_back, tenant=tenant.server_name,
@@ -410,7 +410,7 @@ async def membership(room_id: str) -> dict[str, Any]:
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None
     answer: dict[str, Any] = await _write_as_host(
-        tenant, origin, protocol.host_membership_txn, event, STATE_EVENTS)
+        tenant, origin, room_writes.host_membership_txn, event, STATE_EVENTS)
     state().metrics.received.inc(1, tenant=tenant.server_name, peer=origin)
     return answer
 
@@ -431,7 +431,7 @@ async def remote_invite(room_id: str) -> dict[str, Any]:
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None
     result: dict[str, Any] = await _write_as_host(
-        tenant, origin, protocol.remote_invite_txn, room_id, str(inviter), invitee)
+        tenant, origin, room_writes.remote_invite_txn, room_id, str(inviter), invitee)
     return result
 
 
@@ -447,7 +447,7 @@ async def remote_cancel(room_id: str, invite_id: str) -> dict[str, Any]:
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None
     result: dict[str, Any] = await _write_as_host(
-        tenant, origin, protocol.remote_cancel_txn, room_id, invite_id, str(actor))
+        tenant, origin, room_writes.remote_cancel_txn, room_id, invite_id, str(actor))
     return result
 
 
@@ -466,7 +466,7 @@ async def profile(local_id: str) -> dict[str, Any]:
 async def members(room_id: str) -> dict[str, Any]:
     tenant, origin, _ = await authenticated(with_body=False)
     try:
-        await read(protocol.hosted_room_for_peer_txn, tenant, room_id, origin)
+        await read(room_writes.hosted_room_for_peer_txn, tenant, room_id, origin)
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None
     data = await read(members_db.members_for_peer_txn, tenant, room_id)
@@ -482,7 +482,7 @@ async def call(room_id: str) -> dict[str, Any]:
         if not isinstance(user, str) or server_of(user) != origin:
             raise FederationError(f"user must be the fqid of a user of {origin}",
                                   code="SW_FED_BAD_REQUEST", status=400)
-        await read(protocol.hosted_room_for_peer_txn, tenant, room_id, origin)
+        await read(room_writes.hosted_room_for_peer_txn, tenant, room_id, origin)
         if await read(members_db.membership_txn, tenant, room_id, user) != "join":
             raise FederationError(f"{user} has not joined {room_id}", code="SW_FED_NOT_MEMBER",
                                   status=403)
@@ -499,14 +499,14 @@ async def backfill(room_id: str) -> dict[str, Any]:
     after = int_arg("after", None)
     if after is not None:
         try:
-            events, last_seq = await read(protocol.repair_page_txn, tenant, room_id, origin,
+            events, last_seq = await read(room_writes.repair_page_txn, tenant, room_id, origin,
                                           after, int_arg("limit", 100, low=1, high=100) or 100)
         except FederationError as exc:
             raise await _refuse(tenant, origin, exc) from None
         return {"room_id": room_id, "events": events, "last_seq": last_seq}
     try:
         limit = backfill_limit(tenant.policy, int_arg("limit", 100, low=1, high=1000) or 100)
-        events, nxt = await read(protocol.backfill_page_txn, tenant, room_id, origin,
+        events, nxt = await read(room_writes.backfill_page_txn, tenant, room_id, origin,
                                  int_arg("before", None), limit)
     except FederationError as exc:
         raise await _refuse(tenant, origin, exc) from None

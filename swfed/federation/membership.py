@@ -28,7 +28,7 @@ from swfed import logs
 from swfed.core.errors import FederationError
 from swfed.core.rooms import PENDING_SEQ, Room, unsigned_seq
 from swfed.federation.client import TRANSPORT_CODES
-from swfed.storage import protocol
+from swfed.storage import room_writes
 from swfed.storage.context import Ctx
 from swfed.storage.tenants import Tenant
 
@@ -80,7 +80,7 @@ async def change(state: Any, tenant: Tenant, action: str, member: str, *,
 
     fed = state.federation
     ctx = Ctx(tenant, state.clock(), fed.signer(tenant))
-    built = await state.db.read(protocol.membership_event_txn, ctx, action, member,
+    built = await state.db.read(room_writes.membership_event_txn, ctx, action, member,
                                 room_id=room_id, invite_id=invite_id,
                                 display_name=display_name)
     if built is None:
@@ -100,7 +100,7 @@ async def change(state: Any, tenant: Tenant, action: str, member: str, *,
     members = answer.get("members")
     events = await _verified(fed, tenant, room, answer.get("events"), seq)
     ctx = Ctx(tenant, state.clock(), fed.signer(tenant))
-    lies = await state.db.write(protocol.apply_membership_txn, ctx, signed, seq,
+    lies = await state.db.write(room_writes.apply_membership_txn, ctx, signed, seq,
                                 members if isinstance(members, list) else [], events)
     if lies:
         logs.log("federation.host_lie", level="warning", tenant=tenant.server_name,

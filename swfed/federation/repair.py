@@ -57,7 +57,7 @@ from swfed.core.ratelimit import KeyedLimiter, LogGate, Rate
 from swfed.core.rooms import Room, check_repair_page
 from swfed.federation import history
 from swfed.storage import events as events_db
-from swfed.storage import protocol
+from swfed.storage import room_writes
 from swfed.storage import rooms as rooms_db
 from swfed.storage.context import Ctx
 from swfed.storage.tenants import Tenant
@@ -171,7 +171,7 @@ class Repairer:
         pages = 0
         started = trio.current_time()
         while True:
-            room, top = await state.db.read(protocol.room_and_top_txn, tenant, room_id)
+            room, top = await state.db.read(room_writes.room_and_top_txn, tenant, room_id)
             if room is None or room.host == tenant.server_name or room.synced_seq == 0:
                 return
             if gap_only and top <= room.synced_seq:
@@ -202,7 +202,7 @@ class Repairer:
                 raise
             assert page.last_seq is not None
             ctx = Ctx(tenant, state.clock(), self.fed.signer(tenant))
-            synced, taken = await state.db.write(protocol.store_repair_txn, ctx, room_id,
+            synced, taken = await state.db.write(room_writes.store_repair_txn, ctx, room_id,
                                                  page.events)
             expected = synced
             fetched += len(page.events)

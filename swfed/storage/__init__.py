@@ -17,7 +17,7 @@ One concern per module:
 
 - ``rooms``, ``members``, ``events``, ``invites``, ``notifications``,
   ``stream``, ``search``: the room tables, read and written, nothing decided;
-- ``protocol``: the room protocol's named write transactions (a local
+- ``room_writes``: the room's named write transactions (a local
   user's action, a peer's ``/send``, a backfill), which read the facts, ask
   ``core.rooms`` and write the outcome through the modules above;
 - ``delivery``: what a peer answered for a batch we sent;

@@ -13,7 +13,7 @@ from swfed.core.delivery import Settled
 from swfed.core.ids import room_host
 from swfed.core.rooms import PENDING_SEQ
 from swfed.storage import peers as peers_db
-from swfed.storage import protocol
+from swfed.storage import room_writes
 from swfed.storage.audit import audit_txn, reject_txn
 from swfed.storage.conn import Conn
 from swfed.storage.context import Ctx
@@ -57,15 +57,15 @@ def record_delivery_txn(conn: Conn, ctx: Ctx, dest: str,
                        event_id=q.event_id, room_id=room_id, action="federation.send.refused")
             error = {"code": refusal.code, "message": refusal.message}
             if to_host:
-                protocol.settle_txn(conn, ctx, room_id, q.event_id, error=error)
+                room_writes.settle_txn(conn, ctx, room_id, q.event_id, error=error)
             elif (event := q.event()).get("type") == "invite":
-                protocol.end_refused_invite_txn(conn, ctx, event, error, dest)
+                room_writes.end_refused_invite_txn(conn, ctx, event, error, dest)
         elif q.event_id in settled.delivered:
             done.append(q.id)
             delivered.append(q.created_at)
             seq = settled.delivered[q.event_id]
             if to_host and seq is not None and seq < PENDING_SEQ:
-                protocol.settle_txn(conn, ctx, room_id, q.event_id, seq=seq)
+                room_writes.settle_txn(conn, ctx, room_id, q.event_id, seq=seq)
     peers_db.outbox_done_txn(conn, tenant.tenant_id, done)
     peers_db.count_txn(conn, tenant.tenant_id, dest, now, sent=len(delivered))
     peers_db.peer_ok_txn(conn, tenant.tenant_id, dest, now)

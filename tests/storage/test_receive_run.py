@@ -1,7 +1,7 @@
 """A /send's run of plain relayed events is stored together: the same as one by one.
 
 ``receive_batch_txn`` stores the leading events that only add to a room's
-history in a few statements (storage.protocol._plain_run). What it leaves
+history in a few statements (storage.room_writes._plain_run). What it leaves
 must be exactly what taking each event on its own leaves: the same rows,
 stream positions, search entries, synced mark, notifications, answers and
 gap repairs. Both ways run here on real files, side by side.
@@ -20,7 +20,7 @@ from swfed.storage import members as members_db
 from swfed.storage import rooms as rooms_db
 from swfed.storage.context import Ctx
 from swfed.storage.db import open_direct
-from swfed.storage.protocol import receive_batch_txn
+from swfed.storage.room_writes import receive_batch_txn
 from swfed.storage.search import search_txn
 from swfed.storage.tenants import Tenant, create_tenant_txn, create_user_txn
 from swfed.storage.touched import Touched

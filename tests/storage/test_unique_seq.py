@@ -22,7 +22,7 @@ from swfed.storage import rooms as rooms_db
 from swfed.storage.context import Ctx
 from swfed.storage.db import connect
 from swfed.storage.migrations import MIGRATIONS, migrate, schema_version
-from swfed.storage.protocol import receive_batch_txn, store_repair_txn
+from swfed.storage.room_writes import receive_batch_txn, store_repair_txn
 from swfed.storage.search import index_bodies_txn, search_txn
 from swfed.storage.tenants import Tenant, create_tenant_txn, create_user_txn, tenant_by_name_txn
 
