@@ -139,6 +139,34 @@ def check_relay(event: dict[str, Any], request_origin: str, me: str) -> str:
     return host
 
 
+def check_relay_has_seq(room: Room, me: str, host_seq: int | None) -> None:
+    """An event of a room hosted elsewhere carries its place in the host's order."""
+    if room.host != me and host_seq is None:
+        raise FederationError("an event relayed by the room's host must carry its place in "
+                              "the host's order (unsigned.seq, 1 to 2^40)",
+                              code="SW_FED_BAD_EVENT", status=400)
+
+
+def check_remote_inviter(room_id: str, origin: str, inviter: str,
+                         membership: str | None) -> None:
+    """A member server invites through the host only for a joined member of its own."""
+    if server_of(inviter) != origin or membership != "join":
+        raise FederationError(f"{inviter} is not a joined member of {room_id} on {origin}",
+                              code="SW_FED_NOT_MEMBER", status=403)
+
+
+def check_peer_access(room: Room | None, room_id: str, me: str, requester: str,
+                      member_servers: set[str]) -> Room:
+    """A peer may read or act on a room we host only with a joined member in it (not
+    merely invited: the invite carries what the invitee's server needs), and only
+    while the room federates. Returns the room."""
+    if room is None or room.host != me or requester not in member_servers:
+        raise FederationError(f"{requester} has no joined member in a room {room_id} hosted "
+                              "here", code="SW_FED_NOT_MEMBER", status=403)
+    check_room_federates(room, me)
+    return room
+
+
 def check_third_party_room(event: dict[str, Any], request_origin: str,
                            room_known: bool) -> None:
     """A relayed event of a third server, in a room we do not hold: refused before

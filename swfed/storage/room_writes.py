@@ -330,10 +330,8 @@ def remote_invite_txn(conn: Conn, ctx: Ctx, origin: str, room_id: str,
     inviter is not a joined member of ``origin``.
     """
     hosted_room_for_peer_txn(conn, ctx.tenant, room_id, origin)
-    if rules.server_of(inviter) != origin or members_db.membership_txn(
-            conn, ctx.tenant, room_id, inviter) != "join":
-        raise FederationError(f"{inviter} is not a joined member of {room_id} on {origin}",
-                              code="SW_FED_NOT_MEMBER", status=403)
+    rules.check_remote_inviter(room_id, origin, inviter,
+                               members_db.membership_txn(conn, ctx.tenant, room_id, inviter))
     return invite_txn(conn, ctx, room_id, inviter, invitee)
 
 
@@ -674,10 +672,7 @@ def receive_event_txn(conn: Conn, ctx: Ctx, request_origin: str,
         room = rooms_db.room_txn(conn, ctx.tenant, room_id)
     assert room is not None
     host_seq = rules.host_seq(room, ctx.me, request_origin, event)
-    if room.host != ctx.me and host_seq is None:
-        raise FederationError("an event relayed by the room's host must carry its place in "
-                              "the host's order (unsigned.seq, 1 to 2^40)",
-                              code="SW_FED_BAD_EVENT", status=400)
+    rules.check_relay_has_seq(room, ctx.me, host_seq)
     signed = {k: v for k, v in event.items() if k != "unsigned"}
     seq = _take(conn, ctx, room, signed, signed, host_seq, new=True)
     return {"seq": seq} if room.host == ctx.me else {}
@@ -810,14 +805,9 @@ def _store_run(conn: Conn, ctx: Ctx, room: Room,
 def hosted_room_for_peer_txn(conn: Conn, tenant: Tenant, room_id: str,
                              requester: str) -> Room:
     """A room we host in which ``requester`` has a joined member, federating; else refuses."""
-    room = rooms_db.room_txn(conn, tenant, room_id)
-    if room is None or room.host != tenant.server_name or requester not in (
-            members_db.member_servers_txn(conn, tenant, room_id)):
-        # joined, not merely invited: the invite carries what the invitee's server needs
-        raise FederationError(f"{requester} has no joined member in a room {room_id} hosted "
-                              "here", code="SW_FED_NOT_MEMBER", status=403)
-    rules.check_room_federates(room, tenant.server_name)
-    return room
+    return rules.check_peer_access(rooms_db.room_txn(conn, tenant, room_id), room_id,
+                                   tenant.server_name, requester,
+                                   members_db.member_servers_txn(conn, tenant, room_id))
 
 
 def repair_page_txn(conn: Conn, tenant: Tenant, room_id: str, requester: str,
