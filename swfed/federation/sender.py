@@ -264,12 +264,15 @@ class PeerQueue:
     async def _resume(self) -> None:
         """Read the stored retry state back: wait the rest of its wait, keep its count."""
         resets = self._resets
+        tenant = self.parts.tenants.by_id(self.tenant_id)
+        name = str(self.tenant_id) if tenant is None else tenant.server_name
         try:
             stored = await self.parts.store.retry_state(self.tenant_id, self.destination)
         except StorageUnavailable:
             raise
         except Exception:  # noqa: BLE001 - the queue starts afresh, as it did before
-            logs.log_exception("federation.send.internal_error", peer=self.destination)
+            logs.log_exception("federation.send.internal_error", tenant=name,
+                               peer=self.destination)
             stored = RetryState()
         self.resumed = True
         if resets != self._resets or stored == RetryState():
@@ -277,8 +280,8 @@ class PeerQueue:
         self.retry = stored
         wait = wait_left(stored, self.parts.wall_ms())
         self.retry_at = trio.current_time() + wait
-        logs.log("federation.send.backoff_resumed", tenant_id=self.tenant_id,
-                 peer=self.destination, failures=stored.failures, retry_in_s=round(wait, 1))
+        logs.log("federation.send.backoff_resumed", tenant=name, peer=self.destination,
+                 failures=stored.failures, retry_in_s=round(wait, 1))
 
     async def _tenant_gone(self, flight: list[_Flight]) -> None:
         """Our tenant is not in the directory (removed, or not loaded yet): wait."""
