@@ -217,7 +217,8 @@ class PeerQueue:
             self._resets += 1
         self.wake.set()
 
-    def _backing_off(self) -> bool:
+    def _retry_ahead(self) -> bool:
+        """The retry time is still ahead (trio clock)."""
         return self.retry_at is not None and trio.current_time() < self.retry_at
 
     async def _sleep(self) -> None:
@@ -248,7 +249,7 @@ class PeerQueue:
         await self._resume()
         flight: list[_Flight] = []
         while True:
-            if not flight and self._backing_off():
+            if not flight and self._retry_ahead():
                 await self._sleep()
                 continue
             tenant = self.parts.tenants.by_id(self.tenant_id)
