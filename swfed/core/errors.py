@@ -32,7 +32,7 @@ exceptions are mapped once, at the boundary where they happen
                                         on as a refusal of ours
 
 A peer's answer becomes an error of ours at exactly one boundary
-(``swfed.federation.service.error_of``), as a :class:`RemoteRefusal`. Every
+(``swfed.federation.client.error_of``), as a :class:`RemoteRefusal`. Every
 code, with its status and meaning, is listed in :mod:`swfed.core.codes`.
 """
 

@@ -8,6 +8,9 @@ peer we share a room with one cheap signed request -- ``GET
 federation request and stores nothing. A peer that authenticates a request
 from us calls ``Federation.heard_from``: it resets its backoff toward us and
 delivers its queue at once (``Sender.heard_from`` wakes the waiting queue).
+A peer that accepts our probe is up, so our own queue toward it, which
+resumed the backoff it had before the restart (federation.sender), starts
+over and delivers at once too.
 
 Bounded: at most ``CONCURRENCY`` announcements in flight, each with a
 deadline of ``TIMEOUT_SECONDS``. Failures (the peer is down too, refuses
@@ -90,6 +93,7 @@ async def run_announcer(state: Any,
                 failed.append(peer)
                 return
         if why is None:
+            fed.sender.heard_from(tenant.tenant_id, peer)  # it answered: ours goes now too
             logs.log("federation.announce.sent", level="debug", tenant=tenant.server_name,
                      peer=peer)
         else:

@@ -18,7 +18,8 @@ unless ``allow_private_addresses``. Each request has one deadline, from the
 name lookup to the last byte. The
 connection goes to that checked IP; the certificate is verified against the
 peer's *name* (SNI and Host carry it). Environment proxies are never used.
-Non-2xx answers with a JSON body are returned, not raised.
+Non-2xx answers with a JSON body are returned, not raised; :func:`error_of`
+turns one into the peer's :class:`~swfed.core.errors.RemoteRefusal`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import trio
 from swfed.config import FederationConfig, parse_host_port
 from swfed.core.addresses import is_public
 from swfed.core.canonical import encode_canonical_json
-from swfed.core.errors import PeerUnreachable
+from swfed.core.errors import PeerUnreachable, RemoteRefusal
 
 #: auth(method, uri, content, content_bytes) -> the Authorization header
 Auth = Callable[[str, str, Any, "bytes | None"], str]
@@ -55,6 +56,22 @@ class FedResponse:
     address: str
     #: Seconds the peer asked us to wait (``Retry-After`` on a 429 or 503).
     retry_after: float | None = None
+
+
+def error_of(resp: FedResponse, peer: str) -> RemoteRefusal:
+    """The error ``peer`` answered with, as a :class:`RemoteRefusal` (code and message kept).
+
+    The one place where a peer's refusal becomes an error here.
+    """
+    err = resp.body.get("error") if isinstance(resp.body, dict) else None
+    status = 502 if resp.status >= 500 else resp.status
+    if isinstance(err, dict) and isinstance(err.get("code"), str) and err["code"]:
+        code = err["code"][:64]
+        message = str(err.get("message", ""))[:500]
+        return RemoteRefusal(peer, code, f"{peer} answered {resp.status} {code}: {message}",
+                             status=status)
+    return RemoteRefusal(peer, "SW_FED_BAD_RESPONSE",
+                         f"{peer} answered {resp.status} without an error body", status=502)
 
 
 def split_server_name(server_name: str) -> tuple[str, int]:

@@ -3,7 +3,9 @@
 One :class:`Federation` per process, hung on the app state. It owns the
 :class:`~swfed.federation.keys.KeyRing` (our keys), the outbound
 :class:`~swfed.federation.client.FederationClient`, and the
-:class:`~swfed.federation.sender.Sender`.
+:class:`~swfed.federation.sender.Sender`, which it builds from its parts (a transport
+over :meth:`Federation.post`, a store over the database, the tenant
+directory, the metrics, the wall clock).
 
 Peers' keys come from their descriptors, cached in ``peer_keys``. When a
 signature names a key id we do not know, or fails with the key we cached,
@@ -26,7 +28,6 @@ from swfed.core.errors import (
     BadRequest,
     FederationError,
     PeerUnreachable,
-    RemoteRefusal,
     StorageUnavailable,
 )
 from swfed.core.keys import KeyInfo, key_believed, refusal, verifies_event, verifies_request
@@ -42,7 +43,11 @@ from swfed.core.signing import (
     verify_signed_json,
 )
 from swfed.federation.client import TRANSPORT_CODES, FederationClient, FedResponse
+from swfed.federation.client import error_of as error_of  # where callers have found it
 from swfed.federation.keys import KeyRing
+from swfed.federation.outbox import OutboxStore
+from swfed.federation.sender import Parts, Sender
+from swfed.federation.transport import FederationTransport
 from swfed.storage import events as events_db
 from swfed.storage import keys as keys_db
 from swfed.storage import peers as peers_db
@@ -78,12 +83,14 @@ def mismatch(message: str) -> FederationError:
 class Federation:
     def __init__(self, state: Any, client: FederationClient) -> None:
         from swfed.federation.repair import Repairer
-        from swfed.federation.sender import Sender
 
         self.state = state
         self.client = client
         self.keyring = KeyRing()
-        self.sender = Sender(self)
+        self.sender = Sender(Parts(transport=FederationTransport(self),
+                                   store=OutboxStore(state.db, self.signer),
+                                   tenants=state.tenants, metrics=state.metrics,
+                                   wall_ms=state.clock, on_failure=self.failed_toward))
         self.repairer = Repairer(self)
         self.scheduler_heartbeat: float | None = None
         #: Held while a tenant's keys are loaded, generated or rotated.
@@ -473,18 +480,3 @@ class Federation:
         """Our delivery to the peer failed (its row says so): the next contact clears it."""
         self._seen_written.pop((tenant_id, server_name), None)
 
-
-def error_of(resp: FedResponse, peer: str) -> RemoteRefusal:
-    """The error ``peer`` answered with, as a :class:`RemoteRefusal` (code and message kept).
-
-    The one place where a peer's refusal becomes an error here.
-    """
-    err = resp.body.get("error") if isinstance(resp.body, dict) else None
-    status = 502 if resp.status >= 500 else resp.status
-    if isinstance(err, dict) and isinstance(err.get("code"), str) and err["code"]:
-        code = err["code"][:64]
-        message = str(err.get("message", ""))[:500]
-        return RemoteRefusal(peer, code, f"{peer} answered {resp.status} {code}: {message}",
-                             status=status)
-    return RemoteRefusal(peer, "SW_FED_BAD_RESPONSE",
-                         f"{peer} answered {resp.status} without an error body", status=502)

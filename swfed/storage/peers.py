@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from swfed.core.backoff import RetryState
 from swfed.core.canonical import encode_canonical_json
 from swfed.storage.conn import Conn
 from swfed.storage.tenants import Tenant
@@ -141,10 +142,21 @@ def peer_ok_txn(conn: Conn, tenant_id: int, server_name: str, now: int) -> None:
 
 def peer_failed_txn(conn: Conn, tenant_id: int, server_name: str, now: int,
                     error: str, failures: int, next_retry_at: int) -> None:
+    """A send to the peer failed: its error, and the backoff read back at start
+    (:func:`retry_state_txn`)."""
     _ensure_peer(conn, tenant_id, server_name)
     conn.execute("UPDATE peers SET last_error = ?, last_error_at = ?, failures = ?,"
                  " next_retry_at = ? WHERE tenant_id = ? AND server_name = ?",
                  (error[:500], now, failures, next_retry_at, tenant_id, server_name))
+
+
+def retry_state_txn(conn: Conn, tenant_id: int, server_name: str) -> RetryState:
+    """The backoff toward the peer as :func:`peer_failed_txn` left it (none: no row)."""
+    row = conn.execute("SELECT failures, next_retry_at FROM peers WHERE tenant_id = ?"
+                       " AND server_name = ?", (tenant_id, server_name)).fetchone()
+    if row is None:
+        return RetryState()
+    return RetryState(int(row[0] or 0), None if row[1] is None else int(row[1]))
 
 
 def peer_state_txn(conn: Conn, tenant_id: int,

@@ -7,6 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from swfed.core.backoff import RetryState
 from swfed.core.canonical import encode_canonical_json
 from swfed.storage.db import connect, open_direct
 from swfed.storage.migrations import MIGRATIONS, migrate, schema_version
@@ -15,8 +16,11 @@ from swfed.storage.peers import (
     outbox_batch_txn,
     outbox_destinations_txn,
     outbox_done_txn,
+    peer_failed_txn,
+    peer_ok_txn,
     peers_view_txn,
     queue_depths_txn,
+    retry_state_txn,
 )
 from swfed.storage.tenants import create_tenant_txn
 
@@ -151,3 +155,18 @@ def test_the_admin_view_shows_each_peers_depth_and_oldest_event(tmp_path: Path) 
     view = {p["server_name"]: p for p in peers_view_txn(conn, tenant, 0)}
     assert "c.test" not in view  # never talked to, nothing queued
     conn.close()
+
+
+def test_the_backoff_is_read_back_as_it_was_written_and_cleared_by_an_answer(
+        tmp_path: Path) -> None:
+    """What a restarted sender resumes from (federation.sender): failures and the
+    next retry time as the last failure wrote them; none once the peer answered."""
+    conn = open_direct(tmp_path / "db.sqlite3")
+    tenant = create_tenant_txn(conn, "a.test", 0)
+    assert retry_state_txn(conn, tenant.tenant_id, "b.test") == RetryState()
+    peer_failed_txn(conn, tenant.tenant_id, "b.test", 1_000, "SW_FED_PEER_UNREACHABLE: down",
+                    3, 9_500)
+    assert retry_state_txn(conn, tenant.tenant_id, "b.test") == RetryState(3, 9_500)
+    assert retry_state_txn(conn, tenant.tenant_id, "c.test") == RetryState()
+    peer_ok_txn(conn, tenant.tenant_id, "b.test", 2_000)
+    assert retry_state_txn(conn, tenant.tenant_id, "b.test") == RetryState()
