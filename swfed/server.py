@@ -216,13 +216,14 @@ async def serve(config: Config, *, services: list[Service] | None = None,
             await nursery.start(run_housekeeping, state)
             for service in services or []:
                 await nursery.start(service, state)
-            interval = sdnotify.watchdog_interval()
-            if interval is not None:
-                await nursery.start(sdnotify.run_watchdog, interval)
             logs.log("server.listening", addresses=binds, server_name=config.server.name,
                      data_dir=str(config.server.data_dir))
             # Migrated, listening, delivering: `systemctl start` may return now.
             sdnotify.notify("READY=1", f"STATUS=listening on {' '.join(binds)}")
+            # systemd arms the watchdog once the start is complete, so pings from here on.
+            interval = sdnotify.watchdog_interval()
+            if interval is not None:
+                await nursery.start(sdnotify.run_watchdog, interval)
             task_status.started(binds)
     finally:
         with trio.CancelScope(shield=True):
