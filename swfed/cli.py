@@ -276,6 +276,35 @@ def cmd_dev_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def where_next(config: Config, config_arg: str, command: str = "scripts/serve") -> str:
+    """What ``scripts/serve`` prints before it runs the server: the URL, how to make a user."""
+    from swfed.config import parse_host_port
+
+    host, port = parse_host_port(config.server.bind[0])
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if config.server.tls.enabled else "http"
+    url = f"{scheme}://{shown}:{port}/" if port else f"{scheme}://{shown}:PORT/ (PORT: the " \
+        "server.listening line below)"
+    return "\n".join([
+        f"swfed: serving {config_arg} (server name {config.server.name}) at {url}",
+        "  make yourself a user, in a second terminal:",
+        f"    {command} admin user create alice --admin --password",
+        f"  then open {url.split(' ')[0]} and sign in as alice; Ctrl-C stops the server.",
+        "  JSON log lines follow ([server] log_format = \"text\" for plain ones).",
+    ])
+
+
+def print_where_next(config_arg: str) -> int:
+    """``scripts/serve``'s greeting on stderr; says nothing about a bad config (the server will)."""
+    try:
+        config = load_config(config_arg)
+    except ConfigError:
+        return 0
+    print(where_next(config, config_arg), file=sys.stderr)
+    return 0
+
+
 def _print(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
     if getattr(args, "json", False):
         print(json.dumps(obj))

@@ -135,3 +135,19 @@ async def test_bind_overrides_the_config(tmp_path: Path) -> None:
                 assert r.status_code in (200, 503) and "checks" in r.json()
             with pytest.raises(httpx.ConnectError):
                 await client.get(f"{server.url}/healthz")  # the config's port is unused
+
+
+def test_where_next_names_the_url_and_how_to_make_a_user(tmp_path: Path, net: TlsNet) -> None:
+    from swfed.cli import where_next
+    from swfed.config import load_config
+
+    repo = Path(__file__).parent.parent
+    text = where_next(load_config(repo / "conf" / "server.toml", env={}), "conf/server.toml")
+    assert "at http://127.0.0.1:8448/" in text
+    assert "scripts/serve admin user create alice --admin --password" in text
+    assert "scripts/serve" in (repo / "scripts" / "serve").read_text()
+    assert "print_where_next" in (repo / "scripts" / "serve").read_text()
+    cert, key = net.cert_for("a.test")
+    path = config(tmp_path, server={"bind": ["0.0.0.0:9443"]},
+                  server__tls={"certfile": str(cert), "keyfile": str(key)})
+    assert "at https://127.0.0.1:9443/" in where_next(load_config(path, env={}), str(path))
