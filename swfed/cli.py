@@ -2,8 +2,9 @@
 
 No command runs the server; ``--bind`` (repeatable) then replaces ``[server]
 bind``, so one config can serve several processes. Admin commands open the
-data directory's SQLite file directly, so they work whether or not the server is running (WAL lets
-both write; each command is one short transaction).
+data directory's SQLite file directly, so they work whether or not the
+server is running (WAL lets both write; each command is one short
+transaction); ``admin dev-certs`` needs no config at all.
 
 Exit status: 0 done, 1 refused (the message says why), 2 bad usage or config.
 """
