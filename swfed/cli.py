@@ -1,8 +1,10 @@
-"""``swfed [--config FILE] [COMMAND …]`` (also ``python -m swfed``).
+"""``swfed [--config FILE] [--bind ADDR]… [COMMAND …]`` (also ``python -m swfed``).
 
-No command runs the server. Admin commands open the data directory's SQLite
-file directly, so they work whether or not the server is running (WAL lets
-both write; each command is one short transaction).
+No command runs the server; ``--bind`` (repeatable) then replaces ``[server]
+bind``, so one config can serve several processes. Admin commands open the
+data directory's SQLite file directly, so they work whether or not the
+server is running (WAL lets both write; each command is one short
+transaction); ``admin dev-certs`` needs no config at all.
 
 Exit status: 0 done, 1 refused (the message says why), 2 bad usage or config.
 """
@@ -34,7 +36,9 @@ def _now() -> int:
 
 def _db(config: Config) -> Any:
     from swfed.server import db_path
+    from swfed.startup import check_data_dir
 
+    check_data_dir(config)  # a ConfigError, exit 2, rather than SQLite's "unable to open"
     conn = open_direct(db_path(config), synchronous=config.storage.synchronous,
                        busy_timeout_ms=config.storage.busy_timeout_ms)
     run_in_transaction(conn, tenants_db.ensure_default_tenant_txn, config.server.name, _now())
@@ -251,6 +255,57 @@ def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_dev_certs(args: argparse.Namespace) -> int:
+    """A private CA and a certificate per name, for a homelab (swfed.devcerts)."""
+    from swfed.devcerts import make_dev_certs
+
+    names = []
+    for raw in args.names:
+        try:
+            names.append(validate_server_name(raw))
+        except ValueError as exc:
+            raise SwfedError(f"NAME {raw!r}: {exc}", code="SW_BAD_SERVER_NAME") from exc
+    made = make_dev_certs(names, Path(args.out))
+    lines = [f"{'reused' if made.ca_reused else 'made'} CA {made.ca_cert} (key {made.ca_key}, "
+             "keep it private)"]
+    lines += [f"{name}: certfile {cert}, keyfile {key}" for name, cert, key in made.servers]
+    lines.append(f"trust {made.ca_cert} in [federation] ca_file and in your browser")
+    _print(args, {"ca_cert": str(made.ca_cert), "ca_key": str(made.ca_key),
+                  "ca_reused": made.ca_reused,
+                  "servers": [{"name": n, "certfile": str(c), "keyfile": str(k)}
+                              for n, c, k in made.servers]}, "\n".join(lines))
+    return 0
+
+
+def where_next(config: Config, config_arg: str, command: str = "scripts/serve") -> str:
+    """What ``scripts/serve`` prints before it runs the server: the URL, how to make a user."""
+    from swfed.config import parse_host_port
+
+    host, port = parse_host_port(config.server.bind[0])
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if config.server.tls.enabled else "http"
+    url = f"{scheme}://{shown}:{port}/" if port else f"{scheme}://{shown}:PORT/ (PORT: the " \
+        "server.listening line below)"
+    return "\n".join([
+        f"swfed: serving {config_arg} (server name {config.server.name}) at {url}",
+        "  make yourself a user, in a second terminal:",
+        f"    {command} admin user create alice --admin --password",
+        f"  then open {url.split(' ')[0]} and sign in as alice; Ctrl-C stops the server.",
+        "  JSON log lines follow ([server] log_format = \"text\" for plain ones).",
+    ])
+
+
+def print_where_next(config_arg: str) -> int:
+    """``scripts/serve``'s greeting on stderr; says nothing about a bad config (the server will)."""
+    try:
+        config = load_config(config_arg)
+    except ConfigError:
+        return 0
+    print(where_next(config, config_arg), file=sys.stderr)
+    return 0
+
+
 def _print(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
     if getattr(args, "json", False):
         print(json.dumps(obj))
@@ -264,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
         "With no command, runs the server.")
     parser.add_argument("--config", default=os.environ.get("SWFED_CONFIG", DEFAULT_CONFIG),
                         help=f"TOML config file (default: $SWFED_CONFIG or {DEFAULT_CONFIG})")
+    parser.add_argument("--bind", action="append", metavar="ADDR",
+                        help='listen on ADDR ("host:port", "[::1]:port", or a bare port for '
+                        '127.0.0.1:port) instead of [server] bind; repeat for several')
+    parser.add_argument("--version", action="version", version=f"swfed {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     admin = commands.add_parser("admin", help="administer tenants, users, keys, backups")
     admin_cmds = admin.add_subparsers(dest="admin_command", metavar="WHAT", required=True)
@@ -326,7 +385,44 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--tenant", help="our tenant to check from (default: [server] name)")
     doctor.add_argument("--json", action="store_true", help="one JSON object for machines")
     doctor.set_defaults(func=cmd_doctor)
+
+    p = admin_cmds.add_parser(
+        "dev-certs", help="make a private CA and server certificates (homelab, trying "
+        "federation on one machine); needs no config")
+    p.add_argument("names", nargs="+", metavar="NAME",
+                   help="server names, e.g. a.localhost:8448 (the port is not part of the "
+                   "certificate)")
+    p.add_argument("--out", default="certs", help="directory for the files (default: certs); "
+                   "a CA already there is reused, so later servers share it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dev_certs, needs_config=False)
     return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("swfed")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        from swfed import __version__
+
+        return __version__
+
+
+def _binds(values: list[str]) -> tuple[str, ...]:
+    """``--bind`` values, checked like ``[server] bind``; a bare port is 127.0.0.1:port."""
+    from swfed.config import parse_host_port
+
+    out = []
+    for value in values:
+        address = f"127.0.0.1:{value}" if value.isdigit() else value
+        try:
+            parse_host_port(address)
+        except ValueError as exc:
+            raise ConfigError(f"--bind: {exc}") from None
+        out.append(address)
+    return tuple(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -335,22 +431,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     private_umask()  # before anything is created: keys live in the database
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not getattr(args, "needs_config", True):
+        try:
+            return int(args.func(args))
+        except SwfedError as exc:
+            print(f"swfed: {exc.code}: {exc.message}", file=sys.stderr)
+            return 1
     try:
         config = load_config(args.config)
+        if args.bind:
+            import attrs
+
+            config = attrs.evolve(config, server=attrs.evolve(config.server,
+                                                              bind=_binds(args.bind)))
     except ConfigError as exc:
         print(f"swfed: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.server.log_format, config.server.log_level)
-    if args.command is None:
-        from swfed.server import run
-
-        try:
-            run(config)
-        except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-            return 130
-        return 0
     try:
+        if args.command is None:
+            from swfed.server import run
+
+            try:
+                run(config)
+            except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+                return 130
+            return 0
         return int(args.func(config, args))
+    except ConfigError as exc:  # found at start: a file, the data directory, a port
+        print(f"swfed: {exc}", file=sys.stderr)
+        return 2
     except SwfedError as exc:
         print(f"swfed: {exc.code}: {exc.message}", file=sys.stderr)
         return 1

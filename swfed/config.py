@@ -322,7 +322,10 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+        what = ("pass --config FILE or set SWFED_CONFIG (conf/server.toml in the source "
+                "documents every option)" if isinstance(exc, FileNotFoundError)
+                else "let the user swfed runs as read it")
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror or exc}: {what}") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

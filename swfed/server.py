@@ -6,12 +6,18 @@
      ├─ signal watcher: SIGINT/SIGTERM set the shutdown event
      ├─ HTTP: hypercorn's trio worker serving the quart-trio app
      └─ background services (federation sender, key scheduler, come-back
-        announcements, housekeeping)
+        announcements, housekeeping, the systemd watchdog)
 
 One shutdown path, as in hypercorn: the shutdown event stops the listener,
 in-flight requests get ``graceful_timeout_seconds`` to finish, then the
 nursery is cancelled and the database writer drains and closes. Writes that
 were acknowledged had already committed, so nothing acknowledged is lost.
+
+Start-up mistakes (unreadable TLS or CA files, an unwritable data_dir, a
+port in use) are found before anything runs (``swfed.startup``) and end the
+start with one line. Under systemd the process says READY=1 once it
+listens, pings the watchdog and says STOPPING=1 when it drains
+(``swfed.sdnotify``).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from swfed import logs
+from swfed import logs, sdnotify
 from swfed.app import Notifier, State, TenantDirectory, create_app, now_ms
 from swfed.config import Config
 from swfed.core.errors import StorageUnavailable
@@ -37,6 +43,7 @@ from swfed.federation.client import FederationClient
 from swfed.federation.keys import run_key_scheduler
 from swfed.federation.service import Federation
 from swfed.housekeeping import run_housekeeping
+from swfed.startup import bind_sockets, close_binds, preflight
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database, health_write_txn
 from swfed.storage.files import fix_for, loose_files, private_umask
@@ -85,6 +92,12 @@ async def _watch_signals(shutdown: trio.Event) -> None:
             logs.log("server.stopping", signal=signal.Signals(signum).name)
             shutdown.set()
             return
+
+
+async def _announce_stopping(shutdown: trio.Event) -> None:
+    await shutdown.wait()
+    # Before the drain: systemd then waits TimeoutStopSec, not the watchdog.
+    sdnotify.notify("STOPPING=1", "STATUS=draining requests")
 
 
 #: Test hook: shift this server's clock (ms) to reproduce skew between peers.
@@ -152,6 +165,7 @@ async def serve(config: Config, *, services: list[Service] | None = None,
     """Run the server until SIGINT/SIGTERM (or ``shutdown`` is set)."""
     shutdown = shutdown or trio.Event()
     private_umask()
+    preflight(config)
     loose = loose_files(config.server.data_dir, db_path(config))
     if loose:
         logs.log("storage.permissions", level="warning",
@@ -159,8 +173,14 @@ async def serve(config: Config, *, services: list[Service] | None = None,
                  "machine, and it holds the signing keys",
                  files={str(p): oct(m) for p, m in loose},
                  fix=fix_for(config.server.data_dir, db_path(config)))
+    hyper = _hypercorn_config(config)
+    hyper.bind = bind_sockets(config, hyper.backlog)
     db = open_database(config)
-    await db.start()
+    try:
+        await db.start()
+    except BaseException:
+        close_binds(hyper.bind)
+        raise
     try:
         await db.write(tenants_db.ensure_default_tenant_txn, config.server.name, now_ms())
         notifier = Notifier()
@@ -178,9 +198,10 @@ async def serve(config: Config, *, services: list[Service] | None = None,
 
         async with client, trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, shutdown)
+            nursery.start_soon(_announce_stopping, shutdown)
 
             async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
-                await hypercorn_serve(app, _hypercorn_config(config),
+                await hypercorn_serve(app, hyper,
                                       shutdown_trigger=shutdown.wait, task_status=task_status)
                 # The listener has drained: stop everything else too.
                 nursery.cancel_scope.cancel()
@@ -197,6 +218,12 @@ async def serve(config: Config, *, services: list[Service] | None = None,
                 await nursery.start(service, state)
             logs.log("server.listening", addresses=binds, server_name=config.server.name,
                      data_dir=str(config.server.data_dir))
+            # Migrated, listening, delivering: `systemctl start` may return now.
+            sdnotify.notify("READY=1", f"STATUS=listening on {' '.join(binds)}")
+            # systemd arms the watchdog once the start is complete, so pings from here on.
+            interval = sdnotify.watchdog_interval()
+            if interval is not None:
+                await nursery.start(sdnotify.run_watchdog, interval)
             task_status.started(binds)
     finally:
         with trio.CancelScope(shield=True):

@@ -86,6 +86,8 @@ class ServerProcess:
             tables.setdefault(table, {}).update(values)
         write_config(self.config_path, tables)
         self.proc: subprocess.Popen[bytes] | None = None
+        #: more arguments for the server's command line, e.g. ["--bind", "127.0.0.1:9"]
+        self.start_args: list[str] = []
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
 
@@ -104,7 +106,8 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         assert self.proc is None or self.proc.poll() is not None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swfed", "--config", str(self.config_path)],
+            [sys.executable, "-m", "swfed", "--config", str(self.config_path),
+             *self.start_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self._environ())
         ready = threading.Event()
         proc = self.proc
