@@ -70,6 +70,16 @@ def plant(evil: HostilePeer, name: str, keypair: KeyPair) -> None:
         200, json.dumps({"server_name": name, "descriptor": desc}).encode()))
 
 
+async def joined_room(world: World, evil: HostilePeer, name: str,
+                      member: Person) -> HostedRoom:
+    """evil.test hosts room ``name``; ``member`` of b.test is invited and has joined."""
+    room = HostedRoom(evil, name)
+    room.invite(member.fqid)
+    await room.deliver(world.b)
+    await member.accept(room.room_id)
+    return room
+
+
 async def test_the_hosted_room_helper_behaves_as_a_host(
         world: World, people: dict[str, Person]) -> None:
     """tests/hostile.HostedRoom: an invite, a join through ``/membership``, relayed posts."""
@@ -104,10 +114,7 @@ async def test_a_host_cannot_plant_a_key_for_a_server_we_know(
     evil = HostilePeer(world.net, "evil.test", EVIL_PORT, EVIL_KEY)
     plant(evil, "x.test", planted)
     async with evil.serving():
-        room = HostedRoom(evil, "plantknown")
-        room.invite(bob.fqid)
-        await room.deliver(world.b)
-        await bob.accept(room.room_id)
+        room = await joined_room(world, evil, "plantknown", bob)
         forged = room.add(as_server("x.test", planted, room.room_id, "message",
                                     {"body": "forged xavier"}, "@xavier:x.test"))
         room.post("after the forgery")
@@ -158,10 +165,7 @@ async def test_a_host_cannot_plant_a_key_for_a_name_we_cannot_reach(
     evil = HostilePeer(world.net, "evil.test", EVIL_PORT, EVIL_KEY)
     plant(evil, "ghost.test", planted)
     async with evil.serving():
-        room = HostedRoom(evil, "plantghost")
-        room.invite(carol.fqid)
-        await room.deliver(world.b)
-        await carol.accept(room.room_id)
+        room = await joined_room(world, evil, "plantghost", carol)
         forged = room.add(as_server("ghost.test", planted, room.room_id, "message",
                                     {"body": "forged ghost"}, "@g:ghost.test"))
         for _ in range(7):  # retried as a host's queue would, past any refetch interval
@@ -215,10 +219,7 @@ async def test_a_hosts_refusal_is_its_own_not_ours(world: World,
     bob = people["bob"]
     evil = HostilePeer(world.net, "evil.test", EVIL_PORT, EVIL_KEY)
     async with evil.serving():
-        room = HostedRoom(evil, "fullroom")
-        room.invite(bob.fqid)
-        await room.deliver(world.b)
-        await bob.accept(room.room_id)
+        room = await joined_room(world, evil, "fullroom", bob)
         room.answer_overrides["/invites"] = lambda m, p, b: (403, json.dumps({"error": {
             "code": "SW_FED_ROOM_FULL", "message": "full"}}).encode())
         r = await bob.call("POST", f"/v1/rooms/{room.room_id}/invites",
