@@ -50,7 +50,7 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
     refused: list[tuple[dict[str, Any], FederationError]] = []
     seqs: list[int | None] = []
     for event in raw if isinstance(raw, list) else []:
-        seqs.append(_seq_of(event))
+        seqs.append(unsigned_seq(event))
         try:
             signable = signable_or_none(event)
             check_federated_event(event, signable=signable)
@@ -75,8 +75,3 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
     return Page(verified, refused, nxt if isinstance(nxt, int) else None,
                 last if isinstance(last, int) and not isinstance(last, bool) else None, seqs)
 
-
-def _seq_of(event: Any) -> int | None:
-    unsigned = event.get("unsigned") if isinstance(event, dict) else None
-    seq = unsigned.get("seq") if isinstance(unsigned, dict) else None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None

@@ -54,7 +54,7 @@ from swfed import logs
 from swfed.core.backoff import retry_delay
 from swfed.core.errors import FederationError, SwfedError
 from swfed.core.ratelimit import KeyedLimiter, LogGate, Rate
-from swfed.core.rooms import Room, check_repair_page
+from swfed.core.rooms import Room, check_repair_page, unsigned_seq
 from swfed.federation import history
 from swfed.storage import events as events_db
 from swfed.storage import room_writes
@@ -235,8 +235,7 @@ class Repairer:
     async def _held_by_ours(self, tenant: Tenant, room_id: str, page: history.Page,
                             mark: int) -> bool:
         """Is the page's event right after our mark one of ours still pending?"""
-        nxt = next((e for e, seq in zip(page.events, _seqs(page.events), strict=True)
-                    if seq == mark + 1), None)
+        nxt = next((e for e in page.events if unsigned_seq(e) == mark + 1), None)
         return nxt is not None and bool(await self.fed.state.db.read(
             events_db.is_pending_txn, tenant, room_id, str(nxt.get("event_id"))))
 
@@ -264,7 +263,3 @@ class Repairer:
                      room_id=room.room_id, events=fetched, synced_seq=synced,
                      host_last_seq=host_last_seq, budget_spent=budget_spent)
 
-
-def _seqs(events: list[dict[str, Any]]) -> list[int | None]:
-    return [(e.get("unsigned") or {}).get("seq") if isinstance(e.get("unsigned"), dict)
-            else None for e in events]
