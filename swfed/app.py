@@ -28,6 +28,7 @@ from swfed.storage.db import Database
 from swfed.storage.files import read_stamp_at
 from swfed.storage.sessions import SessionCache
 from swfed.storage.tenants import Tenant
+from swfed.storage.touched import Touched
 
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ class Notifier:
             if event is not None:
                 event.set()
 
-    def committed(self, touched: Any) -> None:
+    def committed(self, touched: Touched) -> None:
         """The commit hook: wake the streams of the tenants whose stream moved."""
         self.wake(touched.streams)
 
