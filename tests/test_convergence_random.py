@@ -15,6 +15,8 @@ the order it acknowledged them (one acknowledged before the next was asked
 for goes first), and no reply or reaction precedes its target.
 
 Set ``SWFED_CONVERGENCE_SEED`` to replay a run; a failure names its seed.
+``SWFED_CONVERGENCE_LOGS=DIR`` keeps both processes' logs there (run with
+``--basetemp`` to keep their databases too).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import random
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -96,7 +99,7 @@ class Run:
                 asked = trio.current_time()
                 r = await person.call("POST", f"/v1/rooms/{room}/messages/{rng.choice(seen)}"
                                       "/reactions", {"key": rng.choice(["+1", "🎉", "👀"])})
-                if r.status_code == 201:  # (the same reaction again answers the first)
+                if r.status_code == 201:  # created now (the same one again answers 200)
                     self.sent.setdefault(r.json()["event_id"],
                                          (person.server, asked, trio.current_time()))
         elif roll < 0.62:
@@ -254,12 +257,12 @@ class Run:
         seqs = [e["seq"] for e in host_events]
         assert len(at_host) == len(host_events) and len(set(seqs)) == len(seqs)
         assert seqs == list(range(1, len(seqs) + 1)), "the host's order has a hole"
+        copies = {person.fqid: await person.events(self.room_id) for person in self.people}
         for person in self.people:
-            events = await person.events(self.room_id)
-            ids = [e["event_id"] for e in events]
+            ids = [e["event_id"] for e in copies[person.fqid]]
             assert len(ids) == len(set(ids)), f"{person.fqid} has an event twice"
         for author, event_id in self.acked:
-            mine = await author.event(self.room_id, event_id)
+            mine = next((e for e in copies[author.fqid] if e["event_id"] == event_id), None)
             assert mine is not None, f"{author.fqid} lost acknowledged {event_id}"
             if mine["status"] == "sent":
                 assert event_id in at_host, f"{event_id} is sent but not at the host"
@@ -267,8 +270,7 @@ class Run:
                 assert mine["status"] == "refused" and event_id not in at_host
                 assert author.server != self.host
         assert self.acked, "the run acknowledged nothing"
-        for who, events in [("the host", host_events)] + [
-                (person.fqid, await person.events(self.room_id)) for person in self.people]:
+        for who, events in [("the host", host_events), *copies.items()]:
             self.check_order(who, events)
 
     def check_order(self, who: str, events: list[dict[str, Any]]) -> None:
@@ -316,3 +318,8 @@ async def test_random_events_and_faults_converge(world: World) -> None:
     except BaseException as exc:
         raise AssertionError(f"convergence failed with SWFED_CONVERGENCE_SEED={seed}: "
                              f"{exc!r}") from exc
+    finally:
+        if dump := os.environ.get("SWFED_CONVERGENCE_LOGS"):  # a folder for both servers' logs
+            Path(dump).mkdir(parents=True, exist_ok=True)
+            for proc in (world.a, world.b):
+                (Path(dump) / f"{proc.name}.log").write_text("\n".join(proc.log_lines))

@@ -150,5 +150,6 @@ async def messages(room_id: str) -> dict[str, Any]:
 async def react(room_id: str, event_id: str) -> tuple[dict[str, Any], int]:
     user = await current_user()
     key = events.parse_reaction_key(await json_body())
-    event = await act(room_writes.react_txn, room_id, user.fqid, event_id, key)
-    return {"event_id": event["event_id"]}, 201
+    event, created = await act(room_writes.react_txn, room_id, user.fqid, event_id, key)
+    # 201 for a new reaction; 200 naming the first when it was already there
+    return {"event_id": event["event_id"]}, 201 if created else 200

@@ -267,8 +267,9 @@ def send_message_txn(conn: Conn, ctx: Ctx, room_id: str, sender: str,
 
 
 def react_txn(conn: Conn, ctx: Ctx, room_id: str, sender: str, target: str,
-              key: str) -> dict[str, Any]:
-    """React to a message; reacting twice with the same key returns the first."""
+              key: str) -> tuple[dict[str, Any], bool]:
+    """React to a message: the reaction, and whether it is new (reacting twice with
+    the same key returns the first, not created again)."""
     room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, sender)
     target_event = events_db.event_in_room_txn(conn, ctx.tenant, room_id, target)
     if target_event is None or target_event["type"] != "message":
@@ -276,8 +277,8 @@ def react_txn(conn: Conn, ctx: Ctx, room_id: str, sender: str, target: str,
     content = {"relates_to": target, "key": key}
     earlier = events_db.reaction_of_txn(conn, ctx.tenant, room_id, sender, content)
     if earlier is not None:
-        return earlier
-    return emit_txn(conn, ctx, room, "reaction", sender, content)
+        return earlier, False
+    return emit_txn(conn, ctx, room, "reaction", sender, content), True
 
 
 def messages_page_txn(conn: Conn, tenant: Tenant, room_id: str, viewer: str,
