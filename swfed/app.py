@@ -16,6 +16,7 @@ import attrs
 import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
+from quart_trio.wrappers.request import TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from swfed import logs
@@ -296,9 +297,28 @@ _HTTP_CODES = {
 }
 
 
+#: The one route whose body is not bound by ``[server] max_request_bytes``: an
+#: upload is streamed to disk and bound by ``[media] max_upload_bytes``.
+MEDIA_UPLOAD_PATH = "/v1/media"
+
+
+def _request_class(upload_limit: int) -> type[TrioRequest]:
+    class SwfedRequest(TrioRequest):
+        """quart's MAX_CONTENT_LENGTH is one limit for every route; uploads get theirs."""
+
+        def __init__(self, method: str, scheme: str, path: str, *args: Any,
+                     **kwargs: Any) -> None:
+            if method == "POST" and path == MEDIA_UPLOAD_PATH:
+                kwargs["max_content_length"] = upload_limit
+            super().__init__(method, scheme, path, *args, **kwargs)
+
+    return SwfedRequest
+
+
 def create_app(state: State) -> QuartTrio:
     app = QuartTrio("swfed")
     app.config["MAX_CONTENT_LENGTH"] = state.config.server.max_request_bytes
+    app.request_class = _request_class(state.config.media.max_upload_bytes)
     app.config["JSON_SORT_KEYS"] = False
     app.config["BODY_TIMEOUT"] = 30
     app.swfed = state  # type: ignore[attr-defined]
@@ -349,9 +369,10 @@ def create_app(state: State) -> QuartTrio:
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(calls.bp)
-    from swfed.api import auth, doctor_api, web
+    from swfed.api import auth, doctor_api, media, web
+    from swfed.federation import media as fed_media
 
-    for module in (auth, doctor_api, web):
+    for module in (auth, doctor_api, web, media, fed_media):
         app.register_blueprint(module.bp)
     app.asgi_app = HostCheck(app.asgi_app)  # type: ignore[method-assign]
     return app

@@ -17,7 +17,7 @@ A peer's keys come only from the peer itself (``core.keys.key_believed``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -457,6 +457,15 @@ class Federation:
         await self._ready(tenant, destination)
         return await self.client.get_json(destination, FED_PREFIX + path,
                                           auth=self._auth(tenant, destination))
+
+    async def fetch_file(self, tenant: Tenant, destination: str, path: str, *,
+                         max_bytes: int, timeout: float,
+                         sink: Callable[[bytes], Awaitable[None]]) -> FedResponse:
+        """A signed GET of a file (swfed.federation.media); its bytes go to ``sink``."""
+        await self._ready(tenant, destination)
+        return await self.client.fetch_bytes(destination, FED_PREFIX + path,
+                                             auth=self._auth(tenant, destination),
+                                             max_bytes=max_bytes, timeout=timeout, sink=sink)
 
     async def heard_from(self, tenant: Tenant, server_name: str) -> None:
         """A verified request from a peer: it is up, retry its queue now.
