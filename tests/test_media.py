@@ -7,6 +7,7 @@ refused leaves nothing in ``data_dir/media``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -283,5 +284,66 @@ async def test_quota(tmp_path: Path) -> None:
             assert r.status_code == 507 and r.json()["error"]["code"] == "SW_MEDIA_QUOTA_TENANT"
         files = [p for p in (tmp_path / "data" / "media").rglob("*") if p.is_file()]
         assert len(files) == 2
+    finally:
+        server.kill()
+
+
+async def test_collection_crash_and_backup(tmp_path: Path) -> None:
+    """Unreferenced uploads are collected; kill -9 mid-upload leaves nothing visible and
+    no orphan once collected; admin backup copies the files; admin media shows usage."""
+    server = ServerProcess(tmp_path / "srv", "localhost", extra={
+        "media": {"unreferenced_hours": 0.002},  # 7.2 s
+        "retention": {"interval_seconds": 1.0}})
+    server.start()
+    try:
+        alice = server.create_user("alice")
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            loose = (await upload(http, alice, b"loose" * 100, "text/plain")).json()
+            kept = (await upload(http, alice, PDF, "application/pdf")).json()
+            r = await http.post("/v1/rooms", json={"name": "r"}, headers=bearer(alice))
+            room_id = r.json()["room_id"]
+            r = await http.post(f"/v1/rooms/{room_id}/messages", headers=bearer(alice), json={
+                "attachments": [{"media_id": kept["media_id"], "name": "k.pdf"}]})
+            assert r.status_code == 201, r.text
+            media = tmp_path / "srv" / "data" / "media"
+
+            def placed() -> set[str]:
+                return {p.name for p in media.glob("??/*")}
+            await wait_for(lambda: placed() == {kept["sha256"]}, timeout=40,
+                           what="the unreferenced upload collected")
+            r = await http.get(f"/v1/media/{loose['media_id']}", headers=bearer(alice))
+            assert r.status_code == 404
+            r = await http.get(f"/v1/media/{kept['media_id']}", headers=bearer(alice))
+            assert r.status_code == 200 and r.content == PDF
+
+            # kill -9 in the middle of an upload
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(
+                b"POST /v1/media HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n"
+                b"Authorization: Bearer " + alice.encode() + b"\r\n"
+                b"Content-Length: 10000000\r\n\r\n" + b"p" * 3_000_000)
+            await wait_for(lambda: any(p.stat().st_size > 0 for p in (media / "tmp").iterdir()),
+                           what="the upload on disk")
+            server.kill()
+            await stream.aclose()
+        assert placed() == {kept["sha256"]}  # nothing partial under a content name
+        parts = list((media / "tmp").iterdir())
+        assert parts
+        old = time.time() - 7200
+        for p in parts:
+            os.utime(p, (old, old))
+        server.start()
+        await wait_for(lambda: not list((media / "tmp").iterdir()), timeout=30,
+                       what="the crashed upload's temp file collected")
+        assert placed() == {kept["sha256"]}
+
+        out = server.cli("admin", "backup", str(tmp_path / "b.sqlite3"), "--json").stdout
+        info = json.loads(out)
+        assert info["media_files"] == 1 and info["media_bytes"] == len(PDF)
+        copy = tmp_path / "b.sqlite3.media" / kept["sha256"][:2] / kept["sha256"]
+        assert copy.read_bytes() == PDF and (copy.stat().st_mode & 0o777) == 0o600
+        usage = json.loads(server.cli("admin", "media", "--json").stdout)["data"]
+        assert usage == [{"tenant": "localhost", "uploader": "@alice:localhost", "files": 1,
+                          "bytes": len(PDF), "stored": 1}]
     finally:
         server.kill()

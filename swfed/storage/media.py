@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -303,8 +304,9 @@ def collect_txn(conn: Conn, store: MediaStore, upload_cutoff: int, limit: int) -
 
 
 def sweep_files_txn(conn: Conn, store: MediaStore, older_than: float) -> int:
-    """Remove files no row names and crashed uploads' temp files, if last written
-    before ``older_than`` (epoch seconds). Returns the files removed."""
+    """Remove files in place that no row names, last written before ``older_than``
+    (epoch seconds), and temp files of uploads that crashed (untouched for
+    :data:`STALE_TEMP_SECONDS`). Returns the files removed."""
     removed = 0
     for sha256, mtime in store.files():
         if mtime < older_than and _unlink_if_unused(conn, store, sha256):
@@ -313,7 +315,7 @@ def sweep_files_txn(conn: Conn, store: MediaStore, older_than: float) -> int:
         stale = time.time() - STALE_TEMP_SECONDS
         for f in store.tmp.iterdir():
             try:
-                if f.stat().st_mtime < min(stale, older_than + STALE_TEMP_SECONDS):
+                if f.stat().st_mtime < stale:
                     f.unlink()
                     removed += 1
             except FileNotFoundError:
@@ -329,3 +331,27 @@ def usage_report_txn(conn: Conn) -> list[dict[str, Any]]:
         " GROUP BY t.server_name, m.uploader ORDER BY t.server_name, m.uploader").fetchall()
     return [{"tenant": r[0], "uploader": r[1], "files": int(r[2]), "bytes": int(r[3]),
              "stored": int(r[4] or 0)} for r in rows]
+
+
+def stored_hashes_txn(conn: Conn) -> list[str]:
+    """Every sha256 whose bytes a row says are here (what a backup must copy)."""
+    return sorted(str(r[0]) for r in conn.execute(
+        "SELECT DISTINCT sha256 FROM sw_media WHERE stored = 1"))
+
+
+def copy_files(source: MediaStore, target: MediaStore, hashes: list[str]) -> tuple[int, int]:
+    """Copy the files of ``hashes`` (those present) from one media directory to another;
+    (files, bytes) copied. Files already at the target are kept (same name, same bytes)."""
+    files = size = 0
+    for sha256 in hashes:
+        src, dst = source.path(sha256), target.path(sha256)
+        if not src.exists() or dst.exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        part = dst.with_name(dst.name + ".part")
+        shutil.copyfile(src, part)
+        os.chmod(part, 0o600)
+        os.replace(part, dst)
+        files += 1
+        size += dst.stat().st_size
+    return files, size
