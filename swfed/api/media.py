@@ -170,6 +170,17 @@ async def upload() -> tuple[dict[str, Any], int]:
             "content_type": content_type}, 201
 
 
+@bp.get("/v1/media/limits")
+async def upload_limits() -> dict[str, Any]:
+    """What the client says before uploading: the size limit and what is left of quotas."""
+    user = await current_user()
+    cfg = state().config.media
+    mine, ours = await read(media_db.usage_txn, tenant(), user.fqid)
+    return {"max_upload_bytes": cfg.max_upload_bytes, "used_bytes": mine,
+            "quota_bytes": cfg.user_quota_bytes,
+            "left_bytes": max(0, min(cfg.user_quota_bytes - mine, cfg.tenant_quota_bytes - ours))}
+
+
 @bp.get("/v1/media/<media_id>")
 async def download(media_id: str) -> Response:
     user = await current_user()
