@@ -347,3 +347,50 @@ async def test_collection_crash_and_backup(tmp_path: Path) -> None:
                           "bytes": len(PDF), "stored": 1}]
     finally:
         server.kill()
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_memory_stays_flat_while_200_mb_go_up_and_down(
+        http: httpx.AsyncClient, srv: ServerProcess, tokens: dict[str, str]) -> None:
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    size = 200 * 1024 * 1024
+    block = os.urandom(1024 * 1024)
+    digest = hashlib.sha256()
+    peak = [rss_kb(pid)]
+    base = peak[0]
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(size // len(block)):
+            digest.update(block)
+            if i % 8 == 0:
+                peak[0] = max(peak[0], rss_kb(pid))
+            yield block
+
+    r = await http.post("/v1/media", content=body(), headers={
+        **bearer(tokens["carol"]), "Content-Type": "application/octet-stream",
+        "Content-Length": str(size)})
+    assert r.status_code == 201, r.text
+    assert r.json()["sha256"] == digest.hexdigest() and r.json()["size"] == size
+    up_peak = peak[0]
+    down = hashlib.sha256()
+    got = 0
+    async with http.stream("GET", f"/v1/media/{r.json()['media_id']}",
+                           headers=bearer(tokens["carol"])) as resp:
+        assert resp.status_code == 200
+        async for chunk in resp.aiter_bytes():
+            down.update(chunk)
+            got += len(chunk)
+            if got % (8 * 1024 * 1024) < len(chunk):
+                peak[0] = max(peak[0], rss_kb(pid))
+    assert got == size and down.hexdigest() == digest.hexdigest()
+    grew_mb = (peak[0] - base) / 1024
+    print(f"RSS: base {base // 1024} MB, peak up {up_peak // 1024} MB, "
+          f"peak down {peak[0] // 1024} MB")
+    assert grew_mb < 60, f"the server grew by {grew_mb:.0f} MB moving a 200 MB file"
