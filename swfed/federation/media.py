@@ -56,6 +56,8 @@ from swfed.storage.tenants import Tenant
 bp = Blueprint("federation_media", __name__)
 
 CHUNK = 256 * 1024
+#: Bytes of a fetched file gathered before one write (and hash) on a worker thread.
+WRITE_BATCH = 1024 * 1024
 #: Fetches of files in flight toward one peer at once.
 FETCHES_PER_PEER = 2
 CSP = "default-src 'none'; sandbox"
@@ -223,17 +225,28 @@ class MediaFetcher:
         head = bytearray()
         f = open(temp, "wb")  # noqa: SIM115 - closed below, written from a thread
         try:
+            pending = bytearray()
+
+            def write_out(data: bytes) -> None:
+                digest.update(data)
+                f.write(data)
+
             async def sink(chunk: bytes) -> None:
                 if len(head) < SNIFF_BYTES:
                     head.extend(chunk[:SNIFF_BYTES - len(head)])
-                digest.update(chunk)
-                await trio.to_thread.run_sync(f.write, chunk)
+                pending.extend(chunk)
+                if len(pending) >= WRITE_BATCH:  # one thread hop per MiB, not per chunk
+                    data = bytes(pending)
+                    pending.clear()
+                    await trio.to_thread.run_sync(write_out, data)
 
             resp = await fed.fetch_file(
                 tenant, origin, f"/media/{held.media_id}", max_bytes=held.size,
                 timeout=st.config.media.fetch_timeout_seconds, sink=sink)
             if resp.status != 200:
                 raise error_of(resp, origin)
+            if pending:
+                await trio.to_thread.run_sync(write_out, bytes(pending))
             await trio.to_thread.run_sync(_flush_and_sync, f)
             f.close()
             try:
