@@ -77,14 +77,16 @@ async def test_files_go_both_ways(world: World, people: dict[str, Person]) -> No
     seen = await wait_for(lambda: bob.event(room_id, event_id), what="the message at b.test")
     assert [a["sha256"] for a in seen["content"]["attachments"]] == [png["sha256"],
                                                                      pdf["sha256"]]
+    # b.test fetches them as soon as the message is stored, before anyone asks
+    media_b = world.b.root / "data" / "media"
+    await wait_for(lambda: all((media_b / m["sha256"][:2] / m["sha256"]).exists()
+                               for m in (png, pdf)), what="b.test to fetch both files")
     r = await get_media(bob, png["media_id"])
     assert r.status_code == 200, r.text
     assert r.content == PNG and r.headers["content-disposition"] == "inline"
     r = await get_media(bob, pdf["media_id"])
     assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == pdf["sha256"]
     assert r.headers["content-disposition"] == "attachment"
-    # b.test keeps it: the bytes are under data_dir/media of b.test now
-    assert (world.b.root / "data" / "media" / pdf["sha256"][:2] / pdf["sha256"]).exists()
     # dave of b.test is not in the room
     r = await get_media(dave, pdf["media_id"])
     assert r.status_code == 404 and r.json()["error"]["code"] == "SW_MEDIA_NOT_FOUND"
@@ -177,3 +179,20 @@ async def test_an_origin_that_is_down_is_tried_again(
         r = await get_media(bob, media_id)
         return r.status_code == 200 and r.content == data
     await wait_for(fetched, timeout=30, interval=0.5, what="the file once the origin is up")
+
+
+async def test_an_origin_sending_more_than_the_signed_size_is_cut_off(
+        world: World, evil: HostilePeer, people: dict[str, Person]) -> None:
+    bob = people["bob"]
+    real = b"%PDF-1.4 small" + os.urandom(500)
+    media_id = "evilMediaHuge00000000001"
+    evil.answer(f"{FED}/media/", lambda method, path, body: (200, real + os.urandom(2_000_000)))
+    await evil_room_with_file(world, evil, bob, "huge", real, media_id)
+    await wait_for(lambda: evil.count(f"{FED}/media/{media_id}") >= 1,
+                   what="b.test's fetch from evil.test")
+    r = await get_media(bob, media_id)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "SW_MEDIA_NOT_YET_AVAILABLE"
+    media_dir = world.b.root / "data" / "media"
+    sha = hashlib.sha256(real).hexdigest()
+    assert not (media_dir / sha[:2] / sha).exists()
+    assert not [p for p in (media_dir / "tmp").iterdir()]

@@ -30,7 +30,7 @@ import trio
 from quart import Blueprint, Response, current_app, request
 
 from swfed import logs
-from swfed.context import read, state, write
+from swfed.context import read, state
 from swfed.core.descriptor import FED_PREFIX
 from swfed.core.errors import FederationError, SwfedError
 from swfed.core.media import (
@@ -143,9 +143,13 @@ async def federation_media(media_id: str) -> Response:
 
 
 def fetcher() -> MediaFetcher:
+    """The process's fetcher: the running federation's (tests may run without it)."""
+    fed = state().federation
+    if fed is not None:
+        return fed.media  # type: ignore[no-any-return]
     ext = current_app.extensions
     if "swfed_media_fetcher" not in ext:
-        ext["swfed_media_fetcher"] = MediaFetcher()
+        ext["swfed_media_fetcher"] = MediaFetcher(state())
     return ext["swfed_media_fetcher"]  # type: ignore[no-any-return]
 
 
@@ -157,12 +161,63 @@ def not_yet(held: MediaFacts, why: str, retry_after: int) -> SwfedError:
     return exc
 
 
-class MediaFetcher:
-    """One fetch per file at a time, :data:`FETCHES_PER_PEER` per peer."""
+#: Background fetches of one file before it waits for a member to ask for it.
+BACKGROUND_TRIES = 8
+#: Background fetches in flight at once (all peers).
+BACKGROUND_AT_ONCE = 8
 
-    def __init__(self) -> None:
+
+class MediaFetcher:
+    """One fetch per file at a time, :data:`FETCHES_PER_PEER` per peer.
+
+    A stored event naming a peer's file asks for it at once (the commit hook,
+    :meth:`request`), so it is usually here before a member opens the room; a
+    member asking for a file not here yet fetches it then (:meth:`ensure`).
+    A failed fetch is tried again after a backoff, in the background up to
+    :data:`BACKGROUND_TRIES` times, and on every member's request after that.
+    """
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
         self._locks: dict[tuple[int, str], trio.Lock] = {}
         self._peers: dict[str, trio.CapacityLimiter] = {}
+        self._nursery: trio.Nursery | None = None
+        self._queued: set[tuple[int, str]] = set()
+        self._background = trio.CapacityLimiter(BACKGROUND_AT_ONCE)
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the background fetches until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def request(self, tenant: Tenant, media_id: str) -> None:
+        """Fetch a peer's file soon, in the background (no-op when not running)."""
+        key = (tenant.tenant_id, media_id)
+        if self._nursery is None or key in self._queued or len(self._queued) >= 10_000:
+            return
+        self._queued.add(key)
+        self._nursery.start_soon(self._in_background, tenant, media_id)
+
+    async def _in_background(self, tenant: Tenant, media_id: str) -> None:
+        key = (tenant.tenant_id, media_id)
+        try:
+            for _ in range(BACKGROUND_TRIES):
+                held = await self.state.db.read(media_db.media_txn, tenant, media_id)
+                if held is None or held.stored:
+                    return
+                try:
+                    async with self._background:
+                        await self.ensure(tenant, held)
+                    return
+                except SwfedError as exc:
+                    await trio.sleep(getattr(exc, "retry_after", 5) or 5)
+        except Exception:  # noqa: BLE001 - a member's request fetches it then
+            logs.log_exception("media.fetch_crashed", tenant=tenant.server_name,
+                               media_id=media_id)
+        finally:
+            self._queued.discard(key)
 
     async def ensure(self, tenant: Tenant, held: MediaFacts) -> MediaFacts:
         """The file is here when this returns (the facts, updated); else raises
@@ -182,13 +237,14 @@ class MediaFetcher:
                 self._locks.pop(key, None)
 
     async def _ensure(self, tenant: Tenant, held: MediaFacts, origin: str) -> MediaFacts:
-        st = state()
-        store = media_store()
-        if await write(media_db.mark_stored_if_present_txn, tenant, store, held.media_id):
-            fresh = await read(media_db.media_txn, tenant, held.media_id)
+        st = self.state
+        store = MediaStore.for_data_dir(st.config.server.data_dir)
+        if await st.db.write(media_db.mark_stored_if_present_txn, tenant, store,
+                             held.media_id):
+            fresh = await st.db.read(media_db.media_txn, tenant, held.media_id)
             assert fresh is not None
-            return fresh
-        failures, next_at = await read(media_db.fetch_state_txn, tenant, held.media_id)
+            return fresh  # type: ignore[no-any-return]
+        failures, next_at = await st.db.read(media_db.fetch_state_txn, tenant, held.media_id)
         now = st.clock()
         if failures and now < next_at:
             raise not_yet(held, "the last fetch from its origin failed",
@@ -201,13 +257,13 @@ class MediaFetcher:
                 await self._failed(tenant, held, origin, exc, failures)
                 raise not_yet(held, exc.message[:300],
                               fetch_retry_seconds(failures + 1)) from None
-        await write(media_db.fetched_txn, tenant, store, held.media_id, temp, inline_ok)
+        await st.db.write(media_db.fetched_txn, tenant, store, held.media_id, temp, inline_ok)
         st.metrics.media_fetches.inc(tenant=tenant.server_name, peer=origin, outcome="ok")
         logs.log("media.fetched", tenant=tenant.server_name, peer=origin,
                  media_id=held.media_id, size=held.size)
-        fresh = await read(media_db.media_txn, tenant, held.media_id)
+        fresh = await st.db.read(media_db.media_txn, tenant, held.media_id)
         assert fresh is not None
-        return fresh
+        return fresh  # type: ignore[no-any-return]
 
     async def _fetch(self, tenant: Tenant, held: MediaFacts, origin: str,
                      store: MediaStore) -> tuple[Path, bool]:
@@ -215,7 +271,7 @@ class MediaFetcher:
 
         Raises FederationError (unreachable, refused, other bytes); the temp
         file is gone then."""
-        st = state()
+        st = self.state
         fed = st.federation
         if fed is None:
             raise FederationError("federation is not running", code="SW_FED_DISABLED",
@@ -252,8 +308,8 @@ class MediaFetcher:
             try:
                 check_fetched(held, temp.stat().st_size, digest.hexdigest())
             except FederationError as exc:
-                await write(reject_txn, tenant, origin, st.clock(), reason=exc.code,
-                            message=exc.message, action="federation.media.rejected")
+                await st.db.write(reject_txn, tenant, origin, st.clock(), reason=exc.code,
+                                  message=exc.message, action="federation.media.rejected")
                 st.metrics.media_fetches.inc(tenant=tenant.server_name, peer=origin,
                                              outcome="mismatch")
                 logs.log("federation.media_rejected", level="warning",
@@ -269,7 +325,7 @@ class MediaFetcher:
 
     async def _failed(self, tenant: Tenant, held: MediaFacts, origin: str,
                       exc: FederationError, failures: int) -> None:
-        st = state()
+        st = self.state
         if exc.code != "SW_FED_MEDIA_MISMATCH":
             st.metrics.media_fetches.inc(tenant=tenant.server_name, peer=origin,
                                          outcome="failed")
@@ -277,8 +333,8 @@ class MediaFetcher:
                      peer=origin, media_id=held.media_id, reason=exc.code,
                      message=exc.message[:300])
         retry_at = st.clock() + 1000 * fetch_retry_seconds(failures + 1)
-        await write(media_db.fetch_failed_txn, tenant, held.media_id,
-                    f"{exc.code}: {exc.message}", retry_at)
+        await st.db.write(media_db.fetch_failed_txn, tenant, held.media_id,
+                          f"{exc.code}: {exc.message}", retry_at)
 
 
 def _flush_and_sync(f: Any) -> None:

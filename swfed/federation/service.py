@@ -45,6 +45,7 @@ from swfed.core.signing import (
 from swfed.federation.client import TRANSPORT_CODES, FederationClient, FedResponse
 from swfed.federation.client import error_of as error_of  # where callers have found it
 from swfed.federation.keys import KeyRing
+from swfed.federation.media import MediaFetcher
 from swfed.federation.outbox import OutboxStore
 from swfed.federation.sender import Parts, Sender
 from swfed.federation.transport import FederationTransport
@@ -92,6 +93,8 @@ class Federation:
                                    tenants=state.tenants, metrics=state.metrics,
                                    wall_ms=state.clock, on_failure=self.failed_toward))
         self.repairer = Repairer(self)
+        #: Peers' files, fetched for our members (swfed.federation.media).
+        self.media = MediaFetcher(state)
         self.scheduler_heartbeat: float | None = None
         #: Held while a tenant's keys are loaded, generated or rotated.
         self.key_lock = trio.Lock()
@@ -131,6 +134,10 @@ class Federation:
             tenant = self.state.tenants.by_id(tenant_id)
             if tenant is not None:
                 self.repairer.request(tenant, room_id, gap=True)
+        for tenant_id, media_id in touched.media:
+            tenant = self.state.tenants.by_id(tenant_id)
+            if tenant is not None:
+                self.media.request(tenant, media_id)
 
     # -- peers' keys -----------------------------------------------------------
 

@@ -209,6 +209,8 @@ def reference_txn(conn: Conn, tenant: Tenant, event: dict[str, Any], now: int) -
                 " 0, 0, ?) ON CONFLICT (tenant_id, media_id) DO NOTHING",
                 (tenant.tenant_id, media_id, event["origin"], item["sha256"], item["size"],
                  item["content_type"], now))
+            if event["origin"] != tenant.server_name:
+                conn.touched.fetch_media(tenant.tenant_id, media_id)
         conn.execute("INSERT INTO sw_media_refs (tenant_id, media_id, room_id, event_id)"
                      " VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, media_id, event_id)"
                      " DO NOTHING", (tenant.tenant_id, media_id, event["room_id"],
