@@ -54,6 +54,14 @@ def fed(tmp_path_factory: pytest.TempPathFactory
         yield net, a, b, tokens
 
 
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: SWFED_SCREENSHOTS=docs/client refreshes docs/client/room-files.png."""
+    target = Path(os.environ.get("SWFED_SCREENSHOTS") or tmp_path / "screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
 def open_room(d: Any, room_id: str) -> None:
     item = wait_until(d, lambda: css(d, f'.room-item[data-room-id="{room_id}"]'),
                       what="the room in the list")
@@ -73,7 +81,7 @@ fetch(arguments[0], {credentials: 'same-origin'}).then(r => r.arrayBuffer())
 
 def test_an_image_and_a_pdf_across_servers(
         fed: tuple[TlsNet, ServerProcess, ServerProcess, dict[str, str]],
-        tmp_path: Path) -> None:
+        tmp_path: Path, shots: Path) -> None:
     net, a, b, tokens = fed
     ctx = net.ssl_context()
     api_a = httpx.Client(base_url=a.url, verify=ctx, timeout=20, headers={"Host": "a.test"})
@@ -141,6 +149,7 @@ def test_an_image_and_a_pdf_across_servers(
         got = bob.execute_async_script(SHA256_JS, link.get_attribute("href"))
         assert got == hashlib.sha256(pdf_bytes).hexdigest()
 
+        bob.save_screenshot(str(shots / "room-files.png"))
         # click to enlarge
         css(bob, "#events .msg .media-thumb").click()
         big_view = wait_until(bob, lambda: css(bob, "dialog.media-view[open] img"),

@@ -297,9 +297,9 @@ def collect_txn(conn: Conn, store: MediaStore, upload_cutoff: int, limit: int) -
         " sw_media_refs r WHERE r.tenant_id = m.tenant_id AND r.media_id = m.media_id)"
         " AND (m.uploader IS NULL OR m.created_at < ?) ORDER BY m.created_at LIMIT ?",
         (upload_cutoff, limit)).fetchall()
-    for tenant_id, media_id, _ in rows:
+    for row in rows:
         conn.execute("DELETE FROM sw_media WHERE tenant_id = ? AND media_id = ?",
-                     (tenant_id, media_id))
+                     (row[0], row[1]))
     for sha256 in {r[2] for r in rows}:
         _unlink_if_unused(conn, store, sha256)
     return len(rows)
