@@ -173,9 +173,10 @@ async def test_upload_attach_and_serve(http: httpx.AsyncClient, srv: ServerProce
                         json={"attachments": []})
     assert r.status_code == 400
 
-    r = await http.get("/metrics", headers=bearer(tokens["alice"]))
-    if r.status_code == 200:
-        assert "swfed_media_uploads_total" in r.text
+    r = await http.get("/metrics", headers=bearer(srv.create_user("root", admin=True)))
+    assert r.status_code == 200
+    assert 'swfed_media_uploads_total{tenant="localhost"}' in r.text
+    assert 'swfed_media_downloads_total{tenant="localhost"}' in r.text
 
 
 async def test_html_claiming_to_be_an_image_is_refused_and_svg_never_inline(

@@ -28,15 +28,12 @@ import attrs
 
 from swfed.core.errors import SwfedError
 from swfed.core.media import (
-    INLINE_TYPES,
-    SNIFF_BYTES,
     AttachmentSpec,
     MediaFacts,
     attachment_content,
     event_attachments,
     may_attach,
     ref_conflicts,
-    sniff,
 )
 from swfed.core.rooms import server_of
 from swfed.storage.conn import Conn, Row
@@ -249,21 +246,6 @@ def fetched_txn(conn: Conn, tenant: Tenant, store: MediaStore, media_id: str, te
     conn.execute("UPDATE sw_media SET stored = 1, inline_ok = ?, fetch_failures = 0,"
                  " last_error = NULL WHERE tenant_id = ? AND media_id = ?",
                  (int(inline_ok), tenant.tenant_id, media_id))
-
-
-def mark_stored_if_present_txn(conn: Conn, tenant: Tenant, store: MediaStore,
-                               media_id: str) -> bool:
-    """The bytes are already here under that hash (an upload, another tenant's copy):
-    nothing to fetch. A file in place was checked against its hash when placed."""
-    held = media_txn(conn, tenant, media_id)
-    if held is None or not store.path(held.sha256).exists():
-        return False
-    with open(store.path(held.sha256), "rb") as f:
-        head = f.read(SNIFF_BYTES)
-    inline_ok = held.content_type in INLINE_TYPES and sniff(head) == held.content_type
-    conn.execute("UPDATE sw_media SET stored = 1, inline_ok = ? WHERE tenant_id = ?"
-                 " AND media_id = ?", (int(inline_ok), tenant.tenant_id, media_id))
-    return True
 
 
 def fetch_failed_txn(conn: Conn, tenant: Tenant, media_id: str, error: str,
