@@ -94,6 +94,8 @@ def test_an_image_and_a_pdf_across_servers(
         r = api_a.post("/v1/rooms", json={"name": "photos", "federate": True},
                        headers=bearer(tokens["alice"]))
         room_id = r.json()["room_id"]
+        r = api_a.post("/v1/rooms", json={"name": "elsewhere"}, headers=bearer(tokens["alice"]))
+        other_room = r.json()["room_id"]
         r = api_a.post(f"/v1/rooms/{room_id}/invites", json={"fqid": "@bob:b.test"},
                        headers=bearer(tokens["alice"]))
         invite_id = r.json()["invite_id"]
@@ -156,6 +158,30 @@ def test_an_image_and_a_pdf_across_servers(
                               what="the enlarged image")
         wait_until(bob, lambda: bob.execute_script("return arguments[0].naturalWidth",
                                                    big_view) == 240, what="the large view")
+
+        # drag-and-drop and paste, as the browser hands them over (a File in a DataTransfer),
+        # after the room view was built again
+        open_room(alice, other_room)
+        open_room(alice, room_id)
+        alice.execute_script("""
+            const dt = new DataTransfer();
+            dt.items.add(new File(['dropped bytes'], 'dropped.txt', {type: 'text/plain'}));
+            document.querySelector('#main').dispatchEvent(
+              new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+            const pt = new DataTransfer();
+            pt.items.add(new File(['pasted bytes'], 'pasted.txt', {type: 'text/plain'}));
+            document.querySelector('#composer-input').dispatchEvent(
+              new ClipboardEvent('paste', {clipboardData: pt, bubbles: true, cancelable: true}));
+        """)
+        for name in ("dropped.txt", "pasted.txt"):
+            wait_until(bob, lambda name=name: [c for c in all_css(bob, "#events .media-card")
+                                               if name in c.text], what=f"{name} on b.test")
+        # sent once each (the drop zone outlives room views: one listener)
+        r = httpx.get(f"{a.url}/v1/rooms/{room_id}/messages?limit=50", verify=ctx,
+                      headers={**bearer(tokens["alice"]), "Host": "a.test"})
+        names = [att["name"] for e in r.json()["data"]
+                 for att in e["content"].get("attachments", [])]
+        assert names.count("dropped.txt") == 1 and names.count("pasted.txt") == 1, names
 
         # an HTML file named .png: refused by the server, never run
         css(alice, "#attach-input").send_keys(str(fake))

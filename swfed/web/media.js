@@ -15,6 +15,8 @@
   const MAX_SHOWN_W = 360;
   const MAX_SHOWN_H = 320;
   let limits = null;
+  let current = null; // the sendFiles of the composer built last
+  const dropZones = new WeakSet();
 
   function el(tag, props, ...kids) {
     const e = document.createElement(tag);
@@ -148,20 +150,26 @@
       }
     }
 
-    dropZone.addEventListener('dragover', (ev) => {
-      if (ev.dataTransfer && [...ev.dataTransfer.types].includes('Files')) {
-        ev.preventDefault();
-        dropZone.classList.add('dropping');
-      }
-    });
-    dropZone.addEventListener('dragleave', () => dropZone.classList.remove('dropping'));
-    dropZone.addEventListener('drop', (ev) => {
-      dropZone.classList.remove('dropping');
-      if (ev.dataTransfer && ev.dataTransfer.files.length) {
-        ev.preventDefault();
-        sendFiles([...ev.dataTransfer.files]);
-      }
-    });
+    // the room view is rebuilt per room, the drop zone is not: listen on it once,
+    // and send to the composer built last
+    current = sendFiles;
+    if (!dropZones.has(dropZone)) {
+      dropZones.add(dropZone);
+      dropZone.addEventListener('dragover', (ev) => {
+        if (ev.dataTransfer && [...ev.dataTransfer.types].includes('Files')) {
+          ev.preventDefault();
+          dropZone.classList.add('dropping');
+        }
+      });
+      dropZone.addEventListener('dragleave', () => dropZone.classList.remove('dropping'));
+      dropZone.addEventListener('drop', (ev) => {
+        dropZone.classList.remove('dropping');
+        if (ev.dataTransfer && ev.dataTransfer.files.length && current) {
+          ev.preventDefault();
+          current([...ev.dataTransfer.files]);
+        }
+      });
+    }
     form.addEventListener('paste', (ev) => {
       const files = ev.clipboardData ? [...ev.clipboardData.files] : [];
       if (files.length) {
