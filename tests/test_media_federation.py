@@ -51,6 +51,7 @@ async def people(world: World) -> AsyncIterator[dict[str, Person]]:
         yield {"alice": Person(world, clients, "a.test", "alice"),
                "bob": Person(world, clients, "b.test", "bob"),
                "dave": Person(world, clients, "b.test", "dave"),
+               "root_a": Person(world, clients, "a.test", "root"),
                "root_b": Person(world, clients, "b.test", "root")}
 
 
@@ -113,6 +114,8 @@ async def test_a_non_member_server_may_not_fetch(world: World, evil: HostilePeer
         assert r.status_code == 403, r.text
         assert r.json()["error"]["code"] == "SW_FED_MEDIA_FORBIDDEN"
         assert PDF[:100] not in r.content
+    r = await people["root_a"].call("GET", "/v1/admin/audit?peer=evil.test")
+    assert any(row["reason"] == "SW_FED_MEDIA_FORBIDDEN" for row in r.json()["data"])
 
 
 def attachment(data: bytes, media_id: str, ctype: str = "application/pdf") -> dict[str, Any]:
