@@ -333,7 +333,10 @@ def copy_files(source: MediaStore, target: MediaStore, hashes: list[str]) -> tup
             continue
         dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         part = dst.with_name(dst.name + ".part")
-        shutil.copyfile(src, part)
+        try:
+            shutil.copyfile(src, part)
+        except FileNotFoundError:  # collected meanwhile (the server runs): not needed
+            continue
         os.chmod(part, 0o600)
         os.replace(part, dst)
         files += 1
