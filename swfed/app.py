@@ -324,8 +324,15 @@ class BoundedBody(TrioBody):
         self._drained.set()
         return data
 
+    def __await__(self) -> Any:
+        # read whole (a refusal draining the body): bounded by the upload limit, not paced
+        self._whole = True
+        self._drained.set()
+        return super().__await__()
+
     async def room(self) -> None:
-        while len(self._data) >= UPLOAD_AHEAD_BYTES and not self._complete.is_set():
+        while (len(self._data) >= UPLOAD_AHEAD_BYTES and not self._complete.is_set()
+               and not getattr(self, "_whole", False)):
             self._drained = trio.Event()
             await self._drained.wait()
 

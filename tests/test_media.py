@@ -395,3 +395,16 @@ async def test_memory_stays_flat_while_200_mb_go_up_and_down(
     print(f"RSS: base {base // 1024} MB, peak up {up_peak // 1024} MB, "
           f"peak down {peak[0] // 1024} MB")
     assert grew_mb < 60, f"the server grew by {grew_mb:.0f} MB moving a 200 MB file"
+
+
+async def test_a_cross_site_upload_is_refused_at_once(
+        http: httpx.AsyncClient, srv: ServerProcess, tokens: dict[str, str]) -> None:
+    """A cookie upload without the CSRF header: 403 SW_CSRF, even for a large body."""
+    before = media_files(srv)
+    started = time.monotonic()
+    r = await http.post("/v1/media", content=b"\0" * 12_000_000, headers={
+        "Content-Type": "application/octet-stream",
+        "Cookie": "swfed_session=whatever"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "SW_CSRF", r.text
+    assert time.monotonic() - started < 10
+    assert media_files(srv) == before
