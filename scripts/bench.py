@@ -54,6 +54,12 @@ Modes (``--mode``, default ``all``):
   32 in flight allow. RSS before, after 10 %, 50 % and 100 % of the posts
   and one second later; ``growth`` is RSS at 100 % over RSS at 10 % (the
   goal is within 0.9..1.1).
+- ``media``: one file of ``--media-mib`` MiB (default 100) uploaded to a.test
+  (``POST /v1/media``), downloaded from it, then attached in the shared room
+  and downloaded by bob from b.test twice (the first fetches it from a.test
+  and checks its hash; the second is b.test's copy), against a plain copy of
+  the same bytes on the same disk with fsync: MiB/s of each and
+  ``upload_vs_copy`` / ``download_vs_copy``.
 
 ``all`` runs them in the order above. After each mode, stderr has a count of
 the warnings and errors each server logged, by event name.
@@ -822,8 +828,80 @@ async def mode_memory(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             "growth": round(rss["rss_100pct_mib"] / rss["rss_10pct_mib"], 3)}
 
 
+async def mode_media(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Upload and download MB/s of one file against a plain copy on the same disk."""
+    import hashlib
+
+    size = args.media_mib * 1024 * 1024
+    block = os.urandom(1024 * 1024)
+    extra = {"media": {"max_upload_bytes": size + 1, "user_quota_bytes": 4 * size}}
+    async with world(root, extra=extra) as w:
+        # the disk's own figure: write the bytes, fsync, copy them, fsync
+        src, dst = root / "plain.src", root / "plain.dst"
+        with open(src, "wb") as f:
+            for _ in range(size // len(block)):
+                f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+        started = time.monotonic()
+        shutil.copyfile(src, dst)
+        with open(dst, "rb+") as f:
+            os.fsync(f.fileno())
+        copy_s = time.monotonic() - started
+        src.unlink()
+        dst.unlink()
+
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(size // len(block)):
+                yield block
+
+        started = time.monotonic()
+        r = await w.ca.post("/v1/media", content=body(), headers={
+            **bearer(w.tokens["alice"]), "Content-Type": "application/octet-stream",
+            "Content-Length": str(size)})
+        r.raise_for_status()
+        up_s = time.monotonic() - started
+        media = r.json()
+
+        async def download(client: httpx.AsyncClient, token: str) -> float:
+            digest = hashlib.sha256()
+            started = time.monotonic()
+            async with client.stream("GET", f"/v1/media/{media['media_id']}",
+                                     headers=bearer(token)) as resp:
+                resp.raise_for_status()
+                async for chunk in resp.aiter_bytes():
+                    digest.update(chunk)
+            assert digest.hexdigest() == media["sha256"]
+            return time.monotonic() - started
+
+        down_s = await download(w.ca, w.tokens["alice"])
+        r = await w.ca.post(f"/v1/rooms/{w.room_id}/messages", headers=bearer(w.tokens["alice"]),
+                            json={"attachments": [{"media_id": media["media_id"],
+                                                   "name": "bench.bin"}]})
+        r.raise_for_status()
+        event_id = r.json()["event_id"]
+
+        async def arrived() -> bool:
+            r = await w.cb.get(f"/v1/rooms/{w.room_id}/messages?limit=5",
+                               headers=bearer(w.tokens["bob"]))
+            return any(e["event_id"] == event_id for e in r.json()["data"])
+
+        await wait_for(arrived, what="the message at b.test")
+        fed_s = await download(w.cb, w.tokens["bob"])  # b.test fetches from a.test first
+        cached_s = await download(w.cb, w.tokens["bob"])
+    mib = size / 1024 / 1024
+    return {"mode": "media", "mib": args.media_mib,
+            "copy_mib_per_s": round(mib / copy_s, 1), "upload_mib_per_s": round(mib / up_s, 1),
+            "download_mib_per_s": round(mib / down_s, 1),
+            "federated_first_mib_per_s": round(mib / fed_s, 1),
+            "federated_cached_mib_per_s": round(mib / cached_s, 1),
+            "upload_vs_copy": round(copy_s / up_s, 3),
+            "download_vs_copy": round(copy_s / down_s, 3)}
+
+
 MODES = {"floor": mode_floor, "crypto": mode_crypto, "catchup": mode_catchup,
-         "latency": mode_latency, "fanout": mode_fanout, "memory": mode_memory}
+         "latency": mode_latency, "fanout": mode_fanout, "memory": mode_memory,
+         "media": mode_media}
 
 
 def main() -> None:
@@ -845,6 +923,8 @@ def main() -> None:
                         help="fanout: servers in the big room besides a.test (>= 2)")
     parser.add_argument("--memory-queued", type=int, default=100_000,
                         help="memory: messages queued for the down b.test")
+    parser.add_argument("--media-mib", type=int, default=100,
+                        help="media: the size of the file moved (MiB)")
     args = parser.parse_args()
     chosen = [m for m in (args.mode or []) if m != "all"] or list(MODES)
     for name in chosen:

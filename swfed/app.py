@@ -16,6 +16,8 @@ import attrs
 import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
+from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from swfed import logs
@@ -296,9 +298,85 @@ _HTTP_CODES = {
 }
 
 
+#: The one route whose body is not bound by ``[server] max_request_bytes``: an
+#: upload is streamed to disk and bound by ``[media] max_upload_bytes``.
+MEDIA_UPLOAD_PATH = "/v1/media"
+
+
+#: Bytes of an upload read off the connection ahead of the handler writing them:
+#: past this the connection is not read until the handler catches up.
+UPLOAD_AHEAD_BYTES = 4 * 1024 * 1024
+
+
+class BoundedBody(TrioBody):
+    """A request body the connection fills only :data:`UPLOAD_AHEAD_BYTES` ahead.
+
+    quart's own body takes whatever the client sends as fast as it comes and
+    buffers it until the handler reads it: an upload faster than the disk
+    would be held in memory. This one makes the reader wait (:meth:`room`)."""
+
+    def __init__(self, expected: int | None, limit: int | None) -> None:
+        super().__init__(expected, limit)
+        self._drained = trio.Event()
+
+    async def __anext__(self) -> bytes:
+        data = await super().__anext__()
+        self._drained.set()
+        return data
+
+    def __await__(self) -> Any:
+        # read whole (a refusal draining the body): bounded by the upload limit, not paced
+        self._whole = True
+        self._drained.set()
+        return super().__await__()
+
+    async def room(self) -> None:
+        while (len(self._data) >= UPLOAD_AHEAD_BYTES and not self._complete.is_set()
+               and not getattr(self, "_whole", False)):
+            self._drained = trio.Event()
+            await self._drained.wait()
+
+
+def _request_class(upload_limit: int) -> type[TrioRequest]:
+    class SwfedRequest(TrioRequest):
+        """quart's MAX_CONTENT_LENGTH is one limit for every route; uploads get theirs."""
+
+        def __init__(self, method: str, scheme: str, path: str, *args: Any,
+                     **kwargs: Any) -> None:
+            upload = method == "POST" and path == MEDIA_UPLOAD_PATH
+            if upload:
+                kwargs["max_content_length"] = upload_limit
+            super().__init__(method, scheme, path, *args, **kwargs)
+            if upload:
+                self.body = BoundedBody(self.content_length, upload_limit)
+
+    return SwfedRequest
+
+
+class _Connection(TrioASGIHTTPConnection):
+    """quart-trio's connection, but a :class:`BoundedBody` is filled with backpressure."""
+
+    async def handle_messages(self, nursery: trio.Nursery, request: Any,  # type: ignore[override]
+                              receive: Any) -> None:
+        body = request.body
+        while True:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body.set_complete()
+                elif isinstance(body, BoundedBody):
+                    await body.room()
+            elif message["type"] == "http.disconnect":
+                break
+        nursery.cancel_scope.cancel()
+
+
 def create_app(state: State) -> QuartTrio:
     app = QuartTrio("swfed")
     app.config["MAX_CONTENT_LENGTH"] = state.config.server.max_request_bytes
+    app.request_class = _request_class(state.config.media.max_upload_bytes)
+    app.asgi_http_class = _Connection  # type: ignore[assignment]
     app.config["JSON_SORT_KEYS"] = False
     app.config["BODY_TIMEOUT"] = 30
     app.swfed = state  # type: ignore[attr-defined]
@@ -349,9 +427,10 @@ def create_app(state: State) -> QuartTrio:
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(calls.bp)
-    from swfed.api import auth, doctor_api, web
+    from swfed.api import auth, doctor_api, media, web
+    from swfed.federation import media as fed_media
 
-    for module in (auth, doctor_api, web):
+    for module in (auth, doctor_api, web, media, fed_media):
         app.register_blueprint(module.bp)
     app.asgi_app = HostCheck(app.asgi_app)  # type: ignore[method-assign]
     return app

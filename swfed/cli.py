@@ -23,6 +23,7 @@ from swfed import logs
 from swfed.config import Config, ConfigError, load_config, validate_server_name
 from swfed.core.errors import SwfedError
 from swfed.core.ids import check_local_id
+from swfed.storage import media as media_db
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import backup_file, open_direct, run_in_transaction
 
@@ -173,7 +174,30 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
     if target.exists():
         target.unlink()
     backup_file(source, target)
-    _print(args, {"backup": str(target)}, f"backed up {source} to {target}")
+    # the files of messages: beside the database, as PATH.media/ (issue 21)
+    media_target = media_db.MediaStore(Path(f"{target}.media"))
+    copy = open_direct(target)
+    try:
+        hashes = run_in_transaction(copy, media_db.stored_hashes_txn)
+    finally:
+        copy.close()
+    files, size = media_db.copy_files(media_db.MediaStore.for_data_dir(config.server.data_dir),
+                                      media_target, hashes)
+    _print(args, {"backup": str(target), "media": str(media_target.root), "media_files": files,
+                  "media_bytes": size},
+           f"backed up {source} to {target}, and {files} media files ({size} bytes) to "
+           f"{media_target.root}")
+    return 0
+
+
+def cmd_media(config: Config, args: argparse.Namespace) -> int:
+    """Media usage per tenant and user (uploads), and peers' files cached."""
+    rows = run_in_transaction(_db(config), media_db.usage_report_txn)
+    lines = [f"{'tenant':<30} {'user':<40} {'files':>7} {'bytes':>14}"]
+    for row in rows:
+        who = row["uploader"] or "(peers' files)"
+        lines.append(f"{row['tenant']:<30} {who:<40} {row['files']:>7} {row['bytes']:>14}")
+    _print(args, {"data": rows}, "\n".join(lines))
     return 0
 
 
@@ -366,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_backup)
+
+    p = admin_cmds.add_parser("media", help="media usage per tenant and user")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_media)
 
     federation = admin_cmds.add_parser("federation", help="federation keys")
     fed_cmds = federation.add_subparsers(dest="federation_command", required=True)

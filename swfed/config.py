@@ -146,6 +146,18 @@ class RetentionConfig:
 
 
 @attrs.frozen
+class MediaConfig:
+    """Files and images (``[media]``): limits on uploads and on fetching peers' files."""
+
+    max_upload_bytes: int = 26_214_400
+    user_quota_bytes: int = 1_073_741_824
+    tenant_quota_bytes: int = 21_474_836_480
+    upload_timeout_seconds: float = 600.0
+    fetch_timeout_seconds: float = 120.0
+    unreferenced_hours: float = 24.0
+
+
+@attrs.frozen
 class Config:
     path: Path
     server: ServerConfig
@@ -154,6 +166,7 @@ class Config:
     calls: CallsConfig = CallsConfig()
     limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
+    media: MediaConfig = MediaConfig()
 
 
 # -- the schema: (key, parser, default) per table; each check written once ------
@@ -306,6 +319,14 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "interval_seconds": _ranged(float, 1, 86_400),
         "batch_rows": _ranged(int, 1, 100_000),
     },
+    "media": {
+        "max_upload_bytes": _ranged(int, 1, 2**40),
+        "user_quota_bytes": _ranged(int, 0, 2**50),
+        "tenant_quota_bytes": _ranged(int, 0, 2**50),
+        "upload_timeout_seconds": _ranged(float, 0, 86_400, low_open=True),
+        "fetch_timeout_seconds": _ranged(float, 0, 86_400, low_open=True),
+        "unreferenced_hours": _ranged(float, 0, 87_600, low_open=True),
+    },
 }
 SUBTABLES = {"server": ("tls",), "federation": ("resolve",)}
 
@@ -335,7 +356,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         return ConfigError(f"{shown}: [{table}] {key}: {why}")
 
     parsed: dict[str, dict[str, Any]] = {t: {} for t in SCHEMA}
-    tops = ["server", "storage", "federation", "calls", "limits", "retention"]
+    tops = ["server", "storage", "federation", "calls", "limits", "retention", "media"]
     unknown_tables = sorted(set(doc) - set(tops))
     if unknown_tables:
         raise ConfigError(f"{shown}: [{unknown_tables[0]}]: unknown table"
@@ -404,4 +425,5 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         calls=CallsConfig(**calls),
         limits=LimitsConfig(**parsed["limits"]),
         retention=RetentionConfig(**parsed["retention"]),
+        media=MediaConfig(**parsed["media"]),
     )

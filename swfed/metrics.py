@@ -20,6 +20,12 @@ swfed_federation_backoff_failures                  gauge      tenant, peer
 swfed_federation_backoff_retry_in_seconds          gauge      tenant, peer
 swfed_federation_requests_refused_total            counter    tenant, reason
 swfed_rate_limited_total                           counter    tenant, kind
+swfed_media_uploads_total                          counter    tenant
+swfed_media_upload_bytes_total                     counter    tenant
+swfed_media_uploads_refused_total                  counter    tenant, reason
+swfed_media_downloads_total                        counter    tenant
+swfed_media_download_bytes_total                   counter    tenant
+swfed_media_fetches_total                          counter    tenant, peer, outcome
 =================================================  =========  ===================
 
 Labels hold only bounded values: ``peer`` is a peer we know (a verified
@@ -175,11 +181,24 @@ class Metrics:
                                     "Requests answered 429 SW_RATE_LIMITED, by limit.")
         self.retry_in = Gauge("swfed_federation_backoff_retry_in_seconds",
                               "Seconds until the next attempt while backing off (0: now).")
+        self.media_uploads = Counter("swfed_media_uploads_total", "Files uploaded and kept.")
+        self.media_upload_bytes = Counter("swfed_media_upload_bytes_total",
+                                          "Bytes of the files uploaded and kept.")
+        self.media_refused = Counter("swfed_media_uploads_refused_total",
+                                     "Uploads refused (too large, over quota, bad type...).")
+        self.media_downloads = Counter("swfed_media_downloads_total",
+                                       "Files (or ranges of them) served to clients and peers.")
+        self.media_download_bytes = Counter("swfed_media_download_bytes_total",
+                                            "Bytes of files served to clients and peers.")
+        self.media_fetches = Counter("swfed_media_fetches_total",
+                                     "Fetches of peers' files: ok, failed, mismatch.")
 
     def families(self) -> list[Family]:
         return [self.sent, self.received, self.rejected, self.refused_by_peer,
                 self.send_failures, self.latency, self.queue_depth, self.backoff_failures,
-                self.retry_in, self.refused_unauthenticated, self.rate_limited]
+                self.retry_in, self.refused_unauthenticated, self.rate_limited,
+                self.media_uploads, self.media_upload_bytes, self.media_refused,
+                self.media_downloads, self.media_download_bytes, self.media_fetches]
 
     def render(self, tenant: str | None = None) -> str:
         """The exposition text; only ``tenant``'s series unless None."""

@@ -211,6 +211,7 @@ async def serve(config: Config, *, services: list[Service] | None = None,
             binds = await nursery.start(run_http)
             await nursery.start(run_sender, state)
             await nursery.start(state.federation.repairer.run)
+            await nursery.start(state.federation.media.run)
             # Listening and delivering: now tell our peers we are back.
             await nursery.start(run_announcer, state)
             await nursery.start(run_housekeeping, state)

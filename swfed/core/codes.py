@@ -63,6 +63,24 @@ CODES: dict[str, tuple[int, str]] = {
     "SW_KEY_EXISTS": (409, "a signing key exists: rotate it instead"),
     "SW_NO_KEY": (503, "this server has no signing key yet"),
     "SW_CALLS_NOT_CONFIGURED": (503, "the room's host has no LiveKit configured"),
+    # -- files and images (swfed.core.media) -------------------------------------------
+    "SW_MEDIA_TOO_LARGE": (413, "the upload is over [media] max_upload_bytes"),
+    "SW_MEDIA_QUOTA_USER": (507, "the upload would put you over your media quota"),
+    "SW_MEDIA_QUOTA_TENANT": (507, "the upload would put this server over its media quota"),
+    "SW_MEDIA_BAD_TYPE": (415, "the upload has no usable Content-Type"),
+    "SW_MEDIA_NOT_IMAGE": (415, "the upload claims an image type its bytes are not"),
+    "SW_MEDIA_UPLOAD_TIMEOUT": (408, "the upload did not arrive within the time allowed"),
+    "SW_MEDIA_INCOMPLETE": (400, "the upload ended before its Content-Length"),
+    "SW_MEDIA_NOT_FOUND": (404, "no such media that you may read or attach"),
+    "SW_MEDIA_NOT_YET_AVAILABLE": (503, "the file is on its origin server and not here yet: "
+                                        "try again after Retry-After"),
+    "SW_MEDIA_MISMATCH": (400, "an attachment names another type, size or hash than held"),
+    "SW_BAD_ATTACHMENT": (400, "a message's attachments are malformed"),
+    "SW_BAD_RANGE": (400, "a Range header is malformed"),
+    "SW_MEDIA_RANGE_NOT_SATISFIABLE": (416, "the range starts past the end of the file"),
+    "SW_FED_MEDIA_FORBIDDEN": (403, "the requesting server has no member in a room naming "
+                                    "the media"),
+    "SW_FED_MEDIA_MISMATCH": (502, "the origin served other bytes than the signed event names"),
     # -- federation: ours -------------------------------------------------------------
     "SW_FED_ERROR": (403, "a federation refusal without a more precise code"),
     "SW_FED_POLICY": (403, "our federation policy refuses"),

@@ -24,6 +24,7 @@ import attrs
 
 from swfed.core.errors import BadRequest
 from swfed.core.ids import Fqid, is_uuid, parse_participant
+from swfed.core.media import AttachmentSpec, check_event_attachments, parse_client_attachments
 
 ROOM_TYPES = ("standard", "dm", "incognito", "bridge", "sidekick")
 EVENT_TYPES = ("invite", "uninvite", "member", "message", "reaction")
@@ -96,9 +97,11 @@ class MessageSpec:
     body: str
     in_reply_to: str | None
     mentions: tuple[Fqid, ...]
+    #: Files named by the client (swfed.core.media); "" body when only these.
+    attachments: tuple[AttachmentSpec, ...] = ()
 
     def content(self, home: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"body": self.body}
+        out: dict[str, Any] = {"body": self.body} if self.body or not self.attachments else {}
         if self.in_reply_to is not None:
             out["in_reply_to"] = self.in_reply_to
         if self.mentions:
@@ -107,8 +110,11 @@ class MessageSpec:
 
 
 def parse_message(body: dict[str, Any], home: str) -> MessageSpec:
-    _no_extra(body, ("body", "in_reply_to", "mentions"))
-    text = _text(body, "body", required=True, max_chars=MAX_BODY_CHARS)
+    _no_extra(body, ("body", "in_reply_to", "mentions", "attachments"))
+    attachments = parse_client_attachments(body.get("attachments"))
+    if attachments and body.get("body") == "":
+        body = {k: v for k, v in body.items() if k != "body"}
+    text = _text(body, "body", required=not attachments, max_chars=MAX_BODY_CHARS) or ""
     reply = _require(body, "in_reply_to", str, required=False)
     if reply is not None and not is_uuid(reply):
         raise BadRequest(f"in_reply_to: expected an event id, got {reply!r}",
@@ -122,7 +128,8 @@ def parse_message(body: dict[str, Any], home: str) -> MessageSpec:
         if fq not in mentions:
             mentions.append(fq)
     assert text is not None
-    return MessageSpec(body=text, in_reply_to=reply, mentions=tuple(mentions))
+    return MessageSpec(body=text, in_reply_to=reply, mentions=tuple(mentions),
+                       attachments=attachments)
 
 
 def parse_reaction_key(body: dict[str, Any]) -> str:
@@ -217,7 +224,14 @@ def check_federated_event(event: Any, *, signable: bytes | None = None) -> dict[
         raise bad("sender is not a participant of origin")
     content = event["content"]
     if event["type"] == "message":
-        if not isinstance(content.get("body"), str) or len(content["body"]) > MAX_BODY_CHARS:
+        if "attachments" in content:  # a file, with or without words
+            why = check_event_attachments(content)
+            if why is not None:
+                raise bad(why)
+            if not content["attachments"] and "body" not in content:
+                raise bad("a message needs a body or attachments")
+        if (not isinstance(content.get("body", "" if content.get("attachments") else None), str)
+                or len(content.get("body", "")) > MAX_BODY_CHARS):
             raise bad("message body missing or too long")
         mentions = content.get("mentions", [])
         if not isinstance(mentions, list) or len(mentions) > MAX_MENTIONS or not all(

@@ -28,7 +28,7 @@ import ipaddress
 import json
 import ssl
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -274,6 +274,78 @@ class FederationClient:
         finally:
             pool.in_flight -= 1
         return status, retry_after, data
+
+    async def fetch_bytes(self, server_name: str, uri: str, *, auth: Auth | None,
+                          max_bytes: int, timeout: float,
+                          sink: Callable[[bytes], Awaitable[None]]) -> FedResponse:
+        """A GET whose 200 answer is binary: its body goes to ``sink``, chunk by chunk.
+
+        Beside :meth:`request` for what is not JSON (a file): the same address
+        rules, connection pools and slots, one deadline (``timeout``) from the
+        name lookup to the last byte, and at most ``max_bytes`` taken (past it,
+        SW_FED_RESPONSE_TOO_LARGE). A non-200 answer is read as JSON like any
+        other (``body``); a 200 answer's ``body`` is ``{}``. Raises PeerUnreachable.
+        """
+        try:
+            with trio.fail_after(timeout):
+                return await self._fetch_bytes(server_name, uri, auth, max_bytes, sink)
+        except trio.TooSlowError:
+            raise PeerUnreachable(f"{server_name} did not send the file in {timeout} s",
+                                  code="SW_FED_PEER_TIMEOUT", status=504) from None
+
+    async def _fetch_bytes(self, server_name: str, uri: str, auth: Auth | None,
+                           max_bytes: int, sink: Callable[[bytes], Awaitable[None]]
+                           ) -> FedResponse:
+        ip, port, sni = await self._address(server_name)
+        shown = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        headers = {"Host": server_name, "Accept": "*/*"}
+        if auth is not None:
+            headers["Authorization"] = auth("GET", uri, None, None)
+        request = httpx.Request("GET", f"https://{shown}{uri}", headers=headers,
+                                extensions={"sni_hostname": sni, "timeout": self._timeouts})
+        pool = self._pool(server_name)
+        try:
+            await self._forget_idle_peers()
+            async with self._slots:
+                resp = await pool.transport.handle_async_request(request)
+                try:
+                    status = resp.status_code
+                    taken = 0
+                    data = bytearray()
+                    async for chunk in resp.aiter_bytes():
+                        taken += len(chunk)
+                        limit = max_bytes if status == 200 else self.cfg.max_response_bytes
+                        if taken > limit:
+                            raise PeerUnreachable(
+                                f"{server_name} ({shown}) sent more than {limit} bytes",
+                                code="SW_FED_RESPONSE_TOO_LARGE", status=502)
+                        if status == 200:
+                            await sink(chunk)
+                        else:
+                            data += chunk
+                finally:
+                    await resp.aclose()
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except httpx.TimeoutException as exc:
+            raise PeerUnreachable(f"{server_name} ({shown}) stalled while sending a file",
+                                  code="SW_FED_PEER_TIMEOUT", status=504) from exc
+        except httpx.ConnectError as exc:
+            code = "SW_FED_TLS_FAILED" if _is_tls(exc) else "SW_FED_PEER_UNREACHABLE"
+            raise PeerUnreachable(f"cannot connect to {server_name} ({shown}): {_root(exc)}",
+                                  code=code, status=502) from exc
+        except httpx.HTTPError as exc:
+            raise PeerUnreachable(f"request to {server_name} ({shown}) failed: {_root(exc)}",
+                                  code="SW_FED_PEER_UNREACHABLE", status=502) from exc
+        finally:
+            pool.in_flight -= 1
+        if status == 200:
+            return FedResponse(status, {}, shown, retry_after)
+        try:
+            parsed = json.loads(bytes(data))
+        except (ValueError, RecursionError):
+            parsed = None
+        return FedResponse(status, parsed if isinstance(parsed, dict) else {}, shown,
+                           retry_after)
 
     async def get_json(self, server_name: str, path: str, *,
                        auth: Auth | None = None) -> FedResponse:

@@ -17,7 +17,7 @@ A peer's keys come only from the peer itself (``core.keys.key_believed``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -45,6 +45,7 @@ from swfed.core.signing import (
 from swfed.federation.client import TRANSPORT_CODES, FederationClient, FedResponse
 from swfed.federation.client import error_of as error_of  # where callers have found it
 from swfed.federation.keys import KeyRing
+from swfed.federation.media import MediaFetcher
 from swfed.federation.outbox import OutboxStore
 from swfed.federation.sender import Parts, Sender
 from swfed.federation.transport import FederationTransport
@@ -92,6 +93,8 @@ class Federation:
                                    tenants=state.tenants, metrics=state.metrics,
                                    wall_ms=state.clock, on_failure=self.failed_toward))
         self.repairer = Repairer(self)
+        #: Peers' files, fetched for our members (swfed.federation.media).
+        self.media = MediaFetcher(state)
         self.scheduler_heartbeat: float | None = None
         #: Held while a tenant's keys are loaded, generated or rotated.
         self.key_lock = trio.Lock()
@@ -131,6 +134,10 @@ class Federation:
             tenant = self.state.tenants.by_id(tenant_id)
             if tenant is not None:
                 self.repairer.request(tenant, room_id, gap=True)
+        for tenant_id, media_id in touched.media:
+            tenant = self.state.tenants.by_id(tenant_id)
+            if tenant is not None:
+                self.media.request(tenant, media_id)
 
     # -- peers' keys -----------------------------------------------------------
 
@@ -457,6 +464,15 @@ class Federation:
         await self._ready(tenant, destination)
         return await self.client.get_json(destination, FED_PREFIX + path,
                                           auth=self._auth(tenant, destination))
+
+    async def fetch_file(self, tenant: Tenant, destination: str, path: str, *,
+                         max_bytes: int, timeout: float,
+                         sink: Callable[[bytes], Awaitable[None]]) -> FedResponse:
+        """A signed GET of a file (swfed.federation.media); its bytes go to ``sink``."""
+        await self._ready(tenant, destination)
+        return await self.client.fetch_bytes(destination, FED_PREFIX + path,
+                                             auth=self._auth(tenant, destination),
+                                             max_bytes=max_bytes, timeout=timeout, sink=sink)
 
     async def heard_from(self, tenant: Tenant, server_name: str) -> None:
         """A verified request from a peer: it is up, retry its queue now.

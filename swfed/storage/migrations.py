@@ -508,6 +508,42 @@ CREATE INDEX invites_by_id ON invites(tenant_id, invite_id, invitee);
 """
 
 #: (version, SQL script); versions are consecutive from 1.
+_V_MEDIA = """
+-- Files and images (issue 21). One row per media id a tenant knows: its own
+-- uploads (origin = the tenant) and peers' files named by events it holds
+-- (stored = 0 until fetched from the origin and checked against sha256/size).
+-- The bytes live in data_dir/media/<sha256[:2]>/<sha256>, shared by content.
+CREATE TABLE sw_media (
+    tenant_id     INTEGER NOT NULL,
+    media_id      TEXT NOT NULL,
+    origin        TEXT NOT NULL,
+    uploader      TEXT,
+    sha256        TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    content_type  TEXT NOT NULL,
+    inline_ok     INTEGER NOT NULL DEFAULT 0,
+    stored        INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    fetch_failures INTEGER NOT NULL DEFAULT 0,
+    next_fetch_at INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    PRIMARY KEY (tenant_id, media_id)
+);
+CREATE INDEX sw_media_by_sha ON sw_media (sha256);
+CREATE INDEX sw_media_by_uploader ON sw_media (tenant_id, uploader);
+
+-- Which stored events name which media: who may read a file, and when it is
+-- no longer referenced.
+CREATE TABLE sw_media_refs (
+    tenant_id INTEGER NOT NULL,
+    media_id  TEXT NOT NULL,
+    room_id   TEXT NOT NULL,
+    event_id  TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, media_id, event_id)
+);
+CREATE INDEX sw_media_refs_by_event ON sw_media_refs (tenant_id, event_id);
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [
     (1, _V1),
     (2, _V2),
@@ -519,6 +555,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (8, _V_OUTBOX_EVENTS),
     (9, _V_UNIQUE_SEQ),
     (10, _V_INVITES_BY_ROOM),
+    (12, _V_MEDIA),
 ]
 
 

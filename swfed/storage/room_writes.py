@@ -40,6 +40,7 @@ from swfed.core.rooms import PENDING_SEQ, Room, room_not_found
 from swfed.core.signing import signable_bytes
 from swfed.storage import events as events_db
 from swfed.storage import invites as invites_db
+from swfed.storage import media as media_db
 from swfed.storage import members as members_db
 from swfed.storage import peers as peers_db
 from swfed.storage import rooms as rooms_db
@@ -95,6 +96,7 @@ def _store(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
         seq, status = PENDING_SEQ + pos, "pending"
     rowid = events_db.insert_event_txn(conn, ctx.tenant, event, signed, seq, pos, ctx.now,
                                        status, applied)
+    media_db.reference_txn(conn, ctx.tenant, event, ctx.now)  # files it names (issue 21)
     body = event["content"].get("body") if event["type"] == "message" else None
     if isinstance(body, str):
         index_bodies_txn(conn, [(rowid, body)])
@@ -263,7 +265,11 @@ def send_message_txn(conn: Conn, ctx: Ctx, room_id: str, sender: str,
             conn, ctx.tenant, room_id, spec.in_reply_to) is None:
         raise NotFound(f"in_reply_to: no event {spec.in_reply_to} in this room",
                        code="SW_EVENT_NOT_FOUND")
-    return emit_txn(conn, ctx, room, "message", sender, spec.content(ctx.me))
+    content = spec.content(ctx.me)
+    if spec.attachments:
+        content["attachments"] = media_db.resolve_attachments_txn(conn, ctx.tenant, sender,
+                                                                  spec.attachments)
+    return emit_txn(conn, ctx, room, "message", sender, content)
 
 
 def react_txn(conn: Conn, ctx: Ctx, room_id: str, sender: str, target: str,
@@ -801,6 +807,8 @@ def _store_run(conn: Conn, ctx: Ctx, room: Room,
                             if event["type"] == "message"
                             and isinstance(body := event["content"].get("body"), str)])
     rooms_db.set_synced_txn(conn, ctx.tenant, room.room_id, room.synced_seq + len(run))
+    for event in run:
+        media_db.reference_txn(conn, ctx.tenant, event, ctx.now)  # files named (issue 21)
 
 
 def hosted_room_for_peer_txn(conn: Conn, tenant: Tenant, room_id: str,

@@ -355,6 +355,9 @@
         input,
         h('button', { id: 'send', type: 'submit', class: 'primary' }, 'Send')),
       h('p', { id: 'composer-error', class: 'error', role: 'alert' }));
+    // files and images (media.js): attach button, paste, drag-and-drop
+    window.SwfedMedia.composer({ form: $('#composer'), dropZone: $('#main'), currentRoom: () => S.current,
+      onError: (msg) => { $('#composer-error').textContent = msg; } });
     renderRoomHead();
   }
 
@@ -558,6 +561,8 @@
           : 'a message further back'));
       }
       item.append(renderBody(c.body, c.mentions, serverOf(e.sender)));
+      const files = window.SwfedMedia.render(c.attachments); // media.js
+      if (files) item.append(files);
       if (status === 'pending') item.append(h('div', { class: 'status' }, '⏱ sending…'));
       if (status === 'refused') {
         const err = e.error || {};
