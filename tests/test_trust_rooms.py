@@ -233,6 +233,33 @@ async def test_a_server_whose_members_all_left_can_be_invited_back(
     await sees(alice, room_id, "glad to be back")
 
 
+async def test_a_joins_answer_brings_what_the_gap_did_to_our_users(
+        world: World, evil: HostilePeer, people: dict[str, Person]) -> None:
+    """The host's answer to a join carries events our copy lacks (its relays behind):
+    an invite of carol and a mention of bob take effect, in the host's order, not
+    only their place (the convergence test once saw an invite taken this way as
+    history: the host held it pending, carol never saw it, and nobody could invite
+    her again)."""
+    bob, carol, dave = people["bob"], people["carol"], people["dave"]
+    room = HostedRoom(evil, "gapeffects")
+    room.invite(bob.fqid)
+    room.invite(dave.fqid)
+    await room.deliver(world.b)
+    await bob.accept(room.room_id)
+    invite = room.invite(carol.fqid)  # relayed later: the host's queue is behind
+    room.post("bob, look", mentions=[bob.fqid])
+    await dave.accept(room.room_id)  # the answer's newest events hold both
+    assert await carol.invite_to(room.room_id) == invite["content"]["invite_id"]
+    assert any(n["type"] == "mention" and n["room_id"] == room.room_id
+               for n in await bob.notifications())
+    results = await room.deliver(world.b)  # the relays arrive after all: replays
+    assert results and all(answer == {} for answer in results.values())
+    await carol.accept(room.room_id)
+    assert room.members[carol.fqid] == "join"
+    assert [n["type"] for n in await carol.notifications()
+            if n.get("room_id") == room.room_id] == ["invite"]
+
+
 # -- 6: history only as the policy and the caller's span allow ---------------------------
 
 

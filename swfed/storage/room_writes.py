@@ -538,14 +538,23 @@ def apply_membership_txn(conn: Conn, ctx: Ctx, signed: dict[str, Any],
     membership = str(signed["content"].get("membership"))
     start = rules.membership_start(room.synced_seq, seq, membership,
                                    members_db.local_joined_txn(conn, ctx.tenant, room.room_id))
-    _store(conn, ctx, room, signed, signed, seq)
-    _apply(conn, ctx, room, signed)
     lies: list[str] = []
     if membership == "join":
-        lies = _take_members(conn, ctx, room, members)
+        # The answer's newest events up to ``seq``. Where our copy goes on, those
+        # past our mark are the gap: their effects (an invite of a user of ours, a
+        # mention) are written in the host's order, before the join's and before
+        # the member list taken as of ``seq``; only what precedes a new start is
+        # history, stored without effects.
         for event_seq, clean in _in_host_order(events):
-            if event_seq <= seq:
-                _store_unless_taken(conn, ctx, room, clean, event_seq)
+            if event_seq < seq:
+                _store_unless_taken(conn, ctx, room, clean, event_seq,
+                                    applied=start is not None or event_seq <= room.synced_seq)
+        if start is None:
+            room = attrs.evolve(room, synced_seq=_advance(conn, ctx, room))
+    _store(conn, ctx, room, signed, signed, seq)
+    _apply(conn, ctx, room, signed)
+    if membership == "join":
+        lies = _take_members(conn, ctx, room, members)
         for event_id in events_db.events_after_seq_txn(conn, ctx.tenant, room.room_id, seq):
             events_db.set_pos_txn(conn, ctx.tenant, room.room_id, event_id,
                                   next_pos_txn(conn, ctx.tenant))
