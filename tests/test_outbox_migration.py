@@ -55,10 +55,19 @@ PRAGMA user_version = 7;
 """
 
 
+#: What the migrations after 10 made (they run again after _back_to_v7).
+_AFTER_V10 = """
+DROP TABLE IF EXISTS sw_media_refs;
+DROP TABLE IF EXISTS sw_media;
+"""
+
+
 def _back_to_v7(db: Path) -> int:
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATIONS[-1][0] == 10
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATIONS[-1][0]
+        # the migrations after 10 only add tables: dropped, they run again
+        conn.executescript(_AFTER_V10)
         # migration 10 (invites keyed by room) rebuilds its table from whatever is
         # there, so it runs again as it is; migration 9's index is undone
         conn.executescript(_BACK_TO_V8)
