@@ -225,10 +225,15 @@ async def test_a_hosts_refusal_is_its_own_not_ours(world: World,
         r = await bob.call("POST", f"/v1/rooms/{room.room_id}/invites",
                            {"fqid": "@zed:a.test"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "SW_FED_ROOM_FULL", r.text
+
+    def logged() -> bool:  # the log is read from the server's stderr by a thread
+        return bool([x for x in world.b.logs("federation.refused_by_peer")
+                     if x.get("reason") == "SW_FED_ROOM_FULL"
+                     and x.get("refused_by") == "evil.test"])
+
+    await wait_for(logged, what="the host's refusal in b.test's log")
     assert not [x for x in world.b.logs("federation.policy_rejected")
                 if x.get("reason") == "SW_FED_ROOM_FULL"]
-    assert [x for x in world.b.logs("federation.refused_by_peer")
-            if x.get("reason") == "SW_FED_ROOM_FULL" and x.get("refused_by") == "evil.test"]
 
 
 async def test_a_denied_name_is_denied_on_every_port(world: World,
