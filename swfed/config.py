@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from swfed.core.addresses import Network, parse_networks
 from swfed.core.errors import BadRequest
 from swfed.core.ids import canonical_server_name
 
@@ -75,6 +76,9 @@ class ServerConfig:
     log_format: str = "json"
     log_level: str = "info"
     public_base_url: str = ""
+    #: Reverse proxies whose X-Forwarded-For is believed (see
+    #: swfed.core.addresses.client_address); empty: the TCP peer is the client.
+    trusted_proxies: tuple[Network, ...] = ()
     tls: TlsConfig = TlsConfig()
 
 
@@ -220,6 +224,13 @@ def _bind(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _networks(value: Any) -> tuple[Network, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError('expected a list of addresses or networks like ["127.0.0.1", '
+                         f'"10.0.0.0/8"], got {_describe(value)}')
+    return parse_networks(value)
+
+
 def _url(value: Any) -> str:
     value = _typed(str)(value)
     if value and not value.startswith(("http://", "https://")):
@@ -266,7 +277,7 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "graceful_timeout_seconds": _ranged(float, 0, 300, low_open=True),
         "log_format": _choice("json", "text"),
         "log_level": _choice("debug", "info", "warning", "error"),
-        "public_base_url": _url,
+        "public_base_url": _url, "trusted_proxies": _networks,
     },
     "server.tls": {"certfile": _path, "keyfile": _path},
     "storage": {
