@@ -150,6 +150,19 @@ class RetentionConfig:
 
 
 @attrs.frozen
+class BackupConfig:
+    """Scheduled backups (swfed.backups): off while ``interval_hours`` is 0."""
+
+    interval_hours: float = 0.0
+    keep: int = 7
+    dir: Path | None = None  # None: data_dir/backups
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval_hours > 0
+
+
+@attrs.frozen
 class Config:
     path: Path
     server: ServerConfig
@@ -158,6 +171,7 @@ class Config:
     calls: CallsConfig = CallsConfig()
     limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
+    backup: BackupConfig = BackupConfig()
 
 
 # -- the schema: (key, parser, default) per table; each check written once ------
@@ -317,6 +331,10 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "interval_seconds": _ranged(float, 1, 86_400),
         "batch_rows": _ranged(int, 1, 100_000),
     },
+    "backup": {
+        "interval_hours": _ranged(float, 0, 8760), "keep": _ranged(int, 1, 10_000),
+        "dir": _path,
+    },
 }
 SUBTABLES = {"server": ("tls",), "federation": ("resolve",)}
 
@@ -346,7 +364,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         return ConfigError(f"{shown}: [{table}] {key}: {why}")
 
     parsed: dict[str, dict[str, Any]] = {t: {} for t in SCHEMA}
-    tops = ["server", "storage", "federation", "calls", "limits", "retention"]
+    tops = ["server", "storage", "federation", "calls", "limits", "retention", "backup"]
     unknown_tables = sorted(set(doc) - set(tops))
     if unknown_tables:
         raise ConfigError(f"{shown}: [{unknown_tables[0]}]: unknown table"
@@ -415,4 +433,5 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         calls=CallsConfig(**calls),
         limits=LimitsConfig(**parsed["limits"]),
         retention=RetentionConfig(**parsed["retention"]),
+        backup=BackupConfig(**parsed["backup"]),
     )

@@ -36,6 +36,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from swfed import logs, sdnotify
 from swfed.app import Notifier, State, TenantDirectory, create_app, now_ms
+from swfed.backups import run_backups
 from swfed.config import Config, ConfigError
 from swfed.core.errors import StorageUnavailable
 from swfed.federation.announce import run_announcer
@@ -242,6 +243,7 @@ async def _serve_locked(config: Config, *, services: list[Service] | None,
             # Listening and delivering: now tell our peers we are back.
             await nursery.start(run_announcer, state)
             await nursery.start(run_housekeeping, state)
+            await nursery.start(run_backups, state)
             for service in services or []:
                 await nursery.start(service, state)
             logs.log("server.listening", addresses=binds, server_name=config.server.name,

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from swfed.storage.maintenance import integrity_problems
 from tests.conftest import bearer
 from tests.harness import ServerProcess, federated_servers, running, wait_for
 
@@ -126,3 +127,22 @@ async def _joined(got: object) -> bool:
 
 async def _has(got: object, want: set[str]) -> bool:
     return want <= await got  # type: ignore[operator, no-any-return]
+
+
+async def test_scheduled_backups_rotate(tmp_path: Path) -> None:
+    """``[backup]``: a copy every interval, 0600, only the newest ``keep`` stay."""
+    server = ServerProcess(tmp_path, "localhost", extra={
+        "backup": {"interval_hours": 0.0003, "keep": 2, "dir": str(tmp_path / "copies")}})
+    with running(server):
+        server.create_user("alice")
+        await wait_for(lambda: len(server.logs("backup.done")) >= 4, timeout=30,
+                       what="four scheduled backups")
+        done = server.logs("backup.done")
+    files = sorted((tmp_path / "copies").iterdir())
+    assert len(files) == 2  # the newest two; the others were rotated away
+    assert {p.name for p in files} <= {Path(x["file"]).name for x in server.logs("backup.done")}
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert integrity_problems(path) == []
+    assert any(x["removed"] for x in done)
+    assert (tmp_path / "copies").stat().st_mode & 0o777 == 0o700
