@@ -103,3 +103,11 @@ async def test_federation_refusal_address(srv: ServerProcess) -> None:
 
     await wait_for(lambda: {"127.0.0.5", "198.51.100.60"} <= addresses())
     assert "203.0.113.50" not in addresses()
+    # and the audit trail (the rejected view) names the same addresses
+    admin = srv.create_user("auditor", admin=True)
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+        r = await c.get("/v1/admin/federation/rejected?limit=200", headers=bearer(admin))
+    assert r.status_code == 200, r.text
+    messages = " ".join(row["message"] for row in r.json()["data"])
+    assert "from 127.0.0.5)" in messages and "from 198.51.100.60)" in messages
+    assert "203.0.113.50" not in messages

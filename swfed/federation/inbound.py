@@ -116,7 +116,8 @@ async def _refuse(tenant: Tenant, peer: str, exc: FederationError, *,
         if store:
             await st.db.write(reject_txn, tenant, peer[:255], st.clock(), reason=exc.code,
                               message=f"{request.method} {request.path[:200]}: "
-                                      f"{exc.message} (origin not verified)",
+                                      f"{exc.message} (origin not verified; from "
+                                      f"{client_address()})",
                               action="federation.request.rejected")
         return _as_told(exc, peer)
     log_refusal(tenant, peer, exc, path=request.path)
