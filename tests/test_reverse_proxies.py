@@ -286,7 +286,7 @@ async def test_a_body_of_max_request_bytes_reaches_swfed(
         try:
             r = await c.post(f"/v1/rooms/{room}/messages", content=body + b" ",
                              headers={**bearer(ann), "Content-Type": "application/json"})
-        except httpx.RemoteProtocolError:
+        except (httpx.RemoteProtocolError, httpx.WriteError, httpx.ReadError):
             assert a.proxy.kind == "caddy"
         else:
             assert r.status_code == 413
