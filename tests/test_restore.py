@@ -146,3 +146,28 @@ async def test_scheduled_backups_rotate(tmp_path: Path) -> None:
         assert integrity_problems(path) == []
     assert any(x["removed"] for x in done)
     assert (tmp_path / "copies").stat().st_mode & 0o777 == 0o700
+
+
+def test_db_check_and_a_damaged_backup(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "srv", "localhost")
+    server.create_user("alice")
+    assert server.cli("admin", "db", "check").stdout.strip().endswith("swfed.sqlite3: ok")
+    copy = tmp_path / "copy.sqlite3"
+    server.cli("admin", "backup", str(copy))
+    # damage the copy: overwrite pages in the middle with noise
+    data = bytearray(copy.read_bytes())
+    page = 4096
+    data[page * 3:page * 6] = bytes(range(256)) * (page * 3 // 256)
+    copy.write_bytes(bytes(data))
+    other = ServerProcess(tmp_path / "other", "localhost")
+    (tmp_path / "other" / "data").mkdir(mode=0o700)
+    (tmp_path / "other" / "data" / "swfed.sqlite3").write_bytes(bytes(data))
+    check = other.cli("admin", "db", "check", check=False)
+    assert check.returncode == 1
+    lines = check.stdout.strip().splitlines()
+    assert lines and all(line.startswith(str(tmp_path / "other" / "data")) for line in lines)
+    assert not any(line.endswith(": ok") for line in lines)
+    (tmp_path / "other" / "data" / "swfed.sqlite3").unlink()
+    refused = other.cli("admin", "restore", str(copy), check=False)
+    assert refused.returncode == 1 and "SW_BAD_BACKUP" in refused.stderr
+    assert not (tmp_path / "other" / "data" / "swfed.sqlite3").exists()
