@@ -219,11 +219,15 @@ def cmd_restore(config: Config, args: argparse.Namespace) -> int:
             # the old database, with its WAL, as a file of its own
             backup_file(target, kept)
         maintenance.restore_file(backup, target)
+        # the files of messages `admin backup` put beside it (PATH.media/), if any
+        media = maintenance.restore_tree(Path(f"{backup}.media"),
+                                         config.server.data_dir / "media")
     finally:
         unlock_data_dir(lock)
     _print(args, {"restored": str(backup), "database": str(target), "schema": version,
-                  "previous": str(kept) if kept else None},
+                  "previous": str(kept) if kept else None, "media_files": media},
            f"restored {backup} to {target} (schema {version})"
+           + (f", and {media} media files" if media else "")
            + (f"; the database it replaced is {kept}" if kept else "")
            + "; start the server")
     return 0

@@ -171,3 +171,20 @@ def test_db_check_and_a_damaged_backup(tmp_path: Path) -> None:
     refused = other.cli("admin", "restore", str(copy), check=False)
     assert refused.returncode == 1 and "SW_BAD_BACKUP" in refused.stderr
     assert not (tmp_path / "other" / "data" / "swfed.sqlite3").exists()
+
+
+def test_restore_brings_the_media_files_beside_the_backup(tmp_path: Path) -> None:
+    """A backup's PATH.media/ (the files of messages) comes back to data_dir/media."""
+    server = ServerProcess(tmp_path / "srv", "localhost")
+    server.create_user("alice")
+    backup = tmp_path / "b.sqlite3"
+    server.cli("admin", "backup", str(backup))
+    media = Path(f"{backup}.media")
+    (media / "ab").mkdir(parents=True, exist_ok=True)
+    (media / "ab" / "abcdef").write_bytes(b"a picture")
+    fresh = ServerProcess(tmp_path / "fresh", "localhost")
+    out = json.loads(fresh.cli("admin", "restore", str(backup), "--json").stdout)
+    assert out["media_files"] >= 1
+    restored = tmp_path / "fresh" / "data" / "media" / "ab" / "abcdef"
+    assert restored.read_bytes() == b"a picture"
+    assert restored.stat().st_mode & 0o777 == 0o600

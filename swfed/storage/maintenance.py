@@ -8,6 +8,7 @@ has its own tools, docs/admin.md).
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -90,3 +91,28 @@ def restore_file(backup: Path, db_file: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def restore_tree(source: Path, target: Path) -> int:
+    """Copy the files under ``source`` into ``target`` (made 0700), keeping files there.
+
+    For the content-addressed media files a backup carries beside the
+    database: a file already present is the same bytes, so it stays; new ones
+    are created under the process's umask (0600). Returns how many were copied;
+    0 when ``source`` is no directory.
+    """
+    if not source.is_dir():
+        return 0
+    copied = 0
+    for path in sorted(source.rglob("*")):
+        if not path.is_file():
+            continue
+        dest = target / path.relative_to(source)
+        if dest.exists():
+            continue
+        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".restoring")
+        shutil.copyfile(path, tmp)  # not copy2: the mode comes from our umask
+        os.replace(tmp, dest)
+        copied += 1
+    return copied
