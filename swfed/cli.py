@@ -37,9 +37,10 @@ def _now() -> int:
 
 def _db(config: Config) -> Any:
     from swfed.server import db_path
-    from swfed.startup import check_data_dir
+    from swfed.startup import check_data_dir, snapshot_before_migrations
 
     check_data_dir(config)  # a ConfigError, exit 2, rather than SQLite's "unable to open"
+    snapshot_before_migrations(config)  # and refuses a schema newer than ours
     conn = open_direct(db_path(config), synchronous=config.storage.synchronous,
                        busy_timeout_ms=config.storage.busy_timeout_ms)
     run_in_transaction(conn, tenants_db.ensure_default_tenant_txn, config.server.name, _now())
@@ -199,6 +200,102 @@ def cmd_media(config: Config, args: argparse.Namespace) -> int:
         lines.append(f"{row['tenant']:<30} {who:<40} {row['files']:>7} {row['bytes']:>14}")
     _print(args, {"data": rows}, "\n".join(lines))
     return 0
+
+
+def cmd_restore(config: Config, args: argparse.Namespace) -> int:
+    """The backup becomes the database; refused while a server holds data_dir's lock."""
+    import time
+
+    from swfed.server import db_path
+    from swfed.startup import check_data_dir
+    from swfed.storage import maintenance
+    from swfed.storage.files import DataDirBusy, lock_data_dir, unlock_data_dir
+
+    backup = Path(args.path).resolve()
+    if not backup.is_file():
+        raise SwfedError(f"{backup}: no such file: give a file `swfed admin backup` made",
+                         code="SW_NOT_FOUND")
+    problems = maintenance.integrity_problems(backup)
+    if problems:
+        raise SwfedError(f"{backup} is not a sound database ({problems[0]}): "
+                         "restore another backup", code="SW_BAD_BACKUP")
+    version = maintenance.file_schema_version(backup)
+    if version == 0 or version > maintenance.latest_version():
+        raise SwfedError(f"{backup} is at schema {version}, this swfed knows 1.."
+                         f"{maintenance.latest_version()}: restore it with the swfed that "
+                         "made it", code="SW_BAD_BACKUP")
+    check_data_dir(config)
+    target = db_path(config)
+    try:
+        lock = lock_data_dir(config.server.data_dir)
+    except DataDirBusy as exc:
+        raise SwfedError(f"the server is running on {config.server.data_dir} (pid "
+                         f"{exc.pid or '?'} holds {exc.path}): stop it first, e.g. "
+                         "systemctl stop swfed", code="SW_SERVER_RUNNING") from None
+    try:
+        kept = None
+        if target.exists():
+            if not args.force:
+                raise SwfedError(f"{target} exists: restoring would replace it; pass --force "
+                                 "(the old file is kept beside it)", code="SW_RESTORE_OVER_DATA")
+            kept = target.with_name(f"{target.name}.before-restore-"
+                                    f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+            # the old database, with its WAL, as a file of its own
+            backup_file(target, kept)
+        maintenance.restore_file(backup, target)
+        # the files of messages `admin backup` put beside it (PATH.media/), if any
+        media = maintenance.restore_tree(Path(f"{backup}.media"),
+                                         config.server.data_dir / "media")
+    finally:
+        unlock_data_dir(lock)
+    _print(args, {"restored": str(backup), "database": str(target), "schema": version,
+                  "previous": str(kept) if kept else None, "media_files": media},
+           f"restored {backup} to {target} (schema {version})"
+           + (f", and {media} media files" if media else "")
+           + (f"; the database it replaced is {kept}" if kept else "")
+           + "; start the server")
+    return 0
+
+
+def cmd_db_check(config: Config, args: argparse.Namespace) -> int:
+    from swfed.server import db_path
+    from swfed.storage import maintenance
+
+    target = db_path(config)
+    if not target.exists():
+        raise SwfedError(f"no database at {target}: start the server once or check data_dir",
+                         code="SW_NO_DATABASE")
+    problems = maintenance.integrity_problems(target)
+    if args.json:
+        print(json.dumps({"database": str(target), "ok": not problems, "problems": problems}))
+    else:
+        for line in problems:
+            print(f"{target}: {line}")
+        if not problems:
+            print(f"{target}: ok")
+    return 1 if problems else 0
+
+
+def cmd_db_status(config: Config, args: argparse.Namespace) -> int:
+    from swfed.server import db_path
+    from swfed.storage import maintenance
+
+    target = db_path(config)
+    latest = maintenance.latest_version()
+    version = maintenance.file_schema_version(target) if target.exists() else 0
+    pending = maintenance.pending_migrations(version)
+    if args.json:
+        print(json.dumps({"database": str(target), "schema": version, "latest": latest,
+                          "pending": pending, "exists": target.exists()}))
+    elif not target.exists():
+        print(f"{target}: no database yet; the first start creates it at schema {latest}")
+    elif version > latest:
+        print(f"{target}: schema {version}, newer than this swfed ({latest}): upgrade swfed")
+    else:
+        print(f"{target}: schema {version} of {latest}; "
+              + (f"pending: {', '.join(map(str, pending))} (the next start runs them)"
+                 if pending else "nothing pending"))
+    return 2 if version > latest else 0
 
 
 def _key_command(config: Config, args: argparse.Namespace, rotate: bool) -> int:
@@ -394,6 +491,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin_cmds.add_parser("media", help="media usage per tenant and user")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_media)
+
+    p = admin_cmds.add_parser(
+        "restore", help="make a backup the database (the server must be stopped)")
+    p.add_argument("path", help="a file `swfed admin backup` made")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing database (kept beside it as "
+                   "swfed.sqlite3.before-restore-TIME)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_restore)
+
+    db = admin_cmds.add_parser("db", help="the database file: integrity, schema level")
+    db_cmds = db.add_subparsers(dest="db_command", required=True)
+    p = db_cmds.add_parser("check", help="SQLite's integrity and foreign-key checks; one "
+                           "line per problem, exit 1 if any")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_db_check)
+    p = db_cmds.add_parser("status", help="the schema level and the migrations pending")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_db_status)
 
     federation = admin_cmds.add_parser("federation", help="federation keys")
     fed_cmds = federation.add_subparsers(dest="federation_command", required=True)

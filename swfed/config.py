@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from swfed.core.addresses import Network, parse_networks
 from swfed.core.errors import BadRequest
 from swfed.core.ids import canonical_server_name
 
@@ -75,6 +76,9 @@ class ServerConfig:
     log_format: str = "json"
     log_level: str = "info"
     public_base_url: str = ""
+    #: Reverse proxies whose X-Forwarded-For is believed (see
+    #: swfed.core.addresses.client_address); empty: the TCP peer is the client.
+    trusted_proxies: tuple[Network, ...] = ()
     tls: TlsConfig = TlsConfig()
 
 
@@ -158,6 +162,19 @@ class MediaConfig:
 
 
 @attrs.frozen
+class BackupConfig:
+    """Scheduled backups (swfed.backups): off while ``interval_hours`` is 0."""
+
+    interval_hours: float = 0.0
+    keep: int = 7
+    dir: Path | None = None  # None: data_dir/backups
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval_hours > 0
+
+
+@attrs.frozen
 class Config:
     path: Path
     server: ServerConfig
@@ -167,6 +184,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
     media: MediaConfig = MediaConfig()
+    backup: BackupConfig = BackupConfig()
 
 
 # -- the schema: (key, parser, default) per table; each check written once ------
@@ -233,6 +251,13 @@ def _bind(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _networks(value: Any) -> tuple[Network, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError('expected a list of addresses or networks like ["127.0.0.1", '
+                         f'"10.0.0.0/8"], got {_describe(value)}')
+    return parse_networks(value)
+
+
 def _url(value: Any) -> str:
     value = _typed(str)(value)
     if value and not value.startswith(("http://", "https://")):
@@ -279,7 +304,7 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "graceful_timeout_seconds": _ranged(float, 0, 300, low_open=True),
         "log_format": _choice("json", "text"),
         "log_level": _choice("debug", "info", "warning", "error"),
-        "public_base_url": _url,
+        "public_base_url": _url, "trusted_proxies": _networks,
     },
     "server.tls": {"certfile": _path, "keyfile": _path},
     "storage": {
@@ -327,6 +352,10 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "fetch_timeout_seconds": _ranged(float, 0, 86_400, low_open=True),
         "unreferenced_hours": _ranged(float, 0, 87_600, low_open=True),
     },
+    "backup": {
+        "interval_hours": _ranged(float, 0, 8760), "keep": _ranged(int, 1, 10_000),
+        "dir": _path,
+    },
 }
 SUBTABLES = {"server": ("tls",), "federation": ("resolve",)}
 
@@ -356,7 +385,8 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         return ConfigError(f"{shown}: [{table}] {key}: {why}")
 
     parsed: dict[str, dict[str, Any]] = {t: {} for t in SCHEMA}
-    tops = ["server", "storage", "federation", "calls", "limits", "retention", "media"]
+    tops = ["server", "storage", "federation", "calls", "limits", "retention", "media",
+            "backup"]
     unknown_tables = sorted(set(doc) - set(tops))
     if unknown_tables:
         raise ConfigError(f"{shown}: [{unknown_tables[0]}]: unknown table"
@@ -426,4 +456,5 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         limits=LimitsConfig(**parsed["limits"]),
         retention=RetentionConfig(**parsed["retention"]),
         media=MediaConfig(**parsed["media"]),
+        backup=BackupConfig(**parsed["backup"]),
     )

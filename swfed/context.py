@@ -15,6 +15,7 @@ import trio
 from quart import current_app, g, request
 
 from swfed import logs
+from swfed.core import addresses
 from swfed.core.canonical import decode_json_object
 from swfed.core.errors import BadRequest
 from swfed.core.ratelimit import Limits, Rate, RateLimited
@@ -61,6 +62,23 @@ def rate_limited(kind: str, key_shown: str | None, message: str, wait: float,
                  who=key_shown, path=request.path, retry_after=exc.retry_after,
                  suppressed=suppressed, **fields)
     return exc
+
+
+def client_address() -> str:
+    """Where this request comes from: the TCP peer, or, behind one of
+    ``[server] trusted_proxies``, the client its X-Forwarded-For names.
+
+    Every rate limit, log line and audit row that names a client address
+    reads it here (never ``request.remote_addr``), so a forged header from
+    anyone but a trusted proxy changes nothing.
+    """
+    cached = g.get("client_address")
+    if cached is None:
+        cached = addresses.client_address(
+            request.remote_addr, request.headers.getlist("X-Forwarded-For"),
+            state().config.server.trusted_proxies)
+        g.client_address = cached
+    return cached  # type: ignore[no-any-return]
 
 
 def tenant() -> Tenant:

@@ -36,17 +36,25 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from swfed import logs, sdnotify
 from swfed.app import Notifier, State, TenantDirectory, create_app, now_ms
-from swfed.config import Config
+from swfed.backups import run_backups
+from swfed.config import Config, ConfigError
 from swfed.core.errors import StorageUnavailable
 from swfed.federation.announce import run_announcer
 from swfed.federation.client import FederationClient
 from swfed.federation.keys import run_key_scheduler
 from swfed.federation.service import Federation
 from swfed.housekeeping import run_housekeeping
-from swfed.startup import bind_sockets, close_binds, preflight
+from swfed.startup import bind_sockets, close_binds, preflight, snapshot_before_migrations
 from swfed.storage import tenants as tenants_db
 from swfed.storage.db import Database, health_write_txn
-from swfed.storage.files import fix_for, loose_files, private_umask
+from swfed.storage.files import (
+    DataDirBusy,
+    fix_for,
+    lock_data_dir,
+    loose_files,
+    private_umask,
+    unlock_data_dir,
+)
 
 #: Background services started after the listener is up; each is
 #: ``async fn(state, task_status)``. Federation registers its tasks here.
@@ -166,6 +174,22 @@ async def serve(config: Config, *, services: list[Service] | None = None,
     shutdown = shutdown or trio.Event()
     private_umask()
     preflight(config)
+    try:
+        lock = lock_data_dir(config.server.data_dir)
+    except DataDirBusy as exc:
+        raise ConfigError(f"{config.path}: [server] data_dir: {config.server.data_dir} is in "
+                          f"use by another swfed (pid {exc.pid or '?'} holds {exc.path}): "
+                          "stop it, or give this one its own data_dir") from None
+    try:
+        await _serve_locked(config, services=services, shutdown=shutdown,
+                            task_status=task_status)
+    finally:
+        unlock_data_dir(lock)
+
+
+async def _serve_locked(config: Config, *, services: list[Service] | None,
+                        shutdown: trio.Event,
+                        task_status: trio.TaskStatus[list[str]]) -> None:
     loose = loose_files(config.server.data_dir, db_path(config))
     if loose:
         logs.log("storage.permissions", level="warning",
@@ -175,6 +199,11 @@ async def serve(config: Config, *, services: list[Service] | None = None,
                  fix=fix_for(config.server.data_dir, db_path(config)))
     hyper = _hypercorn_config(config)
     hyper.bind = bind_sockets(config, hyper.backlog)
+    try:
+        snapshot_before_migrations(config)
+    except BaseException:
+        close_binds(hyper.bind)
+        raise
     db = open_database(config)
     try:
         await db.start()
@@ -215,6 +244,7 @@ async def serve(config: Config, *, services: list[Service] | None = None,
             # Listening and delivering: now tell our peers we are back.
             await nursery.start(run_announcer, state)
             await nursery.start(run_housekeeping, state)
+            await nursery.start(run_backups, state)
             for service in services or []:
                 await nursery.start(service, state)
             logs.log("server.listening", addresses=binds, server_name=config.server.name,

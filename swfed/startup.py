@@ -89,6 +89,71 @@ def check_data_dir(config: Config) -> None:
                     "signing keys), or choose another data_dir") from None
 
 
+def check_schema(config: Config) -> int:
+    """The database's schema level (0: none yet); a ConfigError when it is newer than ours.
+
+    A file written by a newer swfed is never opened by an older one: its
+    migrations might have moved data this code would misread.
+    """
+    from swfed.storage import maintenance
+
+    db_file = config.server.data_dir / "swfed.sqlite3"
+    if not db_file.exists():
+        return 0
+    try:
+        version = maintenance.file_schema_version(db_file)
+    except Exception as exc:  # sqlite3's errors; the driver stays inside storage
+        raise _fail(config, "[server] data_dir", f"{db_file} cannot be read as a database "
+                    f"({exc}): restore a backup (swfed admin restore)") from None
+    latest = maintenance.latest_version()
+    if version > latest:
+        raise _fail(config, "[server] data_dir", f"{db_file} is at schema {version}, newer "
+                    f"than this swfed {_version()} knows (schema {latest}): run the swfed "
+                    "that wrote it, or restore a backup made at schema "
+                    f"{latest} or older")
+    return version
+
+
+def snapshot_before_migrations(config: Config) -> Path | None:
+    """A copy of a database that is about to be migrated, beside it, named with its level.
+
+    ``swfed.sqlite3.schema-N.bak`` (0600 under the umask), made only when the
+    file has data at an older level than ours; an existing snapshot of that
+    level is kept (it is the older copy). None when nothing is to migrate.
+    """
+    from swfed import logs
+    from swfed.storage import maintenance
+    from swfed.storage.db import backup_file
+
+    version = check_schema(config)
+    latest = maintenance.latest_version()
+    if version == 0 or version >= latest:
+        return None
+    db_file = config.server.data_dir / "swfed.sqlite3"
+    snapshot = db_file.with_name(f"{db_file.name}.schema-{version}.bak")
+    if not snapshot.exists():
+        tmp = snapshot.with_name(snapshot.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        backup_file(db_file, tmp)
+        os.replace(tmp, snapshot)
+    logs.log("storage.snapshot", level="warning", schema=version, latest=latest,
+             pending=maintenance.pending_migrations(version), snapshot=str(snapshot),
+             message=f"migrating the database from schema {version} to {latest}; "
+             f"the file as it was is {snapshot}")
+    return snapshot
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("swfed")
+    except metadata.PackageNotFoundError:
+        from swfed import __version__
+
+        return __version__
+
+
 def bind_sockets(config: Config, backlog: int) -> list[str]:
     """Bind and listen on every ``[server] bind`` address; raises ConfigError naming it.
 
@@ -141,4 +206,5 @@ def preflight(config: Config) -> None:
     """Everything checkable before the server opens its database; raises ConfigError."""
     check_files(config)
     check_data_dir(config)
+    check_schema(config)
 

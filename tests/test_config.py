@@ -73,6 +73,9 @@ def test_env_overrides_server_name(tmp_path: Path) -> None:
     ('[server]\nname = "a"\n[federation.resolve]\n"b.test" = "nohost"\n',
      "[federation.resolve]"),
     ('[server]\nname = "a"\n[federation]\nproxy = "ftp://x"\n', "[federation] proxy"),
+    ('[server]\nname = "a"\ntrusted_proxies = "127.0.0.1"\n', "[server] trusted_proxies"),
+    ('[server]\nname = "a"\ntrusted_proxies = ["nginx"]\n',
+     "[server] trusted_proxies: 'nginx' is not an IP address"),
     ("[server\n", "invalid TOML"),
 ])
 def test_one_line_errors(tmp_path: Path, text: str, expected: str) -> None:

@@ -42,6 +42,7 @@ from quart import Blueprint, Response, current_app, g, jsonify, request
 from swfed import logs
 from swfed.api.common import (
     check_same_origin,
+    client_address,
     current_user,
     json_body,
     rate_limited,
@@ -164,7 +165,7 @@ async def login() -> Response:
     if not LOCAL_ID_RE.match(local_id):
         local_id = NO_SUCH_NAME  # fails like a wrong password, and keys stay short
     ten = tenant()
-    address = request.remote_addr or "?"
+    address = client_address()
     # No await from the check to the reservation: concurrent attempts count each other.
     attempt = limiter().reserve((ten.server_name, local_id), address, trio.current_time())
     if not isinstance(attempt, Attempt):

@@ -11,6 +11,7 @@ from quart import g, request
 from swfed.context import (  # noqa: F401 - the request context, re-exported for handlers
     MAX_PAGE,
     act,
+    client_address,
     int_arg,
     json_body,
     limits,
@@ -137,7 +138,7 @@ async def current_user() -> User:
         g.rate_checked = True
         now = trio.current_time()
         if not state().sessions.known(tenant(), token):
-            charged = request.remote_addr or "?"
+            charged = client_address()
             wait = limits().unknown_tokens.check(charged, now)
             if wait > 0:
                 raise rate_limited("unknown_token", charged, "too many requests with tokens "

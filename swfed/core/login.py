@@ -44,10 +44,12 @@ user out for ever with a few wrong passwords a minute. Rule 4 is the
 "device cookie" idea of OWASP's guidance, keyed by address because API
 clients keep no cookies.
 
-The address is the peer address of the connection: this server trusts no
-``X-Forwarded-For``. Behind a reverse proxy every client has the proxy's
-address, so bar 1 becomes 5 failures per account for everyone (the lockout
-of before) and bar 2 20 per server; rule 4 cannot tell people apart there.
+The address is the client's as :func:`swfed.context.client_address` finds
+it: the peer address of the connection, or behind one of ``[server]
+trusted_proxies`` the client its ``X-Forwarded-For`` names. Behind a proxy
+not listed there every client has the proxy's address, so bar 1 becomes 5
+failures per account for everyone (the lockout of before) and bar 2 20 per
+server; rule 4 cannot tell people apart there.
 
 Overall, :func:`verification_slots` bounds how many verifications run at
 once by the memory they hold (Argon2's ``memory_cost`` each).

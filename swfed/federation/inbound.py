@@ -28,7 +28,7 @@ from quart import Blueprint, g, request
 
 from swfed import logs
 from swfed.calls import call_token
-from swfed.context import int_arg, limits, rate_limited, read, state
+from swfed.context import client_address, int_arg, limits, rate_limited, read, state
 from swfed.core.canonical import decode_json_object
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, PROTOCOL_VERSIONS
 from swfed.core.errors import FederationError, NotFound, RemoteRefusal, SwfedError
@@ -99,7 +99,7 @@ async def _refuse(tenant: Tenant, peer: str, exc: FederationError, *,
     if not verified:
         now = trio.current_time()
         lim = limits()
-        lim.refusals.check(request.remote_addr or "?", now)
+        lim.refusals.check(client_address(), now)
         known = is_server_name(peer) and await read(known_peer_txn, tenant, peer)
         if known:
             st.metrics.rejected.inc(tenant=tenant.server_name, peer=peer, reason=exc.code)
@@ -112,11 +112,12 @@ async def _refuse(tenant: Tenant, peer: str, exc: FederationError, *,
             logs.log(_log_event(exc), level="warning", tenant=tenant.server_name,
                      peer=peer[:100], verified=False, reason=exc.code,
                      message=exc.message[:300], path=request.path[:200],
-                     address=request.remote_addr, suppressed=suppressed or 0, stored=store)
+                     address=client_address(), suppressed=suppressed or 0, stored=store)
         if store:
             await st.db.write(reject_txn, tenant, peer[:255], st.clock(), reason=exc.code,
                               message=f"{request.method} {request.path[:200]}: "
-                                      f"{exc.message} (origin not verified)",
+                                      f"{exc.message} (origin not verified; from "
+                                      f"{client_address()})",
                               action="federation.request.rejected")
         return _as_told(exc, peer)
     log_refusal(tenant, peer, exc, path=request.path)
@@ -157,7 +158,7 @@ async def authenticated(with_body: bool) -> tuple[Tenant, str, dict[str, Any] | 
     st = state()
     fed = st.federation
     now = trio.current_time()
-    address = request.remote_addr or "?"
+    address = client_address()
     lim = limits()
     if lim.refusals.blocked(address, now) > 0:
         raise rate_limited("federation_refusals", address, "too many refused federation "

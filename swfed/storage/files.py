@@ -72,3 +72,42 @@ def read_stamp_at(path: str) -> Stamp:
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+#: Held (``flock``, exclusive) by a running server for as long as it runs; the
+#: file says its pid. ``swfed admin restore`` takes it too, so neither can start
+#: while the other works, and a server killed outright lets go of it at once.
+LOCK_NAME = "swfed.lock"
+
+
+class DataDirBusy(Exception):
+    """Another process holds ``data_dir``'s lock; ``pid`` is what its file says."""
+
+    def __init__(self, path: Path, pid: str) -> None:
+        super().__init__(f"{path} is held by pid {pid or '?'}")
+        self.path = path
+        self.pid = pid
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take ``data_dir``'s lock and write our pid in it; the fd to keep open.
+
+    Raises DataDirBusy when another process holds it (never waits).
+    """
+    import fcntl
+
+    path = data_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise DataDirBusy(path, pid) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def unlock_data_dir(fd: int) -> None:
+    os.close(fd)  # closing the last descriptor lets go of the flock
