@@ -1,4 +1,5 @@
-"""``/v1/rooms``: create, read, members, invites, join, leave, messages, reactions."""
+"""``/v1/rooms``: create, read, members, invites, join, leave, messages (edit, delete),
+reactions (on, off)."""
 
 from __future__ import annotations
 
@@ -152,3 +153,31 @@ async def react(room_id: str, event_id: str) -> tuple[dict[str, Any], int]:
     key = events.parse_reaction_key(await json_body())
     event = await act(room_writes.react_txn, room_id, user.fqid, event_id, key)
     return {"event_id": event["event_id"]}, 201
+
+
+@bp.patch("/v1/rooms/<room_id>/messages/<event_id>")
+async def edit_message(room_id: str, event_id: str) -> dict[str, Any]:
+    """Edit one's own message: an ``edit`` event, ordered by the host like any other."""
+    user = await current_user()
+    spec = events.parse_edit(await json_body(), tenant().server_name)
+    async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
+        event = await act(room_writes.edit_txn, room_id, user.fqid, event_id, spec)
+    return {"event_id": event["event_id"]}
+
+
+@bp.delete("/v1/rooms/<room_id>/messages/<event_id>")
+async def delete_message(room_id: str, event_id: str) -> dict[str, Any]:
+    """Delete a message (its sender, the room's creator or a tenant admin of the host)."""
+    user = await current_user()
+    async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
+        event = await act(room_writes.delete_txn, room_id, user.fqid, event_id, user.admin)
+    return {"event_id": event["event_id"]}
+
+
+@bp.delete("/v1/rooms/<room_id>/messages/<event_id>/reactions/<key>")
+async def unreact(room_id: str, event_id: str, key: str) -> dict[str, Any]:
+    """Take one's reaction off: a ``delete`` of that reaction event."""
+    user = await current_user()
+    async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
+        event = await act(room_writes.unreact_txn, room_id, user.fqid, event_id, key)
+    return {"event_id": event["event_id"]}

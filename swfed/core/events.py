@@ -9,9 +9,11 @@ An event is a plain dict, the same locally and over federation::
 Types (v1): ``invite``, ``uninvite`` (an invite that ended: refused by the
 invitee's server or cancelled), ``member`` (join, leave, decline),
 ``message`` (body, optional ``in_reply_to`` and ``mentions``), ``reaction``
-(``relates_to``, ``key``). Invites and uninvites are made and signed by the
-room's host on behalf of their sender, who may be a member on another
-server; every other event is signed by its sender's own server. Validation
+(``relates_to``, ``key``), ``edit`` (``relates_to`` a message, its new ``body``
+and ``mentions``) and ``delete`` (``relates_to`` a message or reaction: its
+content is erased on every copy, a tombstone stays). Invites and uninvites
+are made and signed by the room's host on behalf of their sender, who may be
+a member on another server; every other event is signed by its sender's own server. Validation
 raises :class:`~swfed.core.errors.BadRequest` with the offending field named;
 nothing here touches storage.
 """
@@ -26,7 +28,9 @@ from swfed.core.errors import BadRequest
 from swfed.core.ids import Fqid, is_uuid, parse_participant
 
 ROOM_TYPES = ("standard", "dm", "incognito", "bridge", "sidekick")
-EVENT_TYPES = ("invite", "uninvite", "member", "message", "reaction")
+EVENT_TYPES = ("invite", "uninvite", "member", "message", "reaction", "edit", "delete")
+#: Events that change an earlier event (``relates_to``): its sender's edit, a delete.
+CHANGES = ("edit", "delete")
 #: Events the room's host signs for a sender of any server.
 HOST_SIGNED = ("invite", "uninvite")
 MEMBERSHIPS = ("join", "leave", "decline")
@@ -125,6 +129,19 @@ def parse_message(body: dict[str, Any], home: str) -> MessageSpec:
     return MessageSpec(body=text, in_reply_to=reply, mentions=tuple(mentions))
 
 
+def parse_edit(body: dict[str, Any], home: str) -> MessageSpec:
+    """``PATCH …/messages/{event_id}``: the new body (and mentions) of a message."""
+    _no_extra(body, ("body", "mentions"))
+    return parse_message(body, home)
+
+
+def edit_content(target: str, spec: MessageSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"relates_to": target, "body": spec.body}
+    if spec.mentions:
+        out["mentions"] = [str(m) for m in spec.mentions]
+    return out
+
+
 def parse_reaction_key(body: dict[str, Any]) -> str:
     _no_extra(body, ("key",))
     key = _text(body, "key", required=True, max_chars=MAX_REACTION_KEY)
@@ -216,7 +233,9 @@ def check_federated_event(event: Any, *, signable: bytes | None = None) -> dict[
     elif sender.server_name != event["origin"]:
         raise bad("sender is not a participant of origin")
     content = event["content"]
-    if event["type"] == "message":
+    if event["type"] in CHANGES and not is_uuid(content.get("relates_to")):
+        raise bad(f"{event['type']} needs relates_to, an event id")
+    if event["type"] in ("message", "edit"):
         if not isinstance(content.get("body"), str) or len(content["body"]) > MAX_BODY_CHARS:
             raise bad("message body missing or too long")
         mentions = content.get("mentions", [])

@@ -240,3 +240,36 @@ def member_events_of_txn(conn: Conn, tenant: Tenant, room_id: str,
         " AND seq < ? AND status = 'sent' ORDER BY seq",
         (tenant.tenant_id, room_id, server, PENDING_SEQ)).fetchall()
     return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def change_target_txn(conn: Conn, tenant: Tenant, room_id: str,
+                      event_id: str) -> tuple[int, dict[str, Any]] | None:
+    """(rowid, the event as shown) of the event an edit or delete points at, if held."""
+    row = conn.execute("SELECT * FROM events WHERE tenant_id = ? AND room_id = ?"
+                       " AND event_id = ?", (tenant.tenant_id, room_id, event_id)).fetchone()
+    return None if row is None else (int(row["rowid_"]), event_json(row))
+
+
+def set_shown_txn(conn: Conn, tenant: Tenant, room_id: str, event_id: str,
+                  content: dict[str, Any], pos: int, *, drop_signed: bool = False) -> None:
+    """Replace what an event shows (an edit, a tombstone); it takes a new stream
+    position, so streams carry the change. ``drop_signed``: its signed copy goes too
+    (a delete: no copy keeps the words)."""
+    conn.execute("UPDATE events SET content = ?, pos = ?"
+                 + (", signed = NULL" if drop_signed else "")
+                 + " WHERE tenant_id = ? AND room_id = ? AND event_id = ?",
+                 (json.dumps(content, ensure_ascii=False), pos, tenant.tenant_id, room_id,
+                  event_id))
+
+
+def edits_of_txn(conn: Conn, tenant: Tenant, room_id: str,
+                 target: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event id, content) of every edit event of ``target`` here, in host order."""
+    out = []
+    for row in conn.execute("SELECT event_id, content FROM events WHERE tenant_id = ?"
+                            " AND room_id = ? AND type = 'edit' ORDER BY seq",
+                            (tenant.tenant_id, room_id)):
+        content = json.loads(row["content"])
+        if content.get("relates_to") == target:
+            out.append((str(row["event_id"]), content))
+    return out

@@ -47,3 +47,10 @@ def notifications_txn(conn: Conn, tenant: Tenant, local_id: str,
     out = [notification_json(r) for r in rows[:limit]]
     nxt = rows[limit - 1]["pos"] if len(rows) > limit else None
     return out, nxt
+
+
+def drop_event_notifications_txn(conn: Conn, tenant: Tenant, room_id: str,
+                                 event_id: str) -> None:
+    """A deleted message mentions nobody any more: its mention notifications go."""
+    conn.execute("DELETE FROM notifications WHERE tenant_id = ? AND room_id = ?"
+                 " AND event_id = ? AND type = 'mention'", (tenant.tenant_id, room_id, event_id))
