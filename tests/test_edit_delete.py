@@ -223,3 +223,66 @@ async def test_a_host_cannot_relay_an_edit_of_our_users_words(
     results = await room.deliver(world.b)
     assert results[edit["event_id"]]["error"]["code"] == "SW_FED_NOT_ALLOWED"
     assert (await shown(bob, room.room_id, mine)).get("body") == "bob's own words"
+
+
+# -- a deleted event in history: a tombstone in its place ----------------------------
+
+
+async def test_the_host_serves_a_deleted_message_as_a_tombstone_in_its_place(
+        world: World, evil: HostilePeer, people: dict[str, Person]) -> None:
+    """A member server repairing a gap gets every seq: a deleted message's tombstone
+    (no words, no signature) where the message was."""
+    alice = people["alice"]
+    room_id = await alice.new_room("tombstones")
+    await alice.invite(room_id, MALLORY)
+    r = await ask_membership(evil, world.a, room_id, "join")
+    assert r.status_code == 200, r.text
+    doomed = await alice.post(room_id, "the quokka secret")
+    await alice.post(room_id, "after it")
+    delete = (await alice.ok("DELETE", f"/v1/rooms/{room_id}/messages/{doomed}"))["event_id"]
+    r = await evil.request(world.a, "GET",
+                           f"/_scaiwave/federation/v1/rooms/{room_id}/backfill?after=0&limit=50")
+    assert r.status_code == 200, r.text
+    page = r.json()["events"]
+    seqs = [e["unsigned"]["seq"] for e in page]
+    # from evil.test's join on, no hole
+    assert seqs == list(range(seqs[0], r.json()["last_seq"] + 1)) and len(seqs) == 4
+    served = next(e for e in page if e["event_id"] == doomed)
+    assert "signatures" not in served and served["content"]["deleted"]["event_id"] == delete
+    assert "quokka" not in r.text
+
+
+async def test_a_member_server_repairs_across_a_tombstone(
+        world: World, evil: HostilePeer, people: dict[str, Person]) -> None:
+    """evil.test hosts a room bob is in; bob's server misses two events, one of them since
+    deleted: the repair page's tombstone fills its place and the copy moves on."""
+    bob = people["bob"]
+    room = HostedRoom(evil, "repairtomb")
+    room.invite(bob.fqid)
+    await room.deliver(world.b)
+    await bob.accept(room.room_id)
+    kept = room.post("kept words")
+    await room.deliver(world.b)
+    await wait_for(lambda: bob.event(room.room_id, kept["event_id"]), what="kept at b.test")
+    gone = room.post("words since deleted")
+    seq = gone["unsigned"]["seq"]
+    deleter = evil.event(room.room_id, "delete", {"relates_to": gone["event_id"]})
+    room.events[seq - 1] = {**{k: v for k, v in gone.items() if k != "signatures"},
+                            "content": {"deleted": {"by": room.local, "at": 1,
+                                                    "event_id": deleter["event_id"]}}}
+    room.add(deleter)
+    last = room.post("the end")
+    room.delivered["b.test"] = room.last_seq - 1  # b.test misses the tombstone and the delete
+    await room.deliver(world.b)
+    await wait_for(lambda: bob.event(room.room_id, gone["event_id"]),
+                   what="the tombstone repaired at b.test")
+    assert (await shown(bob, room.room_id, gone["event_id"]))["deleted"]["event_id"] == (
+        deleter["event_id"])
+    assert (await shown(bob, room.room_id, kept["event_id"])).get("body") == "kept words"
+
+    async def synced() -> bool:
+        events = await bob.events(room.room_id)
+        return {e["seq"] for e in events if e["status"] == "sent"} >= set(
+            range(1, last["unsigned"]["seq"] + 1))
+
+    await wait_for(synced, what="b.test's copy to hold every seq")

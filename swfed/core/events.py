@@ -264,3 +264,44 @@ def check_federated_event(event: Any, *, signable: bytes | None = None) -> dict[
                 content.get("invite_id"), str):
             raise bad("uninvite needs invitee and invite_id")
     return event
+
+
+#: Types a delete leaves a tombstone of (a deleted message's edits go with it).
+TOMBSTONE_TYPES = ("message", "reaction", "edit")
+
+
+def tombstone_of(content: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``deleted`` part of a shown event's content, if it is a tombstone."""
+    deleted = content.get("deleted")
+    return deleted if isinstance(deleted, dict) else None
+
+
+def check_tombstone(event: Any) -> dict[str, Any] | None:
+    """A deleted event as its host serves it in a history page, if that is what this is.
+
+    A delete erases the words on every copy, signed copy included, so the
+    host serves such an event as a tombstone: no ``signatures``, its content
+    only ``{"deleted": {by, at, event_id}}`` (a reaction's or edit's also
+    ``relates_to``). It is taken on the host's word, which vouches for the
+    room's order: it carries no words to trust. Returns it, or None when it
+    is no tombstone (then it is an ordinary event, checked and verified).
+    """
+    if not isinstance(event, dict) or "signatures" in event:
+        return None
+    content = event.get("content")
+    if not isinstance(content, dict) or tombstone_of(content) is None:
+        return None
+    deleted = content["deleted"]
+    if (event.get("type") not in TOMBSTONE_TYPES or not is_uuid(event.get("event_id"))
+            or not isinstance(event.get("room_id"), str) or set(content) - {
+                "deleted", "relates_to"}
+            or not all(isinstance(event.get(f), str) and len(event[f]) <= MAX_FQID_CHARS
+                       for f in ("sender", "origin"))
+            or not isinstance(event.get("origin_ts"), int) or isinstance(event["origin_ts"], bool)
+            or not isinstance(deleted.get("by"), str) or len(deleted["by"]) > MAX_FQID_CHARS
+            or not isinstance(deleted.get("at"), int) or not is_uuid(deleted.get("event_id"))
+            or set(deleted) - {"by", "at", "event_id"}
+            or ("relates_to" in content and not is_uuid(content["relates_to"]))):
+        return None
+    return event
+

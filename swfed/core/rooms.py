@@ -741,6 +741,8 @@ def effects(event: dict[str, Any], me: str, memberships: dict[str, str | None]) 
     content = event["content"]
     sender = event["sender"]
     out: list[Effect] = []
+    if "deleted" in content:
+        return out  # a tombstone (core.events.check_tombstone): nothing left to do
     if event["type"] == "invite":
         invitee = str(content["invitee"])
         if memberships.get(invitee) != "join":

@@ -33,6 +33,7 @@ from swfed.core.events import (
     MAX_INVITE_MEMBERS,
     MessageSpec,
     RoomSpec,
+    check_tombstone,
     edit_content,
     event_size,
 )
@@ -185,7 +186,7 @@ def _change(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
     for edit_id, _ in events_db.edits_of_txn(conn, ctx.tenant, room.room_id,
                                                     effect.target):
         events_db.set_shown_txn(conn, ctx.tenant, room.room_id, edit_id,
-                                {"relates_to": effect.target, "deleted": tombstone["deleted"]},
+                                {"deleted": tombstone["deleted"], "relates_to": effect.target},
                                 next_pos_txn(conn, ctx.tenant), drop_signed=True)
 
 
@@ -685,8 +686,9 @@ def settle_txn(conn: Conn, ctx: Ctx, room_id: str, event_id: str, *,
 def _store_unless_taken(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
                         seq: int, *, applied: bool = True) -> FederationError | None:
     """:func:`_store` host history; the refusal, if its seq names another event here."""
+    signed = None if check_tombstone(event) is not None else event
     try:
-        _store(conn, ctx, room, event, event, seq, applied=applied)
+        _store(conn, ctx, room, event, signed, seq, applied=applied)
     except FederationError as exc:
         return exc
     return None

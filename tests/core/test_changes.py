@@ -159,3 +159,30 @@ def test_shape_of_changes(type_: str, content: dict[str, Any], ok: bool) -> None
     with pytest.raises(FederationError) as exc:
         check_federated_event(ev)
     assert exc.value.code == "SW_FED_BAD_EVENT"
+
+
+def tomb(**over: Any) -> dict[str, Any]:
+    base = {"event_id": T, "room_id": ROOM.room_id, "type": "message", "sender": "@b:m.test",
+            "origin": "m.test", "origin_ts": 1, "unsigned": {"seq": 4},
+            "content": {"deleted": {"by": "@b:m.test", "at": 2, "event_id": T}}}
+    return {**base, **over}
+
+
+@pytest.mark.parametrize(("what", "ev", "ok"), [
+    ("a message's tombstone", tomb(), True),
+    ("a reaction's, with what it related to",
+     tomb(type="reaction", content={"deleted": {"by": "@b:m.test", "at": 2, "event_id": T},
+                                    "relates_to": T}), True),
+    ("signed: an ordinary event, verified as one", tomb(signatures={}), False),
+    ("words in it", tomb(content={"deleted": {"by": "@b:m.test", "at": 2, "event_id": T},
+                                  "body": "smuggled"}), False),
+    ("more in deleted", tomb(content={"deleted": {"by": "@b:m.test", "at": 2, "event_id": T,
+                                                  "body": "smuggled"}}), False),
+    ("a member event is never deleted", tomb(type="member"), False),
+    ("no deleted", tomb(content={"body": "x"}), False),
+    ("a bad event id", tomb(event_id="x"), False),
+])
+def test_check_tombstone(what: str, ev: dict[str, Any], ok: bool) -> None:
+    from swfed.core.events import check_tombstone
+
+    assert (check_tombstone(ev) is ev) is ok
