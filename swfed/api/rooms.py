@@ -25,6 +25,7 @@ from swfed.core.errors import BadRequest
 from swfed.core.rooms import Room
 from swfed.federation import membership
 from swfed.storage import members as members_db
+from swfed.storage import reads as reads_db
 from swfed.storage import room_writes
 from swfed.storage import rooms as rooms_db
 
@@ -181,3 +182,13 @@ async def unreact(room_id: str, event_id: str, key: str) -> dict[str, Any]:
     async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
         event = await act(room_writes.unreact_txn, room_id, user.fqid, event_id, key)
     return {"event_id": event["event_id"]}
+
+
+@bp.post("/v1/rooms/<room_id>/read")
+async def mark_read(room_id: str) -> dict[str, Any]:
+    """Move my read marker up to ``{seq}`` or ``{event_id}``: every device of mine hears."""
+    user = await current_user()
+    seq, event_id = events.parse_read(await json_body())
+    result: dict[str, Any] = await act(reads_db.mark_read_txn, room_id, user.fqid, seq,
+                                       event_id)
+    return result

@@ -142,6 +142,34 @@ def edit_content(target: str, spec: MessageSpec) -> dict[str, Any]:
     return out
 
 
+def parse_read(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """``POST …/read``: ``{seq}`` or ``{event_id}`` (exactly one): what was read up to."""
+    _no_extra(body, ("seq", "event_id"))
+    seq = _require(body, "seq", int, required=False)
+    event_id = _require(body, "event_id", str, required=False)
+    if (seq is None) == (event_id is None):
+        raise BadRequest("give seq or event_id (one of them)", code="SW_MISSING_FIELD")
+    if seq is not None and not 0 <= seq < 2**40:
+        raise BadRequest(f"seq: a room's host seq, 0 to 2^40, got {seq}", code="SW_BAD_VALUE")
+    if event_id is not None and not is_uuid(event_id):
+        raise BadRequest(f"event_id: expected an event id, got {event_id!r}",
+                         code="SW_BAD_VALUE")
+    return seq, event_id
+
+
+def parse_seen(body: dict[str, Any]) -> list[str] | None:
+    """``POST /v1/me/notifications/seen``: ``{notification_ids}`` (at most 500), or ``{}``
+    for all of them."""
+    _no_extra(body, ("notification_ids",))
+    ids = _require(body, "notification_ids", list, required=False)
+    if ids is None:
+        return None
+    if len(ids) > 500 or not all(isinstance(i, str) and len(i) <= 64 for i in ids):
+        raise BadRequest("notification_ids: at most 500 notification ids",
+                         code="SW_BAD_VALUE")
+    return list(ids)
+
+
 def parse_reaction_key(body: dict[str, Any]) -> str:
     _no_extra(body, ("key",))
     key = _text(body, "key", required=True, max_chars=MAX_REACTION_KEY)
