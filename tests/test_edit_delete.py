@@ -286,3 +286,27 @@ async def test_a_member_server_repairs_across_a_tombstone(
             range(1, last["unsigned"]["seq"] + 1))
 
     await wait_for(synced, what="b.test's copy to hold every seq")
+
+
+async def test_a_delete_made_while_a_server_was_away_reaches_its_old_copy(
+        people: dict[str, Person]) -> None:
+    """bob's server had the message, then none of its users was in the room when alice
+    deleted it: the join's history brings the delete, and the old copy loses the words."""
+    alice, bob = people["alice"], people["bob"]
+    room_id = await shared_room(alice, bob)
+    doomed = await alice.post(room_id, "the armadillo memo")
+    await wait_for(lambda: bob.event(room_id, doomed), what="the memo at b.test")
+    await bob.ok("POST", f"/v1/rooms/{room_id}/leave")
+    await wait_for(lambda: _left(alice, room_id, bob), what="bob's leave at the host")
+    await alice.ok("DELETE", f"/v1/rooms/{room_id}/messages/{doomed}")
+    await bob.accept(room_id, await alice.invite(room_id, bob))
+
+    async def gone() -> bool:
+        return "deleted" in await shown(bob, room_id, doomed)
+
+    await wait_for(gone, what="the delete at b.test's old copy")
+    assert await search(bob, "armadillo") == []
+
+
+async def _left(host: Person, room_id: str, who: Person) -> bool:
+    return (await host.members(room_id)).get(who.fqid) != "join"

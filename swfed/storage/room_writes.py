@@ -135,6 +135,14 @@ def _apply(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any]) -> None:
             _change(conn, ctx, room, event, effect)
 
 
+def _history_change(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any]) -> None:
+    """History re-runs no effects (no notifications for old mentions), but an edit or
+    delete in it still changes its target: no copy keeps a deleted message's words."""
+    for effect in rules.effects(event, ctx.me, {}) if event["type"] in CHANGES else []:
+        if isinstance(effect, rules.EditMessage | rules.DeleteEvent):
+            _change(conn, ctx, room, event, effect)
+
+
 def _target(conn: Conn, ctx: Ctx, room_id: str,
             event_id: str) -> tuple[int, dict[str, Any], rules.Target] | None:
     """The event an edit or delete points at, with what the rules need to know of it."""
@@ -153,6 +161,17 @@ def _sender_is_admin(conn: Conn, ctx: Ctx, room: Room, sender: str) -> bool:
     return rules.vouched_admin(room, ctx.me, sender, bool(local))
 
 
+def _older_edit(conn: Conn, ctx: Ctx, room: Room, shown: dict[str, Any],
+                edit: dict[str, Any]) -> bool:
+    """Is ``edit`` ordered before the edit the message shows now?"""
+    current = shown["content"].get("edit_id")
+    if not isinstance(current, str):
+        return False
+    now = events_db.event_in_room_txn(conn, ctx.tenant, room.room_id, current)
+    this = events_db.event_in_room_txn(conn, ctx.tenant, room.room_id, edit["event_id"])
+    return now is not None and this is not None and this["seq"] < now["seq"]
+
+
 def _change(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
             effect: rules.EditMessage | rules.DeleteEvent) -> None:
     """Apply an edit or delete to its target, if the rules let its sender (asked again
@@ -164,6 +183,8 @@ def _change(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
             _sender_is_admin(conn, ctx, room, event["sender"])) is not None:
         return
     rowid, shown, _ = found
+    if isinstance(effect, rules.EditMessage) and _older_edit(conn, ctx, room, shown, event):
+        return  # history brought an edit older than the one shown
     pos = next_pos_txn(conn, ctx.tenant)
     if isinstance(effect, rules.EditMessage):
         content = {k: v for k, v in shown["content"].items() if k not in ("body", "mentions")}
@@ -637,7 +658,8 @@ def apply_membership_txn(conn: Conn, ctx: Ctx, signed: dict[str, Any],
         lies = _take_members(conn, ctx, room, members)
         for event_seq, clean in _in_host_order(events):
             if event_seq <= seq:
-                _store_unless_taken(conn, ctx, room, clean, event_seq)
+                if _store_unless_taken(conn, ctx, room, clean, event_seq) is None:
+                    _history_change(conn, ctx, room, clean)
         for event_id in events_db.events_after_seq_txn(conn, ctx.tenant, room.room_id, seq):
             events_db.set_pos_txn(conn, ctx.tenant, room.room_id, event_id,
                                   next_pos_txn(conn, ctx.tenant))
@@ -965,6 +987,7 @@ def store_backfilled_txn(conn: Conn, ctx: Ctx, room_id: str,
         if events_db.has_event_txn(conn, ctx.tenant, room_id, signed["event_id"]):
             continue
         if _store_unless_taken(conn, ctx, room, signed, seq) is None:
+            _history_change(conn, ctx, room, signed)
             stored += 1
     return stored
 
