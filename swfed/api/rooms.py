@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
 from quart import Blueprint
 
 from swfed.api.common import (
@@ -14,6 +15,7 @@ from swfed.api.common import (
     json_body,
     page,
     page_limit,
+    rate_limited,
     read,
     recorded_refusal,
     state,
@@ -22,7 +24,7 @@ from swfed.api.common import (
 from swfed.api.me import room_json
 from swfed.core import events
 from swfed.core.errors import BadRequest
-from swfed.core.rooms import Room
+from swfed.core.rooms import Room, room_not_found
 from swfed.federation import membership
 from swfed.storage import members as members_db
 from swfed.storage import reads as reads_db
@@ -192,3 +194,29 @@ async def mark_read(room_id: str) -> dict[str, Any]:
     result: dict[str, Any] = await act(reads_db.mark_read_txn, room_id, user.fqid, seq,
                                        event_id)
     return result
+
+
+@bp.post("/v1/rooms/<room_id>/typing")
+async def typing(room_id: str) -> dict[str, Any]:
+    """I am typing (or not): to the room's other members' streams, and its servers."""
+    from swfed.typing_signals import TYPING, local_audience, spread, targets
+
+    user = await current_user()
+    flag = events.parse_typing(await json_body())
+    ten, st = tenant(), state()
+    room, joined = await read(reads_db.typing_audience_txn, ten, room_id, user.fqid)
+    if room is None:
+        raise room_not_found(room_id)
+    wait = TYPING.users.check((ten.tenant_id, user.local_id), trio.current_time())
+    if wait > 0:
+        raise rate_limited("typing", user.fqid, "typing signals come at most every two "
+                           "seconds after a few: wait", wait)
+    me = ten.server_name
+    TYPING.add(ten.tenant_id, room_id, user.fqid, flag, st.clock(),
+               local_audience(joined, me, user.fqid))
+    st.notifier.wake({ten.tenant_id})
+    if room.federate and st.federation is not None:
+        await spread(st, ten, room_id, user.fqid, flag,
+                     targets(room.host, me, joined, user.fqid, me))
+    return {"typing": flag}
+

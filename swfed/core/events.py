@@ -170,6 +170,12 @@ def parse_seen(body: dict[str, Any]) -> list[str] | None:
     return list(ids)
 
 
+def parse_typing(body: dict[str, Any]) -> bool:
+    """``POST …/typing``: ``{typing}``, true or false."""
+    _no_extra(body, ("typing",))
+    return bool(_require(body, "typing", bool, required=True))
+
+
 def parse_reaction_key(body: dict[str, Any]) -> str:
     _no_extra(body, ("key",))
     key = _text(body, "key", required=True, max_chars=MAX_REACTION_KEY)

@@ -620,6 +620,22 @@ def check_local_change(kind: str, actor: str, target: Target | None, room: Room,
                         "host can delete it", code="SW_NOT_ROOM_ADMIN")
 
 
+def check_typing(room: Room | None, me: str, origin: str, user: str, joined: bool) -> None:
+    """May ``origin`` tell us that ``user`` is typing in ``room``? Raises SW_FED_NOT_MEMBER.
+
+    Only for a joined member, in a room that federates here: to the host, a
+    server speaks only for its own users; a member server hears only its host
+    (which relays the others').
+    """
+    ok = (room is not None and joined and room.federate
+          and ((room.host == me and server_of(user) == origin)
+               or (room.host != me and origin == room.host)))
+    if not ok:
+        raise FederationError(f"{origin} may not say that {user} is typing in "
+                              f"{room.room_id if room else 'that room'}: not a joined member, "
+                              "or not its server", code="SW_FED_NOT_MEMBER", status=403)
+
+
 # -- routing -------------------------------------------------------------------------
 
 

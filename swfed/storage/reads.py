@@ -1,5 +1,6 @@
 """Read state on the server (issue 20): a read marker per user per room, and the
-unread and mention counts of a user's rooms, so every device of theirs agrees.
+unread and mention counts of a user's rooms, so every device of theirs agrees;
+and who hears a typing signal (nothing of it is stored).
 
 A marker is the host seq the user has read up to; it only moves forward.
 Unread: the room's host-ordered messages after it, not the user's own, not
@@ -14,6 +15,7 @@ from typing import Any
 from swfed.core.errors import BadRequest, NotFound
 from swfed.core.rooms import PENDING_SEQ, Room, local_part
 from swfed.storage import events as events_db
+from swfed.storage import members as members_db
 from swfed.storage import rooms as rooms_db
 from swfed.storage.conn import Conn
 from swfed.storage.context import Ctx
@@ -119,3 +121,12 @@ def seen_txn(conn: Conn, ctx: Ctx, local_id: str, notification_ids: list[str] | 
     """Mark the user's notifications seen (these, or all unseen); returns how many."""
     return mark_seen_txn(conn, ctx.tenant, local_id, notification_ids,
                          lambda n: take_positions_txn(conn, ctx.tenant, n))
+
+
+def typing_audience_txn(conn: Conn, tenant: Tenant, room_id: str,
+                        user: str) -> tuple[Room | None, list[str]]:
+    """For a typing signal (swfed.typing_signals): the room (None unless ``user`` is
+    joined in our copy) and the fqids of its joined members."""
+    room = rooms_db.room_txn(conn, tenant, room_id)
+    joined = members_db.joined_members_txn(conn, tenant, room_id) if room else []
+    return (room if user in joined else None), joined
