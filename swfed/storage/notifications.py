@@ -77,13 +77,3 @@ def mark_seen_txn(conn: Conn, tenant: Tenant, local_id: str,
                      [(pos + i, tenant.tenant_id, nid) for i, nid in enumerate(ids)])
     return len(ids)
 
-
-def mentions_up_to_txn(conn: Conn, tenant: Tenant, local_id: str, room_id: str,
-                       seq: int) -> list[str]:
-    """Ids of the user's unseen mentions in the room of events at host seq up to ``seq``."""
-    return [str(r[0]) for r in conn.execute(
-        "SELECT n.notification_id FROM notifications n JOIN events e"
-        " ON e.tenant_id = n.tenant_id AND e.room_id = n.room_id AND e.event_id = n.event_id"
-        " WHERE n.tenant_id = ? AND n.local_id = ? AND n.room_id = ? AND n.type = 'mention'"
-        " AND n.seen = 0 AND e.seq <= ?", (tenant.tenant_id, local_id, room_id, seq))]
-

@@ -4,8 +4,8 @@ and who hears a typing signal (nothing of it is stored).
 
 A marker is the host seq the user has read up to; it only moves forward.
 Unread: the room's host-ordered messages after it, not the user's own, not
-deleted. Mentions: the user's unseen mention notifications in the room.
-Reading a room up to a seq marks its mentions up to there seen.
+deleted. Mentions: the user's mention notifications in the room of messages
+after it. A notification's ``seen`` is its own (the bell), set apart.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from swfed.storage import members as members_db
 from swfed.storage import rooms as rooms_db
 from swfed.storage.conn import Conn
 from swfed.storage.context import Ctx
-from swfed.storage.notifications import mark_seen_txn, mentions_up_to_txn
+from swfed.storage.notifications import mark_seen_txn
 from swfed.storage.stream import next_pos_txn, take_positions_txn
 from swfed.storage.tenants import Tenant
 
@@ -59,11 +59,6 @@ def mark_read_txn(conn: Conn, ctx: Ctx, room_id: str, member: str, seq: int | No
             " updated_at = excluded.updated_at",
             (ctx.tenant.tenant_id, room_id, member, seq, next_pos_txn(conn, ctx.tenant),
              ctx.now))
-        local_id = local_part(member)
-        mentions = mentions_up_to_txn(conn, ctx.tenant, local_id, room_id, seq)
-        if mentions:
-            mark_seen_txn(conn, ctx.tenant, local_id, mentions,
-                          lambda n: take_positions_txn(conn, ctx.tenant, n))
     return {"room_id": room_id, **room_counts_txn(conn, ctx.tenant, member,
                                                   [room_id]).get(room_id, _empty())}
 
@@ -100,9 +95,12 @@ def room_counts_txn(conn: Conn, tenant: Tenant, member: str,
             out[row[0]]["unread"] = int(row[1] or 0)
             out[row[0]]["last_activity"] = None if row[2] is None else int(row[2])
     for row in conn.execute(
-            "SELECT room_id, COUNT(*) FROM notifications WHERE tenant_id = ? AND local_id = ?"
-            " AND type = 'mention' AND seen = 0 GROUP BY room_id",
-            (tenant.tenant_id, local_part(member))):
+            "SELECT n.room_id, COUNT(*) FROM notifications n JOIN events e"
+            " ON e.tenant_id = n.tenant_id AND e.room_id = n.room_id AND e.event_id = n.event_id"
+            " LEFT JOIN read_markers r ON r.tenant_id = n.tenant_id AND r.room_id = n.room_id"
+            " AND r.member = ? WHERE n.tenant_id = ? AND n.local_id = ? AND n.type = 'mention'"
+            " AND e.seq > COALESCE(r.seq, 0) GROUP BY n.room_id",
+            (member, tenant.tenant_id, local_part(member))):
         if row[0] in out:
             out[row[0]]["mentions"] = int(row[1])
     return out
