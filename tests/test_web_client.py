@@ -526,6 +526,35 @@ def test_formatting_edit_delete_and_read_state_across_servers(
                    and all_css(bob, "#events .msg.deleted"), what="the tombstone on b")
         assert "message deleted" in css(bob, "#events .msg.deleted").text
 
+        # -- typing shows on the other server ----------------------------------------
+        css(bob, "#composer-input").send_keys("typing away")
+        wait_until(alice, lambda: "is typing" in css(alice, "#typing").text,
+                   what="bob typing, on a")
+        assert "Bob <i>the</i> builder" in text_of(alice, css(alice, "#typing"))
+        css(bob, "#composer-input").send_keys(Keys.CONTROL, "a")
+        css(bob, "#composer-input").send_keys(Keys.DELETE)
+
+        # -- alice's tab hidden: a mention counts in the title and on the desktop -----
+        alice.execute_script("""
+            Object.defineProperty(document, 'visibilityState',
+                                  {get: () => 'hidden', configurable: true});
+            window.__notes = [];
+            window.Notification = function (title, opts) {
+              window.__notes.push([title, opts.body]);
+            };
+            window.Notification.permission = 'granted';""")
+        r = api_b.post(f"/v1/rooms/{room_id}/messages", headers=bearer(tokens["bob"]),
+                       json={"body": "@alice:a.test look", "mentions": ["@alice:a.test"]})
+        assert r.status_code == 201, r.text
+        wait_until(alice, lambda: alice.title == "(1) swfed", what="the title count")
+        notes = alice.execute_script("return window.__notes")
+        assert notes and notes[0][1] == "@alice:a.test look"
+        alice.execute_script("""
+            Object.defineProperty(document, 'visibilityState',
+                                  {get: () => 'visible', configurable: true});
+            document.dispatchEvent(new Event('visibilitychange'));""")
+        wait_until(alice, lambda: alice.title == "swfed", what="the title, read")
+
         # -- read state is the server's: alice read everything, bob's room list agrees
         def alice_unread() -> Any:
             rooms = api_a.get("/v1/me/rooms", headers=bearer(tokens["alice"])).json()["data"]

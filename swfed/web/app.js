@@ -106,6 +106,8 @@
     notifications: [], // newest first
     replyTo: null,
     editing: null, // the message of mine the composer edits
+    typing: new Map(), // room_id -> user -> until (ms): who is typing
+    typingSent: null, // {room, at}: my last typing signal
     view: 'none', // room | admin | none
     es: null,
     live: false,
@@ -113,6 +115,7 @@
     lastStreamId: null,
     retryMs: 1000,
     counted: new Set(), // event ids already counted as unread
+    notified: new Set(), // event ids already counted for the title and the desktop
     nodes: new Map(), // event_id -> {sig, node}: the open room's rendered events
   };
 
@@ -213,7 +216,7 @@
             h('span', { class: 'muted', id: 'me-id' }, S.me.fqid)),
           h('div', { class: 'tools' },
             h('button', { id: 'bell', class: 'icon', title: 'Notifications', 'aria-label': 'Notifications',
-              onclick: showNotifications }, '🔔', h('span', { id: 'bell-count', class: 'count', hidden: true })),
+              onclick: () => { askNotifyPermission(); showNotifications(); } }, '🔔', h('span', { id: 'bell-count', class: 'count', hidden: true })),
             S.me.admin ? h('button', { id: 'admin-button', class: 'icon', title: 'Federation admin',
               'aria-label': 'Federation admin', onclick: () => showAdmin('peers') }, '⚙') : null,
             h('button', { id: 'logout', class: 'icon', title: 'Sign out', 'aria-label': 'Sign out',
@@ -282,7 +285,10 @@
     const rooms = $('#room-list');
     const dms = $('#dm-list');
     if (!rooms) return;
-    const items = [...S.rooms.values()].sort((a, b) => roomLabel(a.room).localeCompare(roomLabel(b.room)));
+    // most recent activity first (then by name)
+    const items = [...S.rooms.values()].sort((a, b) => ((b.room.last_activity || 0) - (a.room.last_activity || 0))
+      || roomLabel(a.room).localeCompare(roomLabel(b.room)));
+    renderTitle();
     const li = ({ room, unread, mentions }) => h('li', {},
       h('button', { class: cls('room-item', room.room_id === S.current && S.view === 'room' && 'active',
         unread && 'unread'), dataset: { roomId: room.room_id },
@@ -299,7 +305,7 @@
   }
 
   function markRead() {
-    if (!S.current) return;
+    if (!S.current || document.visibilityState === 'hidden') return; // a hidden tab reads nothing
     const entry = S.rooms.get(S.current);
     if (!entry) return;
     let max = entry.room.read_seq || 0;
@@ -349,10 +355,11 @@
     $('#main').replaceChildren(
       h('header', { id: 'room-head', class: 'room-head' }),
       h('div', { id: 'timeline', class: 'timeline', tabindex: '0', 'aria-label': 'Messages',
-        onscroll: onTimelineScroll },
+        onscroll: onTimelineScroll, onkeydown: onTimelineKey },
         h('button', { id: 'load-older', class: 'link', onclick: () => loadOlder(false) }, 'Load older messages'),
         h('ol', { id: 'events', 'aria-label': 'Messages' })),
       h('div', { id: 'announce', class: 'sr-only', role: 'status', 'aria-live': 'polite' }),
+      h('div', { id: 'typing', class: 'typing muted', 'aria-live': 'polite' }),
       h('div', { id: 'reply-bar', class: 'reply-bar', hidden: true }),
       h('form', { id: 'composer', class: 'composer', onsubmit: (ev) => { ev.preventDefault(); send(); } },
         h('ul', { id: 'complete', class: 'complete', role: 'listbox', hidden: true }),
@@ -669,6 +676,23 @@
     return h('li', { class: 'sys' }, txt(e.type), ' event from ', txt(showId(e.sender)));
   }
 
+  /** ↑/↓ move through the timeline's messages (then Tab reaches a message's actions);
+   * Home/End go to the first and last. */
+  function onTimelineKey(ev) {
+    if (!['ArrowUp', 'ArrowDown', 'Home', 'End'].includes(ev.key)) return;
+    if (ev.target.closest && ev.target.closest('.actions, .picker, .reactions')) return;
+    const items = [...document.querySelectorAll('#events li[tabindex]')];
+    if (!items.length) return;
+    const at = items.indexOf(ev.target.closest ? ev.target.closest('li[tabindex]') : null);
+    let next;
+    if (ev.key === 'Home') next = 0;
+    else if (ev.key === 'End') next = items.length - 1;
+    else if (at < 0) next = ev.key === 'ArrowUp' ? items.length - 1 : 0;
+    else next = Math.min(items.length - 1, Math.max(0, at + (ev.key === 'ArrowUp' ? -1 : 1)));
+    ev.preventDefault();
+    items[next].focus();
+  }
+
   async function jumpTo(eventId) {
     for (let i = 0; i < 40 && !S.events.has(eventId) && S.next !== null; i++) {
       if (!(await loadOlder(false))) break;
@@ -734,6 +758,7 @@
     $('#send').disabled = true;
     try {
       const r = await api('POST', `/v1/rooms/${enc(S.current)}/messages`, payload);
+      sendTyping(false);
       input.value = '';
       autosize(input);
       clearReply();
@@ -802,6 +827,60 @@
     return mine.length ? mine[mine.length - 1] : null;
   }
 
+  /** Tell the room I am typing: at most every 4 s while I type, and once when I stop. */
+  function sendTyping(typing) {
+    const now = Date.now();
+    if (typing && S.typingSent && S.typingSent.room === S.current && now - S.typingSent.at < 4000) return;
+    if (!typing && !(S.typingSent && S.typingSent.room === S.current)) return;
+    S.typingSent = typing ? { room: S.current, at: now } : null;
+    api('POST', `/v1/rooms/${enc(S.current)}/typing`, { typing }).catch(() => {});
+  }
+
+  function onTyping(t) {
+    const room = S.typing.get(t.room_id) || new Map();
+    if (t.typing) room.set(t.user, t.until); else room.delete(t.user);
+    S.typing.set(t.room_id, room);
+    renderTyping();
+    if (t.typing) setTimeout(renderTyping, Math.max(0, t.until - Date.now()) + 100);
+  }
+
+  function renderTyping() {
+    const el = $('#typing');
+    if (!el) return;
+    const now = Date.now();
+    const who = [...(S.typing.get(S.current) || new Map()).entries()]
+      .filter(([, until]) => until > now).map(([user]) => nameOf(user));
+    el.replaceChildren(...(who.length ? [txt(who.slice(0, 3).join(', ')),
+      who.length === 1 ? ' is typing…' : ' are typing…'] : []));
+  }
+
+  /** "(3) swfed": unread mentions and direct messages while I look elsewhere. */
+  function renderTitle() {
+    let n = 0;
+    for (const e of S.rooms.values()) n += (e.mentions || 0) + (e.room.type === 'dm' ? e.unread || 0 : 0);
+    document.title = n ? `(${n}) swfed` : 'swfed';
+  }
+
+  /** A desktop notification for a mention or a DM, when the tab is hidden (permission
+   * is asked on a click: the bell). */
+  function desktopNotify(e, entry) {
+    const c = e.content || {};
+    const mentionsMe = Array.isArray(c.mentions) && c.mentions.includes(S.me.fqid);
+    if (document.visibilityState !== 'hidden' || !(mentionsMe || entry.room.type === 'dm')) return;
+    if (!('Notification' in window) || Notification.permission !== 'granted') return;
+    try {
+      const note = new Notification(nameOf(e.sender) + ' · ' + roomLabel(entry.room),
+        { body: String(c.body ?? '').slice(0, 200), tag: e.event_id });
+      note.onclick = () => { window.focus(); openRoom(e.room_id, e.event_id); };
+    } catch (err) { /* not allowed here */ }
+  }
+
+  function askNotifyPermission() {
+    if ('Notification' in window && Notification.permission === 'default') {
+      Notification.requestPermission().catch(() => {});
+    }
+  }
+
   const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢', '👀', '✅'];
 
   function reactPicker(anchor, e) {
@@ -833,6 +912,7 @@
   function onComposerInput(ev) {
     const ta = ev.target;
     autosize(ta);
+    sendTyping(Boolean(ta.value.trim()));
     const list = $('#complete');
     const at = mentionAtCaret(ta);
     if (!at) { list.hidden = true; return; }
@@ -968,6 +1048,7 @@
       es.addEventListener('event', (m) => { track(m); onStreamEvent(JSON.parse(m.data)); });
       es.addEventListener('notification', (m) => { track(m); onNotification(JSON.parse(m.data)); });
       es.addEventListener('read', (m) => { track(m); onRead(JSON.parse(m.data)); });
+      es.addEventListener('typing', (m) => onTyping(JSON.parse(m.data)));
     });
   }
 
@@ -992,6 +1073,21 @@
     const entry = S.rooms.get(e.room_id);
     if (!entry || e.type === 'member' || e.type === 'invite') {
       loadRooms().catch(() => {});
+    }
+    const c = e.content || {};
+    if (entry && e.type === 'message' && e.sender !== S.me.fqid && !c.deleted && !c.edited_at
+        && e.status !== 'refused' && !S.notified.has(e.event_id)) {
+      // a new message of someone else's: the room moves up; a mention or a DM while
+      // I look elsewhere counts in the title and on the desktop
+      S.notified.add(e.event_id);
+      entry.room.last_activity = Math.max(entry.room.last_activity || 0, e.origin_ts || 0);
+      const away = e.room_id !== S.current || document.visibilityState === 'hidden';
+      if (away && Array.isArray(c.mentions) && c.mentions.includes(S.me.fqid)) {
+        entry.mentions = (entry.mentions || 0) + 1;
+      }
+      if (away && e.room_id === S.current && entry.room.type === 'dm') entry.unread = (entry.unread || 0) + 1;
+      if (away) desktopNotify(e, entry);
+      renderRooms();
     }
     if (e.room_id === S.current && S.view === 'room') {
       const isNew = !S.events.has(e.event_id);
