@@ -68,6 +68,11 @@ class Run:
         self.sent: dict[str, tuple[str, float, float]] = {}
         self.room_id = ""
         self.stopped: set[str] = set()
+        #: event_id -> every word it showed (posted, then edited): for the delete check
+        self.words: dict[str, list[str]] = {}
+        #: (who deleted, the delete's event_id, its target) answered 200
+        self.deletes: list[tuple[Person, str, str]] = []
+        self.reactions: list[tuple[Person, str, str]] = []  # (who, on what, key)
 
     def log(self, what: str) -> None:
         print(f"[{trio.current_time():8.2f}] {what}")
@@ -85,7 +90,9 @@ class Run:
         person = rng.choice(self.people)
         roll = rng.random()
         room = self.room_id
-        if roll < 0.45:
+        if 0.36 <= roll < 0.45:
+            await self.change(person, roll)
+        elif roll < 0.36:
             body: dict[str, Any] = {"body": f"m{rng.randrange(10**6)} from {person.fqid}"}
             seen = await self._messages(person)
             if seen and rng.random() < 0.3:
@@ -97,11 +104,13 @@ class Run:
             seen = await self._messages(person)
             if seen:
                 asked = trio.current_time()
-                r = await person.call("POST", f"/v1/rooms/{room}/messages/{rng.choice(seen)}"
-                                      "/reactions", {"key": rng.choice(["+1", "🎉", "👀"])})
+                target, key = rng.choice(seen), rng.choice(["+1", "🎉", "👀"])
+                r = await person.call("POST", f"/v1/rooms/{room}/messages/{target}"
+                                      "/reactions", {"key": key})
                 if r.status_code == 201:  # created now (the same one again answers 200)
                     self.sent.setdefault(r.json()["event_id"],
                                          (person.server, asked, trio.current_time()))
+                    self.reactions.append((person, target, key))
         elif roll < 0.62:
             await person.call("POST", f"/v1/rooms/{room}/leave")
         elif roll < 0.77:
@@ -124,6 +133,37 @@ class Run:
         asked = trio.current_time()
         r = await person.call("POST", f"/v1/rooms/{self.room_id}/messages", body)
         if r.status_code == 201:
+            self.acked.append((person, r.json()["event_id"]))
+            self.sent[r.json()["event_id"]] = (person.server, asked, trio.current_time())
+            self.words[r.json()["event_id"]] = [body["body"].split()[0]]
+
+    async def change(self, person: Person, roll: float) -> None:
+        """Edit or delete one of my messages, or take one of my reactions off."""
+        rng = self.rng
+        room = self.room_id
+        mine = [eid for author, eid in self.acked
+                if author is person and eid in self.words]
+        reactions = [(t, k) for who, t, k in self.reactions if who is person]
+        asked = trio.current_time()
+        if roll < 0.40 and mine:
+            target = rng.choice(mine)
+            word = f"e{rng.randrange(10**6)}"
+            r = await person.call("PATCH", f"/v1/rooms/{room}/messages/{target}",
+                                  {"body": f"{word} edited by {person.fqid}"})
+            if r.status_code == 200:
+                self.words[target].append(word)
+        elif roll < 0.43 and mine:
+            target = rng.choice(mine)
+            r = await person.call("DELETE", f"/v1/rooms/{room}/messages/{target}")
+            if r.status_code == 200:
+                self.deletes.append((person, r.json()["event_id"], target))
+        elif reactions:
+            target, key = rng.choice(reactions)
+            r = await person.call("DELETE",
+                                  f"/v1/rooms/{room}/messages/{target}/reactions/{key}")
+        else:
+            return
+        if r.status_code == 200:
             self.acked.append((person, r.json()["event_id"]))
             self.sent[r.json()["event_id"]] = (person.server, asked, trio.current_time())
 
@@ -272,6 +312,26 @@ class Run:
         assert self.acked, "the run acknowledged nothing"
         for who, events in [("the host", host_events), *copies.items()]:
             self.check_order(who, events)
+        await self.check_deletes(host_events)
+
+    async def check_deletes(self, host_events: list[dict[str, Any]]) -> None:
+        """A delete the host ordered leaves no word of its message on any copy, nor in
+        any server's search: not the posted body, nor any edit's."""
+        at_host = {e["event_id"]: e for e in host_events}
+        deleted = [target for _, delete, target in self.deletes
+                   if delete in at_host and at_host[delete]["status"] == "sent"]
+        for person in [self.owner, *self.people]:
+            events = {e["event_id"]: e for e in await person.events(self.room_id)}
+            for target in deleted:
+                if target in events:
+                    assert "body" not in events[target]["content"], (
+                        f"{person.fqid} still shows deleted {target}")
+                for word in self.words[target]:
+                    r = await person.call("GET", f"/v1/search?q={word}")
+                    assert r.status_code == 200, r.text
+                    assert target not in [e["event_id"] for e in r.json()["data"]], (
+                        f"{person.fqid}'s search finds {word!r} of deleted {target}")
+        self.log(f"{len(deleted)} deletes ordered by the host")
 
     def check_order(self, who: str, events: list[dict[str, Any]]) -> None:
         """In ``who``'s copy: each server's messages and reactions in the order it answered

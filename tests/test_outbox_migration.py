@@ -26,6 +26,10 @@ from tests.test_federation_delivery import (
 
 # what migration 9 added (a unique room index, an index of refusals), undone
 _BACK_TO_V8 = """
+DROP TABLE read_markers;
+DROP INDEX notifications_by_seen;
+ALTER TABLE notifications DROP COLUMN seen_pos;
+ALTER TABLE notifications DROP COLUMN seen;
 DROP INDEX fed_rejected_by_event;
 DROP INDEX events_by_room;
 CREATE INDEX events_by_room ON events(tenant_id, room_id, seq);
@@ -69,7 +73,8 @@ def _back_to_v7(db: Path) -> int:
         # the migrations after 10 only add tables: dropped, they run again
         conn.executescript(_AFTER_V10)
         # migration 10 (invites keyed by room) rebuilds its table from whatever is
-        # there, so it runs again as it is; migration 9's index is undone
+        # there, so it runs again as it is; migration 11's read state and 9's index
+        # are undone
         conn.executescript(_BACK_TO_V8)
         conn.executescript(_BACK_TO_V7)
         rows = conn.execute("SELECT id, payload FROM outbox ORDER BY id").fetchall()

@@ -413,3 +413,154 @@ def test_two_people_chat_across_servers_in_the_browser(
         errors = [e["message"] for e in alice.get_log("browser")
                   if e["level"] == "SEVERE" and not any(x in e["message"] for x in expected)]
         assert errors == []
+
+
+# -- issue 20: formatting, edit, delete, reactions off, read state ------------------
+
+#: Bodies that must render as text: never HTML, never a link to a bad scheme.
+CORPUS = [  # (body, words its text keeps)
+    ('<a href="javascript:alert(1)">click</a>', '<a href="javascript:alert(1)">click</a>'),
+    ("javascript:alert(document.cookie)", "javascript:alert(document.cookie)"),
+    ("[x](javascript:alert(1)) and [y](data:text/html,<script>alert(1)</script>)",
+     "[x](javascript:alert(1))"),
+    ("data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==", "data:text/html;base64"),
+    ("**<img src=x onerror=alert(1)>** `<script>x</script>`", "<img src=x onerror=alert(1)>"),
+    ("\u202eevil\u202c \u2066isolate\u2069 ```<b>in code</b>```", "isolate"),
+    ("https://ok.example/path?q=<script> and vbscript:msgbox(1)", "vbscript:msgbox(1)"),
+]
+
+
+def test_formatting_edit_delete_and_read_state_across_servers(
+        fed: tuple[TlsNet, ServerProcess, ServerProcess, dict[str, str]]) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    net, a, b, tokens = fed
+    a_origin = f"https://a.test:{a.port}"
+    b_origin = f"https://b.test:{b.port}"
+    ctx = net.ssl_context()
+    api_a = httpx.Client(base_url=a.url, verify=ctx, timeout=20, headers={"Host": "a.test"})
+    api_b = httpx.Client(base_url=b.url, verify=ctx, timeout=20, headers={"Host": "b.test"})
+    with browser(["a.test", "b.test"]) as alice, browser(["a.test", "b.test"]) as bob, \
+            api_a, api_b:
+        for client, token, peer in ((api_a, tokens["alice"], "b.test"),
+                                    (api_b, tokens["root_b"], "a.test")):
+            r = client.put("/v1/admin/federation/policy", headers=bearer(token),
+                           json={"default_mode": "invite_only", "allowed_peers": [peer]})
+            assert r.status_code == 200, r.text
+        r = api_a.post("/v1/rooms", json={"name": "formats", "federate": True},
+                       headers=bearer(tokens["alice"]))
+        room_id = r.json()["room_id"]
+        r = api_a.post(f"/v1/rooms/{room_id}/invites", json={"fqid": "@bob:b.test"},
+                       headers=bearer(tokens["alice"]))
+        assert r.status_code == 201, r.text
+
+        def invite_id() -> Any:
+            notes = api_b.get("/v1/me/notifications", headers=bearer(tokens["bob"])).json()
+            return next((n["invite_id"] for n in notes["data"] if n.get("room_id") == room_id),
+                        None)
+
+        iid = wait_until(bob, invite_id, what="bob's invite on b.test")
+        r = api_b.post(f"/v1/me/invites/{iid}/accept", headers=bearer(tokens["bob"]))
+        assert r.status_code == 200, r.text
+        for body in [*(b for b, _ in CORPUS),
+                     "**bold** *it* `code` see https://example.org/a_b. ok\n> quoted"]:
+            r = api_b.post(f"/v1/rooms/{room_id}/messages", json={"body": body},
+                           headers=bearer(tokens["bob"]))
+            assert r.status_code == 201, r.text
+
+        sign_in(alice, a_origin, "alice")
+        sign_in(bob, b_origin, "bob")
+        for d in (alice, bob):
+            css(d, f'.room-item[data-room-id="{room_id}"]').click()
+        wait_until(alice, lambda: message(alice, "quoted"), what="bob's messages on a")
+
+        # -- the corpus renders as text; only http(s)/mailto links, rel=noopener -------
+        assert alice.execute_script("return window.__pwned === undefined")
+        for _, words in CORPUS:
+            item = wait_until(alice, lambda words=words: message(alice, words),
+                              what=f"{words[:20]!r} as text")
+            assert not all_css(item, ".body img, .body script, .body b")
+        for link in all_css(alice, "#events .body a"):
+            assert link.get_attribute("href").split(":")[0] in ("http", "https", "mailto")
+            assert link.get_attribute("rel") == "noopener noreferrer"
+        hrefs = [x.get_attribute("href") for x in all_css(alice, "#events .body a")]
+        assert "https://example.org/a_b" in hrefs  # the trailing dot stays outside
+        assert not [h for h in hrefs if "javascript" in h or "data:" in h]
+        fmt = message(alice, "quoted")
+        assert css(fmt, ".body strong").text == "bold" and css(fmt, ".body em").text == "it"
+        assert css(fmt, ".body code").text == "code"
+        assert css(fmt, ".body blockquote").text == "quoted"
+        code = css(message(alice, "isolate"), ".body pre code")
+        assert text_of(alice, code) == "<b>in code</b>"
+
+        # -- alice's own message: ↑ edits it, bob sees the new words ---------------
+        send(alice, "a first draft")
+        wait_until(bob, lambda: message(bob, "a first draft"), what="the draft on b")
+        box = css(alice, "#composer-input")
+        box.send_keys(Keys.ARROW_UP)
+        assert box.get_attribute("value") == "a first draft"
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("the final words")
+        box.send_keys(Keys.ENTER)
+        edited = wait_until(bob, lambda: message(bob, "the final words"), what="the edit on b")
+        assert css(edited, ".edited").text == "(edited)"
+        assert not message(bob, "a first draft")
+
+        # -- bob reacts; pressing his reaction takes it off, on both servers --------
+        hover_click(bob, edited, ".react-button")
+        css(bob, '.picker .pick[data-key="🎉"]').click()
+        wait_until(alice, lambda: all_css(message(alice, "the final words"),
+                                          '.reaction[data-key="🎉"]'), what="🎉 on a")
+        chip = wait_until(bob, lambda: all_css(message(bob, "the final words"),
+                                               '.reaction[data-key="🎉"]'), what="🎉 on b")
+        assert chip[0].get_attribute("aria-pressed") == "true"
+        chip[0].click()
+        wait_until(alice, lambda: not all_css(message(alice, "the final words"),
+                                              '.reaction[data-key="🎉"]'),
+                   what="🎉 off on a")
+
+        # -- alice deletes it (confirmed): a tombstone on b -------------------------
+        alice.execute_script("window.confirm = () => true")
+        hover_click(alice, message(alice, "the final words"), ".delete-button")
+        wait_until(bob, lambda: not message(bob, "the final words")
+                   and all_css(bob, "#events .msg.deleted"), what="the tombstone on b")
+        assert "message deleted" in css(bob, "#events .msg.deleted").text
+
+        # -- typing shows on the other server ----------------------------------------
+        css(bob, "#composer-input").send_keys("typing away")
+        wait_until(alice, lambda: "is typing" in css(alice, "#typing").text,
+                   what="bob typing, on a")
+        assert "Bob <i>the</i> builder" in text_of(alice, css(alice, "#typing"))
+        css(bob, "#composer-input").send_keys(Keys.CONTROL, "a")
+        css(bob, "#composer-input").send_keys(Keys.DELETE)
+
+        # -- alice's tab hidden: a mention counts in the title and on the desktop -----
+        alice.execute_script("""
+            Object.defineProperty(document, 'visibilityState',
+                                  {get: () => 'hidden', configurable: true});
+            window.__notes = [];
+            window.Notification = function (title, opts) {
+              window.__notes.push([title, opts.body]);
+            };
+            window.Notification.permission = 'granted';""")
+        r = api_b.post(f"/v1/rooms/{room_id}/messages", headers=bearer(tokens["bob"]),
+                       json={"body": "@alice:a.test look", "mentions": ["@alice:a.test"]})
+        assert r.status_code == 201, r.text
+        wait_until(alice, lambda: alice.title == "(1) swfed", what="the title count")
+        notes = alice.execute_script("return window.__notes")
+        assert notes and notes[0][1] == "@alice:a.test look"
+        alice.execute_script("""
+            Object.defineProperty(document, 'visibilityState',
+                                  {get: () => 'visible', configurable: true});
+            document.dispatchEvent(new Event('visibilitychange'));""")
+        wait_until(alice, lambda: alice.title == "swfed", what="the title, read")
+
+        # -- read state is the server's: alice read everything, bob's room list agrees
+        def alice_unread() -> Any:
+            rooms = api_a.get("/v1/me/rooms", headers=bearer(tokens["alice"])).json()["data"]
+            room = next(r for r in rooms if r["room_id"] == room_id)
+            return room["unread"] == 0 and room["read_seq"] > 0
+
+        wait_until(alice, alice_unread, what="alice's read marker on a.test")
+        assert alice.execute_script(
+            "return Object.keys(localStorage).filter(k => k.includes('read:')).length") == 0

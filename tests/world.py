@@ -157,7 +157,8 @@ class Person:
 
     async def bodies(self, room_id: str) -> list[str]:
         return [e["content"]["body"] for e in await self.events(room_id)
-                if e["type"] == "message" and e["status"] == "sent"]
+                if e["type"] == "message" and e["status"] == "sent"
+                and "body" in e["content"]]  # a deleted message is a tombstone
 
     async def event(self, room_id: str, event_id: str) -> dict[str, Any] | None:
         return next((e for e in await self.events(room_id) if e["event_id"] == event_id), None)

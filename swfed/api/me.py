@@ -19,15 +19,15 @@ from swfed.api.common import (
     tenant,
 )
 from swfed.core.errors import BadRequest, FederationError, NotFound
-from swfed.core.events import parse_fqid_body
+from swfed.core.events import parse_fqid_body, parse_seen
 from swfed.core.ids import Fqid
 from swfed.core.policy import decide_peer
 from swfed.core.rooms import Room
 from swfed.federation import membership
 from swfed.federation.service import error_of
 from swfed.storage import notifications as notifications_db
+from swfed.storage import reads as reads_db
 from swfed.storage import room_writes
-from swfed.storage import rooms as rooms_db
 
 bp = Blueprint("me", __name__)
 
@@ -47,8 +47,8 @@ async def me() -> dict[str, Any]:
 @bp.get("/v1/me/rooms")
 async def my_rooms() -> dict[str, Any]:
     user = await current_user()
-    rooms = await read(rooms_db.rooms_of_txn, tenant(), user.fqid)
-    return {"data": [room_json(r) for r in rooms]}
+    rooms = await read(reads_db.my_rooms_txn, tenant(), user.fqid)
+    return {"data": [{**room_json(r), **counts} for r, counts in rooms]}
 
 
 @bp.get("/v1/me/notifications")
@@ -57,6 +57,15 @@ async def notifications() -> dict[str, Any]:
     data, nxt = await read(notifications_db.notifications_txn, tenant(), user.local_id,
                            int_arg("before", None), page_limit())
     return page(data, nxt)
+
+
+@bp.post("/v1/me/notifications/seen")
+async def notifications_seen() -> dict[str, Any]:
+    """Mark my notifications seen (``notification_ids``, or all): every device hears of it."""
+    user = await current_user()
+    ids = parse_seen(await json_body())
+    changed = await act(reads_db.seen_txn, user.local_id, ids)
+    return {"seen": changed}
 
 
 async def _answer(invite_id: str, accept: bool) -> dict[str, Any]:

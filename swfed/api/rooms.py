@@ -1,9 +1,11 @@
-"""``/v1/rooms``: create, read, members, invites, join, leave, messages, reactions."""
+"""``/v1/rooms``: create, read, members, invites, join, leave, messages (edit, delete),
+reactions (on, off)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import trio
 from quart import Blueprint
 
 from swfed.api.common import (
@@ -13,6 +15,7 @@ from swfed.api.common import (
     json_body,
     page,
     page_limit,
+    rate_limited,
     read,
     recorded_refusal,
     state,
@@ -21,9 +24,10 @@ from swfed.api.common import (
 from swfed.api.me import room_json
 from swfed.core import events
 from swfed.core.errors import BadRequest
-from swfed.core.rooms import Room
+from swfed.core.rooms import Room, room_not_found
 from swfed.federation import membership
 from swfed.storage import members as members_db
+from swfed.storage import reads as reads_db
 from swfed.storage import room_writes
 from swfed.storage import rooms as rooms_db
 
@@ -153,3 +157,67 @@ async def react(room_id: str, event_id: str) -> tuple[dict[str, Any], int]:
     event, created = await act(room_writes.react_txn, room_id, user.fqid, event_id, key)
     # 201 for a new reaction; 200 naming the first when it was already there
     return {"event_id": event["event_id"]}, 201 if created else 200
+
+
+@bp.patch("/v1/rooms/<room_id>/messages/<event_id>")
+async def edit_message(room_id: str, event_id: str) -> dict[str, Any]:
+    """Edit one's own message: an ``edit`` event, ordered by the host like any other."""
+    user = await current_user()
+    spec = events.parse_edit(await json_body(), tenant().server_name)
+    async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
+        event = await act(room_writes.edit_txn, room_id, user.fqid, event_id, spec)
+    return {"event_id": event["event_id"]}
+
+
+@bp.delete("/v1/rooms/<room_id>/messages/<event_id>")
+async def delete_message(room_id: str, event_id: str) -> dict[str, Any]:
+    """Delete a message (its sender, the room's creator or a tenant admin of the host)."""
+    user = await current_user()
+    async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
+        event = await act(room_writes.delete_txn, room_id, user.fqid, event_id, user.admin)
+    return {"event_id": event["event_id"]}
+
+
+@bp.delete("/v1/rooms/<room_id>/messages/<event_id>/reactions/<key>")
+async def unreact(room_id: str, event_id: str, key: str) -> dict[str, Any]:
+    """Take one's reaction off: a ``delete`` of that reaction event."""
+    user = await current_user()
+    async with recorded_refusal(tenant(), None, actor=user.fqid, room_id=room_id):
+        event = await act(room_writes.unreact_txn, room_id, user.fqid, event_id, key)
+    return {"event_id": event["event_id"]}
+
+
+@bp.post("/v1/rooms/<room_id>/read")
+async def mark_read(room_id: str) -> dict[str, Any]:
+    """Move my read marker up to ``{seq}`` or ``{event_id}``: every device of mine hears."""
+    user = await current_user()
+    seq, event_id = events.parse_read(await json_body())
+    result: dict[str, Any] = await act(reads_db.mark_read_txn, room_id, user.fqid, seq,
+                                       event_id)
+    return result
+
+
+@bp.post("/v1/rooms/<room_id>/typing")
+async def typing(room_id: str) -> dict[str, Any]:
+    """I am typing (or not): to the room's other members' streams, and its servers."""
+    from swfed.typing_signals import TYPING, local_audience, spread, targets
+
+    user = await current_user()
+    flag = events.parse_typing(await json_body())
+    ten, st = tenant(), state()
+    room, joined = await read(reads_db.typing_audience_txn, ten, room_id, user.fqid)
+    if room is None:
+        raise room_not_found(room_id)
+    wait = TYPING.users.check((ten.tenant_id, user.local_id), trio.current_time())
+    if wait > 0:
+        raise rate_limited("typing", user.fqid, "typing signals come at most every two "
+                           "seconds after a few: wait", wait)
+    me = ten.server_name
+    TYPING.add(ten.tenant_id, room_id, user.fqid, flag, st.clock(),
+               local_audience(joined, me, user.fqid))
+    st.notifier.wake({ten.tenant_id})
+    if room.federate and st.federation is not None:
+        await spread(st, ten, room_id, user.fqid, flag,
+                     targets(room.host, me, joined, user.fqid, me))
+    return {"typing": flag}
+

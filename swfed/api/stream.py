@@ -22,6 +22,7 @@ from quart import Blueprint, Response, request
 from swfed.api.common import current_user, int_arg, limits, rate_limited, read, state, tenant
 from swfed.core.errors import BadRequest
 from swfed.storage import stream as stream_db
+from swfed.typing_signals import TYPING
 
 bp = Blueprint("stream", __name__)
 
@@ -77,6 +78,7 @@ async def stream() -> Response:
 
     async def _events() -> AsyncIterator[bytes]:
         last = after
+        typing_mark = TYPING.head()
         yield b"retry: 2000\n: connected\n\n"
         while True:
             wake = st.notifier.current(ten.tenant_id)
@@ -85,6 +87,10 @@ async def stream() -> Response:
                 data = json.dumps(payload, ensure_ascii=False)
                 yield f"id: {pos}\nevent: {kind}\ndata: {data}\n\n".encode()
                 last = pos
+            # typing signals: never stored, so no id: (nothing to resume)
+            signals, typing_mark = TYPING.since(ten.tenant_id, user.local_id, typing_mark)
+            for signal in signals:
+                yield f"event: typing\ndata: {json.dumps(signal, ensure_ascii=False)}\n\n".encode()
             if len(batch) == BATCH:
                 continue
             with trio.move_on_after(KEEPALIVE_SECONDS) as scope:

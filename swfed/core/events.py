@@ -9,9 +9,11 @@ An event is a plain dict, the same locally and over federation::
 Types (v1): ``invite``, ``uninvite`` (an invite that ended: refused by the
 invitee's server or cancelled), ``member`` (join, leave, decline),
 ``message`` (body, optional ``in_reply_to`` and ``mentions``), ``reaction``
-(``relates_to``, ``key``). Invites and uninvites are made and signed by the
-room's host on behalf of their sender, who may be a member on another
-server; every other event is signed by its sender's own server. Validation
+(``relates_to``, ``key``), ``edit`` (``relates_to`` a message, its new ``body``
+and ``mentions``) and ``delete`` (``relates_to`` a message or reaction: its
+content is erased on every copy, a tombstone stays). Invites and uninvites
+are made and signed by the room's host on behalf of their sender, who may be
+a member on another server; every other event is signed by its sender's own server. Validation
 raises :class:`~swfed.core.errors.BadRequest` with the offending field named;
 nothing here touches storage.
 """
@@ -27,7 +29,9 @@ from swfed.core.ids import Fqid, is_uuid, parse_participant
 from swfed.core.media import AttachmentSpec, check_event_attachments, parse_client_attachments
 
 ROOM_TYPES = ("standard", "dm", "incognito", "bridge", "sidekick")
-EVENT_TYPES = ("invite", "uninvite", "member", "message", "reaction")
+EVENT_TYPES = ("invite", "uninvite", "member", "message", "reaction", "edit", "delete")
+#: Events that change an earlier event (``relates_to``): its sender's edit, a delete.
+CHANGES = ("edit", "delete")
 #: Events the room's host signs for a sender of any server.
 HOST_SIGNED = ("invite", "uninvite")
 MEMBERSHIPS = ("join", "leave", "decline")
@@ -132,6 +136,53 @@ def parse_message(body: dict[str, Any], home: str) -> MessageSpec:
                        attachments=attachments)
 
 
+def parse_edit(body: dict[str, Any], home: str) -> MessageSpec:
+    """``PATCH …/messages/{event_id}``: the new body (and mentions) of a message."""
+    _no_extra(body, ("body", "mentions"))
+    return parse_message(body, home)
+
+
+def edit_content(target: str, spec: MessageSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"relates_to": target, "body": spec.body}
+    if spec.mentions:
+        out["mentions"] = [str(m) for m in spec.mentions]
+    return out
+
+
+def parse_read(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """``POST …/read``: ``{seq}`` or ``{event_id}`` (exactly one): what was read up to."""
+    _no_extra(body, ("seq", "event_id"))
+    seq = _require(body, "seq", int, required=False)
+    event_id = _require(body, "event_id", str, required=False)
+    if (seq is None) == (event_id is None):
+        raise BadRequest("give seq or event_id (one of them)", code="SW_MISSING_FIELD")
+    if seq is not None and not 0 <= seq < 2**40:
+        raise BadRequest(f"seq: a room's host seq, 0 to 2^40, got {seq}", code="SW_BAD_VALUE")
+    if event_id is not None and not is_uuid(event_id):
+        raise BadRequest(f"event_id: expected an event id, got {event_id!r}",
+                         code="SW_BAD_VALUE")
+    return seq, event_id
+
+
+def parse_seen(body: dict[str, Any]) -> list[str] | None:
+    """``POST /v1/me/notifications/seen``: ``{notification_ids}`` (at most 500), or ``{}``
+    for all of them."""
+    _no_extra(body, ("notification_ids",))
+    ids = _require(body, "notification_ids", list, required=False)
+    if ids is None:
+        return None
+    if len(ids) > 500 or not all(isinstance(i, str) and len(i) <= 64 for i in ids):
+        raise BadRequest("notification_ids: at most 500 notification ids",
+                         code="SW_BAD_VALUE")
+    return list(ids)
+
+
+def parse_typing(body: dict[str, Any]) -> bool:
+    """``POST …/typing``: ``{typing}``, true or false."""
+    _no_extra(body, ("typing",))
+    return bool(_require(body, "typing", bool, required=True))
+
+
 def parse_reaction_key(body: dict[str, Any]) -> str:
     _no_extra(body, ("key",))
     key = _text(body, "key", required=True, max_chars=MAX_REACTION_KEY)
@@ -223,14 +274,17 @@ def check_federated_event(event: Any, *, signable: bytes | None = None) -> dict[
     elif sender.server_name != event["origin"]:
         raise bad("sender is not a participant of origin")
     content = event["content"]
-    if event["type"] == "message":
-        if "attachments" in content:  # a file, with or without words
-            why = check_event_attachments(content)
-            if why is not None:
-                raise bad(why)
-            if not content["attachments"] and "body" not in content:
-                raise bad("a message needs a body or attachments")
-        if (not isinstance(content.get("body", "" if content.get("attachments") else None), str)
+    if event["type"] in CHANGES and not is_uuid(content.get("relates_to")):
+        raise bad(f"{event['type']} needs relates_to, an event id")
+    if event["type"] == "message" and "attachments" in content:  # a file, with or without words
+        why = check_event_attachments(content)
+        if why is not None:
+            raise bad(why)
+        if not content["attachments"] and "body" not in content:
+            raise bad("a message needs a body or attachments")
+    if event["type"] in ("message", "edit"):
+        wordless = event["type"] == "message" and bool(content.get("attachments"))
+        if (not isinstance(content.get("body", "" if wordless else None), str)
                 or len(content.get("body", "")) > MAX_BODY_CHARS):
             raise bad("message body missing or too long")
         mentions = content.get("mentions", [])
@@ -259,3 +313,44 @@ def check_federated_event(event: Any, *, signable: bytes | None = None) -> dict[
                 content.get("invite_id"), str):
             raise bad("uninvite needs invitee and invite_id")
     return event
+
+
+#: Types a delete leaves a tombstone of (a deleted message's edits go with it).
+TOMBSTONE_TYPES = ("message", "reaction", "edit")
+
+
+def tombstone_of(content: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``deleted`` part of a shown event's content, if it is a tombstone."""
+    deleted = content.get("deleted")
+    return deleted if isinstance(deleted, dict) else None
+
+
+def check_tombstone(event: Any) -> dict[str, Any] | None:
+    """A deleted event as its host serves it in a history page, if that is what this is.
+
+    A delete erases the words on every copy, signed copy included, so the
+    host serves such an event as a tombstone: no ``signatures``, its content
+    only ``{"deleted": {by, at, event_id}}`` (a reaction's or edit's also
+    ``relates_to``). It is taken on the host's word, which vouches for the
+    room's order: it carries no words to trust. Returns it, or None when it
+    is no tombstone (then it is an ordinary event, checked and verified).
+    """
+    if not isinstance(event, dict) or "signatures" in event:
+        return None
+    content = event.get("content")
+    if not isinstance(content, dict) or tombstone_of(content) is None:
+        return None
+    deleted = content["deleted"]
+    if (event.get("type") not in TOMBSTONE_TYPES or not is_uuid(event.get("event_id"))
+            or not isinstance(event.get("room_id"), str) or set(content) - {
+                "deleted", "relates_to"}
+            or not all(isinstance(event.get(f), str) and len(event[f]) <= MAX_FQID_CHARS
+                       for f in ("sender", "origin"))
+            or not isinstance(event.get("origin_ts"), int) or isinstance(event["origin_ts"], bool)
+            or not isinstance(deleted.get("by"), str) or len(deleted["by"]) > MAX_FQID_CHARS
+            or not isinstance(deleted.get("at"), int) or not is_uuid(deleted.get("event_id"))
+            or set(deleted) - {"by", "at", "event_id"}
+            or ("relates_to" in content and not is_uuid(content["relates_to"]))):
+        return None
+    return event
+

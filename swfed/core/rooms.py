@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 
 from swfed.core.errors import Conflict, FederationError, Forbidden, NotFound
-from swfed.core.events import HOST_SIGNED, message_mentions
+from swfed.core.events import CHANGES, HOST_SIGNED, message_mentions
 from swfed.core.ids import is_fqid, room_host
 from swfed.core.policy import Policy, decide_foreign_count, decide_room
 
@@ -89,6 +89,76 @@ def check_room_federates(room: Room, me: str) -> None:
 
 
 @attrs.frozen
+class Target:
+    """The event an edit or delete points at, as one copy holds it."""
+
+    type: str
+    sender: str
+    deleted: bool = False
+
+
+#: Why an edit or delete is refused (:func:`change_refusal`).
+NOT_FOUND, DELETED, NOT_ALLOWED = "not_found", "deleted", "not_allowed"
+
+
+def change_refusal(kind: str, actor: str, target: Target | None, room: Room,
+                   actor_is_admin: bool) -> str | None:
+    """May ``actor`` edit (``kind`` "edit") or delete ``target``? None if so, else why.
+
+    An edit: a message that is not deleted, by its sender only. A delete: a
+    message or reaction that is not deleted, by its sender, the room's
+    creator or a tenant admin of the room's host (``actor_is_admin``; a
+    member server takes the host's word for its own admins: a delete whose
+    sender is of the host's server). Answers :data:`NOT_FOUND`,
+    :data:`DELETED` or :data:`NOT_ALLOWED`.
+    """
+    if target is None or target.type not in (("message",) if kind == "edit"
+                                             else ("message", "reaction")):
+        return NOT_FOUND
+    if target.deleted:
+        return DELETED
+    if actor == target.sender:
+        return None
+    if kind == "delete" and (actor == room.creator or actor_is_admin):
+        return None
+    return NOT_ALLOWED
+
+
+def vouched_admin(room: Room, me: str, sender: str, local_admin: bool) -> bool:
+    """Is ``sender`` a tenant admin of the room's host, as far as this copy may say?
+
+    The host knows its own admins (``local_admin``); a member server takes
+    the host's word for a user of the host's own server and no other's.
+    """
+    if room.host == me:
+        return server_of(sender) == me and local_admin
+    return server_of(sender) == room.host
+
+
+def check_change(event: dict[str, Any], facts: Facts) -> None:
+    """An edit or delete a peer sent: may its sender make it? Raises SW_FED_NOT_ALLOWED.
+
+    Judged by every copy that holds the target (a member server too: no
+    host may relay an edit of someone else's message); one that does not
+    hold it cannot judge, and applies nothing (:func:`effects` waits for it).
+    """
+    room = facts.room
+    if event["type"] not in CHANGES or room is None or facts.target is None:
+        return
+    why = change_refusal(event["type"], event["sender"], facts.target, room,
+                         facts.sender_is_admin)
+    if why is not None:
+        target = relation_target(event)
+        raise FederationError(
+            f"{event['type']} {event['event_id']} by {event['sender']} of event {target}: "
+            + {NOT_FOUND: f"a {facts.target.type} event cannot be changed that way",
+               DELETED: "that event is deleted",
+               NOT_ALLOWED: "only its sender edits a message; only its sender, the room's "
+                            "creator or a tenant admin of its host deletes it"}[why],
+            code="SW_FED_NOT_ALLOWED", status=403)
+
+
+@attrs.frozen
 class Facts:
     """What :func:`admit` needs to know about the room, read before deciding.
 
@@ -111,6 +181,10 @@ class Facts:
     #: Whether the room holds the event a reply or reaction points at (its
     #: :func:`relation_target`); asked only where we host the room.
     target_held: bool = True
+    #: The event an edit or delete changes, as we hold it (None: not held).
+    target: Target | None = None
+    #: The sender of an edit or delete is a tenant admin of the room's host.
+    sender_is_admin: bool = False
 
 
 @attrs.frozen
@@ -221,6 +295,7 @@ def admit(event: dict[str, Any], facts: Facts) -> Admission:
     if event["type"] in HOST_SIGNED and (room.host == me or facts.request_origin != host):
         raise FederationError(f"only the room's host sends {event['type']} events",
                               code="SW_FED_NOT_HOST", status=403)
+    check_change(event, facts)
     if room.host != me:
         return Admission()
     current = facts.sender_membership
@@ -249,8 +324,10 @@ def admit(event: dict[str, Any], facts: Facts) -> Admission:
 
 
 def relation_target(event: dict[str, Any]) -> str | None:
-    """The event a reply (``in_reply_to``) or reaction (``relates_to``) points at."""
-    field = {"message": "in_reply_to", "reaction": "relates_to"}.get(event["type"])
+    """The event a reply (``in_reply_to``), reaction, edit or delete (``relates_to``)
+    points at."""
+    field = {"message": "in_reply_to", "reaction": "relates_to", "edit": "relates_to",
+             "delete": "relates_to"}.get(event["type"])
     target = event["content"].get(field) if field is not None else None
     return target if isinstance(target, str) else None
 
@@ -526,6 +603,39 @@ def check_set_federate(room: Room, actor: str, actor_is_admin: bool, federate: b
         decide_room(room.type, True)
 
 
+def check_local_change(kind: str, actor: str, target: Target | None, room: Room,
+                       actor_is_admin: bool, event_id: str) -> None:
+    """May a user of ours edit or delete ``target``? Raises SW_EVENT_NOT_FOUND,
+    SW_EVENT_DELETED, SW_NOT_SENDER (edit) or SW_NOT_ROOM_ADMIN (delete)."""
+    why = change_refusal(kind, actor, target, room, actor_is_admin)
+    if why == NOT_FOUND:
+        what = "message" if kind == "edit" else "message or reaction"
+        raise NotFound(f"no {what} {event_id} in this room", code="SW_EVENT_NOT_FOUND")
+    if why == DELETED:
+        raise Conflict(f"event {event_id} was deleted", code="SW_EVENT_DELETED")
+    if why == NOT_ALLOWED and kind == "edit":
+        raise Forbidden("only its sender can edit a message", code="SW_NOT_SENDER")
+    if why == NOT_ALLOWED:
+        raise Forbidden("only its sender, the room's creator or a tenant admin of the room's "
+                        "host can delete it", code="SW_NOT_ROOM_ADMIN")
+
+
+def check_typing(room: Room | None, me: str, origin: str, user: str, joined: bool) -> None:
+    """May ``origin`` tell us that ``user`` is typing in ``room``? Raises SW_FED_NOT_MEMBER.
+
+    Only for a joined member, in a room that federates here: to the host, a
+    server speaks only for its own users; a member server hears only its host
+    (which relays the others').
+    """
+    ok = (room is not None and joined and room.federate
+          and ((room.host == me and server_of(user) == origin)
+               or (room.host != me and origin == room.host)))
+    if not ok:
+        raise FederationError(f"{origin} may not say that {user} is typing in "
+                              f"{room.room_id if room else 'that room'}: not a joined member, "
+                              "or not its server", code="SW_FED_NOT_MEMBER", status=403)
+
+
 # -- routing -------------------------------------------------------------------------
 
 
@@ -602,7 +712,28 @@ class Notify:
     details: dict[str, Any] | None = None
 
 
-Effect = SetMembership | RecordInvite | CloseInvites | EndInvite | Notify
+@attrs.frozen
+class EditMessage:
+    """The message ``target`` shows ``body`` (and ``mentions``) from now on, edited ``at``."""
+
+    target: str
+    body: str
+    mentions: list[str]
+    at: int
+
+
+@attrs.frozen
+class DeleteEvent:
+    """The event ``target`` loses its content (and search entry, and mentions): a
+    tombstone of who deleted it and when stays."""
+
+    target: str
+    by: str
+    at: int
+
+
+Effect = (SetMembership | RecordInvite | CloseInvites | EndInvite | Notify | EditMessage
+          | DeleteEvent)
 
 #: An uninvite's ``reason`` when the inviter or a room admin cancelled it;
 #: otherwise the reason is the invitee's server's refusal code.
@@ -626,6 +757,8 @@ def effects(event: dict[str, Any], me: str, memberships: dict[str, str | None]) 
     content = event["content"]
     sender = event["sender"]
     out: list[Effect] = []
+    if "deleted" in content:
+        return out  # a tombstone (core.events.check_tombstone): nothing left to do
     if event["type"] == "invite":
         invitee = str(content["invitee"])
         if memberships.get(invitee) != "join":
@@ -653,6 +786,11 @@ def effects(event: dict[str, Any], me: str, memberships: dict[str, str | None]) 
                 "invite_id": content["invite_id"], "invitee": invitee,
                 "error": {"code": str(content.get("reason")),
                           "message": str(content.get("message", ""))[:500]}}))
+    elif event["type"] == "edit":
+        out.append(EditMessage(str(content["relates_to"]), str(content["body"]),
+                               message_mentions(content), int(event["origin_ts"])))
+    elif event["type"] == "delete":
+        out.append(DeleteEvent(str(content["relates_to"]), sender, int(event["origin_ts"])))
     elif event["type"] == "message":
         for fqid in message_mentions(content):
             if server_of(fqid) != me or fqid == sender or memberships.get(fqid) != "join":

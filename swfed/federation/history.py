@@ -3,7 +3,8 @@
 Used by the admin's backfill (older history, newest first) and by gap
 repair (what we missed since our synced mark, oldest first). An event
 that fails its checks is left out and counted; nothing unverified is
-stored.
+stored but a deleted event's tombstone (no words, its place in the host's
+order: core.events.check_tombstone).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import attrs
 
 from swfed.core.errors import FederationError
-from swfed.core.events import check_federated_event
+from swfed.core.events import check_federated_event, check_tombstone
 from swfed.core.rooms import unsigned_seq
 from swfed.core.signing import signable_or_none
 from swfed.storage.tenants import Tenant
@@ -49,8 +50,13 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
     checked: list[tuple[dict[str, Any], bytes | None]] = []
     refused: list[tuple[dict[str, Any], FederationError]] = []
     seqs: list[int | None] = []
+    tombstones: list[dict[str, Any]] = []
     for event in raw if isinstance(raw, list) else []:
         seqs.append(unsigned_seq(event))
+        if (check_tombstone(event) is not None and event["room_id"] == room_id
+                and unsigned_seq(event) is not None):
+            tombstones.append(event)  # a deleted event: on the host's word, no words in it
+            continue
         try:
             signable = signable_or_none(event)
             check_federated_event(event, signable=signable)
@@ -64,7 +70,7 @@ async def fetch(fed: Any, tenant: Tenant, host: str, room_id: str, *,
             refused.append((event if isinstance(event, dict) else {}, exc))
     # events we hold already are not checked again (storing them is a no-op)
     errors = await fed.verify_new_events(tenant, checked, via=host)
-    verified: list[dict[str, Any]] = []
+    verified: list[dict[str, Any]] = list(tombstones)
     for (event, _), error in zip(checked, errors, strict=True):
         if error is None:
             verified.append(event)

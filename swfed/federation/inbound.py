@@ -33,7 +33,7 @@ from swfed.core.canonical import decode_json_object
 from swfed.core.descriptor import DESCRIPTOR_PATH, FED_PREFIX, PROTOCOL_VERSIONS
 from swfed.core.errors import FederationError, NotFound, RemoteRefusal, SwfedError
 from swfed.core.events import check_federated_event
-from swfed.core.ids import LOCAL_ID_RE, Fqid, is_server_name, parse_participant
+from swfed.core.ids import LOCAL_ID_RE, Fqid, is_fqid, is_server_name, parse_participant
 from swfed.core.policy import backfill_limit, decide_peer
 from swfed.core.rooms import check_relay, check_third_party_room, server_of
 from swfed.core.signing import parse_auth_header, signable_or_none
@@ -515,3 +515,36 @@ async def backfill(room_id: str) -> dict[str, Any]:
     if nxt is not None:
         out["next"] = nxt
     return out
+
+
+@bp.post(FED_PREFIX + "/rooms/<room_id>/typing")
+async def typing(room_id: str) -> dict[str, Any]:
+    """A peer says one of the room's members is typing: best effort, never stored."""
+    from swfed.core.rooms import check_typing
+    from swfed.storage.reads import typing_audience_txn
+    from swfed.typing_signals import TYPING, local_audience, spread, targets
+
+    tenant, origin, body = await authenticated(with_body=True)
+    assert body is not None
+    st = state()
+    wait = TYPING.peers.check((tenant.tenant_id, origin), trio.current_time())
+    if wait > 0:
+        raise rate_limited("federation_typing", origin, f"too many typing signals from "
+                           f"{origin}", wait)
+    user, flag = body.get("user"), body.get("typing")
+    try:
+        if not isinstance(user, str) or not is_fqid(user) or not isinstance(flag, bool):
+            raise FederationError("typing needs user (a participant id) and typing (true "
+                                  "or false)", code="SW_FED_BAD_REQUEST", status=400)
+        room, joined = await read(typing_audience_txn, tenant, room_id, user)
+        check_typing(room, tenant.server_name, origin, user, room is not None)
+    except FederationError as exc:
+        raise await _refuse(tenant, origin, exc) from None
+    assert room is not None
+    me = tenant.server_name
+    TYPING.add(tenant.tenant_id, room_id, user, flag, st.clock(),
+               local_audience(joined, me, user))
+    st.notifier.wake({tenant.tenant_id})
+    await spread(st, tenant, room_id, user, flag, targets(room.host, me, joined, user, origin))
+    return {}
+

@@ -115,11 +115,19 @@ async def change(state: Any, tenant: Tenant, action: str, member: str, *,
 
 async def _verified(fed: Any, tenant: Tenant, room: Room, raw: Any,
                     seq: int) -> list[dict[str, Any]]:
-    """The state events of the host's answer that verify (the rest repair fetches later)."""
-    from swfed.core.events import check_federated_event
+    """The state events of the host's answer that verify (the rest repair fetches later),
+    and deleted events' tombstones (core.events.check_tombstone: no words, on the
+    host's word)."""
+    from swfed.core.events import check_federated_event, check_tombstone
 
     checked = []
+    tombstones = []
     for event in raw if isinstance(raw, list) else []:
+        if check_tombstone(event) is not None:
+            event_seq = unsigned_seq(event)
+            if event["room_id"] == room.room_id and event_seq is not None and event_seq <= seq:
+                tombstones.append(event)
+            continue
         try:
             check_federated_event(event)
         except FederationError:
@@ -128,4 +136,5 @@ async def _verified(fed: Any, tenant: Tenant, room: Room, raw: Any,
         if event["room_id"] == room.room_id and event_seq is not None and event_seq <= seq:
             checked.append((event, None))
     errors = await fed.verify_events(tenant, checked, via=room.host)
-    return [event for (event, _), error in zip(checked, errors, strict=True) if error is None]
+    return tombstones + [event for (event, _), error in zip(checked, errors, strict=True)
+                         if error is None]

@@ -201,15 +201,28 @@ def messages_page_txn(conn: Conn, tenant: Tenant, room_id: str, viewer: str,
     return events, nxt
 
 
+#: What a history page serves of an event: as signed, or a deleted one's tombstone
+#: (its signed copy is gone; core.events.check_tombstone).
+_SERVED = ("(signed IS NOT NULL OR content LIKE '{\"deleted\": %')")
+
+
+def _served(row: Row) -> dict[str, Any]:
+    if row["signed"] is not None:
+        return {**json.loads(row["signed"]), "unsigned": {"seq": row["seq"]}}
+    return {"event_id": row["event_id"], "room_id": row["room_id"], "type": row["type"],
+            "sender": row["sender"], "origin": row["origin"], "origin_ts": row["origin_ts"],
+            "content": json.loads(row["content"]), "unsigned": {"seq": row["seq"]}}
+
+
 def signed_page_txn(conn: Conn, tenant: Tenant, room_id: str,
                     before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
     """Signed history of a room, newest first, each with its ``unsigned.seq``."""
     rows = conn.execute(
-        "SELECT signed, seq FROM events WHERE tenant_id = ? AND room_id = ? AND seq < ?"
-        " AND signed IS NOT NULL AND status = 'sent' ORDER BY seq DESC LIMIT ?",
+        "SELECT * FROM events WHERE tenant_id = ? AND room_id = ? AND seq < ?"
+        f" AND {_SERVED} AND status = 'sent' ORDER BY seq DESC LIMIT ?",
         (tenant.tenant_id, room_id, min(before if before is not None else 2**62, PENDING_SEQ),
          limit + 1)).fetchall()
-    events = [{**json.loads(r["signed"]), "unsigned": {"seq": r["seq"]}} for r in rows[:limit]]
+    events = [_served(r) for r in rows[:limit]]
     nxt = rows[limit - 1]["seq"] if len(rows) > limit else None
     return events, nxt
 
@@ -218,10 +231,10 @@ def signed_after_txn(conn: Conn, tenant: Tenant, room_id: str, after: int,
                      limit: int) -> list[dict[str, Any]]:
     """Signed events of a room after seq ``after``, oldest first (gap repair)."""
     rows = conn.execute(
-        "SELECT signed, seq FROM events WHERE tenant_id = ? AND room_id = ? AND seq > ?"
-        " AND seq < ? AND signed IS NOT NULL AND status = 'sent' ORDER BY seq LIMIT ?",
+        "SELECT * FROM events WHERE tenant_id = ? AND room_id = ? AND seq > ?"
+        f" AND seq < ? AND {_SERVED} AND status = 'sent' ORDER BY seq LIMIT ?",
         (tenant.tenant_id, room_id, after, PENDING_SEQ, limit)).fetchall()
-    return [{**json.loads(r["signed"]), "unsigned": {"seq": r["seq"]}} for r in rows]
+    return [_served(r) for r in rows]
 
 
 def max_host_seq_txn(conn: Conn, tenant: Tenant, room_id: str) -> int:
@@ -240,3 +253,36 @@ def member_events_of_txn(conn: Conn, tenant: Tenant, room_id: str,
         " AND seq < ? AND status = 'sent' ORDER BY seq",
         (tenant.tenant_id, room_id, server, PENDING_SEQ)).fetchall()
     return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def change_target_txn(conn: Conn, tenant: Tenant, room_id: str,
+                      event_id: str) -> tuple[int, dict[str, Any]] | None:
+    """(rowid, the event as shown) of the event an edit or delete points at, if held."""
+    row = conn.execute("SELECT * FROM events WHERE tenant_id = ? AND room_id = ?"
+                       " AND event_id = ?", (tenant.tenant_id, room_id, event_id)).fetchone()
+    return None if row is None else (int(row["rowid_"]), event_json(row))
+
+
+def set_shown_txn(conn: Conn, tenant: Tenant, room_id: str, event_id: str,
+                  content: dict[str, Any], pos: int, *, drop_signed: bool = False) -> None:
+    """Replace what an event shows (an edit, a tombstone); it takes a new stream
+    position, so streams carry the change. ``drop_signed``: its signed copy goes too
+    (a delete: no copy keeps the words)."""
+    conn.execute("UPDATE events SET content = ?, pos = ?"
+                 + (", signed = NULL" if drop_signed else "")
+                 + " WHERE tenant_id = ? AND room_id = ? AND event_id = ?",
+                 (json.dumps(content, ensure_ascii=False), pos, tenant.tenant_id, room_id,
+                  event_id))
+
+
+def edits_of_txn(conn: Conn, tenant: Tenant, room_id: str,
+                 target: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event id, content) of every edit event of ``target`` here, in host order."""
+    out = []
+    for row in conn.execute("SELECT event_id, content FROM events WHERE tenant_id = ?"
+                            " AND room_id = ? AND type = 'edit' ORDER BY seq",
+                            (tenant.tenant_id, room_id)):
+        content = json.loads(row["content"])
+        if content.get("relates_to") == target:
+            out.append((str(row["event_id"]), content))
+    return out

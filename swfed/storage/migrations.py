@@ -507,6 +507,26 @@ CREATE INDEX invites_by_room ON invites(tenant_id, room_id, invitee, state);
 CREATE INDEX invites_by_id ON invites(tenant_id, invite_id, invitee);
 """
 
+# Read state on the server (issue 20): a read marker per user per room (the
+# host seq read up to; ``pos``: its stream position, so every device of the
+# user hears of it) and ``seen`` notifications (``seen_pos``: the stream
+# position the change took). Portable DDL: it runs unchanged on PostgreSQL.
+_V_READ_STATE = """
+CREATE TABLE read_markers (
+    tenant_id  INTEGER NOT NULL,
+    room_id    TEXT NOT NULL,
+    member     TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    pos        INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, room_id, member)
+);
+CREATE INDEX read_markers_by_pos ON read_markers(tenant_id, member, pos);
+ALTER TABLE notifications ADD COLUMN seen INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE notifications ADD COLUMN seen_pos INTEGER;
+CREATE INDEX notifications_by_seen ON notifications(tenant_id, local_id, seen_pos);
+"""
+
 #: (version, SQL script); versions are consecutive from 1.
 _V_MEDIA = """
 -- Files and images (issue 21). One row per media id a tenant knows: its own
@@ -555,6 +575,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (8, _V_OUTBOX_EVENTS),
     (9, _V_UNIQUE_SEQ),
     (10, _V_INVITES_BY_ROOM),
+    (11, _V_READ_STATE),
     (12, _V_MEDIA),
 ]
 

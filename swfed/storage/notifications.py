@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from swfed.core.ids import new_uuid
@@ -27,7 +28,7 @@ def add_notification_txn(conn: Conn, tenant: Tenant, local_id: str, type_: str,
 def notification_json(row: Row) -> dict[str, Any]:
     out: dict[str, Any] = {"notification_id": row["notification_id"], "type": row["type"],
                            "room_id": row["room_id"], "from": row["sender"],
-                           "created_at": row["created_at"]}
+                           "created_at": row["created_at"], "seen": bool(row["seen"])}
     if row["event_id"] is not None:
         out["event_id"] = row["event_id"]
     if row["invite_id"] is not None:
@@ -47,3 +48,32 @@ def notifications_txn(conn: Conn, tenant: Tenant, local_id: str,
     out = [notification_json(r) for r in rows[:limit]]
     nxt = rows[limit - 1]["pos"] if len(rows) > limit else None
     return out, nxt
+
+
+def drop_event_notifications_txn(conn: Conn, tenant: Tenant, room_id: str,
+                                 event_id: str) -> None:
+    """A deleted message mentions nobody any more: its mention notifications go."""
+    conn.execute("DELETE FROM notifications WHERE tenant_id = ? AND room_id = ?"
+                 " AND event_id = ? AND type = 'mention'", (tenant.tenant_id, room_id, event_id))
+
+
+def mark_seen_txn(conn: Conn, tenant: Tenant, local_id: str,
+                  notification_ids: list[str] | None, first_pos: Callable[[int], int]) -> int:
+    """Mark the user's notifications seen (these, or all); returns how many changed.
+
+    Each takes a new stream position (``seen_pos``, from ``first_pos(n)``: n
+    consecutive ones), so every device of the user hears of it.
+    """
+    rows = conn.execute("SELECT notification_id FROM notifications WHERE tenant_id = ?"
+                        " AND local_id = ? AND seen = 0 ORDER BY pos",
+                        (tenant.tenant_id, local_id)).fetchall()
+    wanted = None if notification_ids is None else set(notification_ids)
+    ids = [str(r[0]) for r in rows if wanted is None or r[0] in wanted]
+    if not ids:
+        return 0
+    pos = first_pos(len(ids))
+    conn.executemany("UPDATE notifications SET seen = 1, seen_pos = ? WHERE tenant_id = ?"
+                     " AND notification_id = ?",
+                     [(pos + i, tenant.tenant_id, nid) for i, nid in enumerate(ids)])
+    return len(ids)
+

@@ -27,11 +27,14 @@ from swfed.core import rooms as rules
 from swfed.core.delivery import OUT_OF_ORDER
 from swfed.core.errors import FederationError, NotFound, TooLarge
 from swfed.core.events import (
+    CHANGES,
     MAX_DISPLAY_NAME,
     MAX_EVENT_BYTES,
     MAX_INVITE_MEMBERS,
     MessageSpec,
     RoomSpec,
+    check_tombstone,
+    edit_content,
     event_size,
 )
 from swfed.core.ids import Fqid, new_room_id, new_uuid
@@ -47,8 +50,8 @@ from swfed.storage import rooms as rooms_db
 from swfed.storage.audit import accepted_audit_txn, audit_txn, reject_txn
 from swfed.storage.conn import Conn
 from swfed.storage.context import Ctx
-from swfed.storage.notifications import add_notification_txn
-from swfed.storage.search import index_bodies_txn
+from swfed.storage.notifications import add_notification_txn, drop_event_notifications_txn
+from swfed.storage.search import index_bodies_txn, unindex_body_txn
 from swfed.storage.stream import next_pos_txn, take_positions_txn
 from swfed.storage.tenants import Tenant, user_txn
 
@@ -130,6 +133,86 @@ def _apply(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any]) -> None:
             add_notification_txn(conn, ctx.tenant, effect.local_id, effect.type, effect.sender,
                                  ctx.now, next_pos_txn(conn, ctx.tenant), room_id=room.room_id,
                                  event_id=event["event_id"], details=effect.details)
+        elif isinstance(effect, rules.EditMessage | rules.DeleteEvent):
+            _change(conn, ctx, room, event, effect)
+
+
+def _history_change(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any]) -> None:
+    """History re-runs no effects (no notifications for old mentions), but an edit or
+    delete in it still changes its target: no copy keeps a deleted message's words."""
+    for effect in rules.effects(event, ctx.me, {}) if event["type"] in CHANGES else []:
+        if isinstance(effect, rules.EditMessage | rules.DeleteEvent):
+            _change(conn, ctx, room, event, effect)
+
+
+def _target(conn: Conn, ctx: Ctx, room_id: str,
+            event_id: str) -> tuple[int, dict[str, Any], rules.Target] | None:
+    """The event an edit or delete points at, with what the rules need to know of it."""
+    found = events_db.change_target_txn(conn, ctx.tenant, room_id, event_id)
+    if found is None or found[1]["status"] == "refused":
+        return None
+    rowid, shown = found
+    return rowid, shown, rules.Target(shown["type"], shown["sender"],
+                                      "deleted" in shown["content"])
+
+
+def _sender_is_admin(conn: Conn, ctx: Ctx, room: Room, sender: str) -> bool:
+    local = (rules.server_of(sender) == ctx.me
+             and (user := user_txn(conn, ctx.tenant, rules.local_part(sender))) is not None
+             and user.admin)
+    return rules.vouched_admin(room, ctx.me, sender, bool(local))
+
+
+def _older_edit(conn: Conn, ctx: Ctx, room: Room, shown: dict[str, Any],
+                edit: dict[str, Any]) -> bool:
+    """Is ``edit`` ordered before the edit the message shows now?"""
+    current = shown["content"].get("edit_id")
+    if not isinstance(current, str):
+        return False
+    now = events_db.event_in_room_txn(conn, ctx.tenant, room.room_id, current)
+    this = events_db.event_in_room_txn(conn, ctx.tenant, room.room_id, edit["event_id"])
+    return now is not None and this is not None and this["seq"] < now["seq"]
+
+
+def _change(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
+            effect: rules.EditMessage | rules.DeleteEvent) -> None:
+    """Apply an edit or delete to its target, if the rules let its sender (asked again
+    here: a copy that did not hold the target when the event came may hold it now)."""
+    found = _target(conn, ctx, room.room_id, effect.target)
+    kind = event["type"]
+    if found is None or rules.change_refusal(
+            kind, event["sender"], found[2], room,
+            _sender_is_admin(conn, ctx, room, event["sender"])) is not None:
+        return
+    rowid, shown, _ = found
+    if isinstance(effect, rules.EditMessage) and _older_edit(conn, ctx, room, shown, event):
+        return  # history brought an edit older than the one shown
+    pos = next_pos_txn(conn, ctx.tenant)
+    if isinstance(effect, rules.EditMessage):
+        content = {k: v for k, v in shown["content"].items() if k not in ("body", "mentions")}
+        content.update(body=effect.body, edited_at=effect.at, edit_id=event["event_id"])
+        if effect.mentions:
+            content["mentions"] = effect.mentions
+        events_db.set_shown_txn(conn, ctx.tenant, room.room_id, effect.target, content, pos)
+        unindex_body_txn(conn, rowid)
+        index_bodies_txn(conn, [(rowid, effect.body)])
+        return
+    tombstone: dict[str, Any] = {"deleted": {"by": effect.by, "at": effect.at,
+                                             "event_id": event["event_id"]}}
+    if shown["type"] == "reaction":
+        tombstone["relates_to"] = shown["content"].get("relates_to")
+    events_db.set_shown_txn(conn, ctx.tenant, room.room_id, effect.target, tombstone, pos,
+                            drop_signed=True)
+    unindex_body_txn(conn, rowid)
+    drop_event_notifications_txn(conn, ctx.tenant, room.room_id, effect.target)
+    # its files: collected once no other event names them (issue 21)
+    media_db.release_event_txn(conn, ctx.tenant, effect.target)
+    # the edit history goes with it: no copy keeps a word of it
+    for edit_id, _ in events_db.edits_of_txn(conn, ctx.tenant, room.room_id,
+                                                    effect.target):
+        events_db.set_shown_txn(conn, ctx.tenant, room.room_id, edit_id,
+                                {"deleted": tombstone["deleted"], "relates_to": effect.target},
+                                next_pos_txn(conn, ctx.tenant), drop_signed=True)
 
 
 def _route(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
@@ -166,7 +249,11 @@ def _take(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
         room = attrs.evolve(room, synced_seq=host_seq - 1)
     # the very next one (the usual case): applied now, the mark moves over it
     next_in_line = in_order and host_seq == room.synced_seq + 1
-    apply_now = not in_order or next_in_line
+    # our edit or delete in a room hosted elsewhere changes nothing until the host
+    # orders it (settle_txn): a refused one never did
+    ours_unordered = (room.host != ctx.me and host_seq is None
+                      and event["type"] in CHANGES)
+    apply_now = (not in_order or next_in_line) and not ours_unordered
     seq = _store(conn, ctx, room, event, signed, host_seq, applied=apply_now, new=new)
     assert seq is not None
     if apply_now:
@@ -285,6 +372,41 @@ def react_txn(conn: Conn, ctx: Ctx, room_id: str, sender: str, target: str,
     if earlier is not None:
         return earlier, False
     return emit_txn(conn, ctx, room, "reaction", sender, content), True
+
+
+def edit_txn(conn: Conn, ctx: Ctx, room_id: str, sender: str, target: str,
+             spec: MessageSpec) -> dict[str, Any]:
+    """Edit one's own message. Raises SW_ROOM_NOT_FOUND, SW_EVENT_NOT_FOUND,
+    SW_EVENT_DELETED, SW_NOT_SENDER."""
+    room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, sender)
+    found = _target(conn, ctx, room_id, target)
+    rules.check_local_change("edit", sender, found[2] if found else None, room, False, target)
+    return emit_txn(conn, ctx, room, "edit", sender, edit_content(target, spec))
+
+
+def delete_txn(conn: Conn, ctx: Ctx, room_id: str, actor: str, target: str,
+               actor_is_admin: bool) -> dict[str, Any]:
+    """Delete a message or reaction (its sender, the room's creator, a tenant admin of
+    the host). Raises SW_ROOM_NOT_FOUND, SW_EVENT_NOT_FOUND, SW_EVENT_DELETED,
+    SW_NOT_ROOM_ADMIN."""
+    room = rooms_db.joined_room_txn(conn, ctx.tenant, room_id, actor)
+    found = _target(conn, ctx, room_id, target)
+    rules.check_local_change("delete", actor, found[2] if found else None, room,
+                             rules.vouched_admin(room, ctx.me, actor, actor_is_admin), target)
+    return emit_txn(conn, ctx, room, "delete", actor, {"relates_to": target})
+
+
+def unreact_txn(conn: Conn, ctx: Ctx, room_id: str, sender: str, target: str,
+                key: str) -> dict[str, Any]:
+    """Take one's reaction ``key`` off a message: a delete of that reaction.
+    Raises SW_ROOM_NOT_FOUND, SW_EVENT_NOT_FOUND (no such reaction of yours)."""
+    rooms_db.joined_room_txn(conn, ctx.tenant, room_id, sender)
+    reaction = events_db.reaction_of_txn(conn, ctx.tenant, room_id, sender,
+                                         {"relates_to": target, "key": key})
+    if reaction is None or reaction["status"] == "refused":
+        raise NotFound(f"you have no reaction {key!r} on message {target}",
+                       code="SW_EVENT_NOT_FOUND")
+    return delete_txn(conn, ctx, room_id, sender, reaction["event_id"], False)
 
 
 def messages_page_txn(conn: Conn, tenant: Tenant, room_id: str, viewer: str,
@@ -544,11 +666,13 @@ def apply_membership_txn(conn: Conn, ctx: Ctx, signed: dict[str, Any],
         # past our mark are the gap: their effects (an invite of a user of ours, a
         # mention) are written in the host's order, before the join's and before
         # the member list taken as of ``seq``; only what precedes a new start is
-        # history, stored without effects.
+        # history, stored without effects (but its edits and deletes: _history_change).
         for event_seq, clean in _in_host_order(events):
             if event_seq < seq:
-                _store_unless_taken(conn, ctx, room, clean, event_seq,
-                                    applied=start is not None or event_seq <= room.synced_seq)
+                history = start is not None or event_seq <= room.synced_seq
+                if (_store_unless_taken(conn, ctx, room, clean, event_seq, applied=history)
+                        is None and history):
+                    _history_change(conn, ctx, room, clean)
         if start is None:
             room = attrs.evolve(room, synced_seq=_advance(conn, ctx, room))
     _store(conn, ctx, room, signed, signed, seq)
@@ -603,8 +727,9 @@ def settle_txn(conn: Conn, ctx: Ctx, room_id: str, event_id: str, *,
 def _store_unless_taken(conn: Conn, ctx: Ctx, room: Room, event: dict[str, Any],
                         seq: int, *, applied: bool = True) -> FederationError | None:
     """:func:`_store` host history; the refusal, if its seq names another event here."""
+    signed = None if check_tombstone(event) is not None else event
     try:
-        _store(conn, ctx, room, event, event, seq, applied=applied)
+        _store(conn, ctx, room, event, signed, seq, applied=applied)
     except FederationError as exc:
         return exc
     return None
@@ -671,6 +796,9 @@ def receive_event_txn(conn: Conn, ctx: Ctx, request_origin: str,
     # Only the host judges membership and counts (core.rooms.admit): a copy
     # hosted elsewhere takes what its host relays, so it reads neither.
     judged = room is not None and room.host == ctx.me
+    # an edit or delete is judged by every copy that holds its target
+    changed = (_target(conn, ctx, room_id, str(event["content"].get("relates_to")))
+               if event["type"] in CHANGES and room is not None else None)
     facts = rules.Facts(
         me=ctx.me, request_origin=request_origin, room=room, policy=ctx.tenant.policy,
         sender_membership=(members_db.membership_txn(conn, ctx.tenant, room_id,
@@ -680,7 +808,10 @@ def receive_event_txn(conn: Conn, ctx: Ctx, request_origin: str,
                         and user_txn(conn, ctx.tenant, rules.local_part(invitee)) is not None),
         known_invite_event=None if known is None else str(known["event_id"]),
         target_held=not judged or (target := rules.relation_target(event)) is None
-        or events_db.has_event_txn(conn, ctx.tenant, room_id, target))
+        or events_db.has_event_txn(conn, ctx.tenant, room_id, target),
+        target=changed[2] if changed is not None else None,
+        sender_is_admin=(room is not None and event["type"] in CHANGES
+                         and _sender_is_admin(conn, ctx, room, event["sender"])))
     admission = rules.admit(event, facts)
     if admission.new_room is not None:
         rooms_db.insert_room_txn(conn, ctx.tenant,
@@ -877,6 +1008,7 @@ def store_backfilled_txn(conn: Conn, ctx: Ctx, room_id: str,
         if events_db.has_event_txn(conn, ctx.tenant, room_id, signed["event_id"]):
             continue
         if _store_unless_taken(conn, ctx, room, signed, seq) is None:
+            _history_change(conn, ctx, room, signed)
             stored += 1
     return stored
 

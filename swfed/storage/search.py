@@ -43,3 +43,8 @@ def search_txn(conn: Conn, tenant: Tenant, viewer: str, q: str,
         f" WHERE events_fts MATCH ? AND e.tenant_id = ? AND {VISIBLE} ORDER BY f.rank LIMIT ?",
         (viewer, fts_query(q), tenant.tenant_id, viewer, limit)).fetchall()
     return [event_json(r) for r in rows]
+
+
+def unindex_body_txn(conn: Conn, rowid: int) -> None:
+    """The event's body is no longer findable (deleted, or replaced by an edit)."""
+    conn.execute("DELETE FROM events_fts WHERE rowid = ?", (rowid,))

@@ -27,7 +27,9 @@ def stream_txn(conn: Conn, tenant: Tenant, local_id: str, after: int,
                limit: int) -> list[tuple[int, str, dict[str, Any]]]:
     """Everything for one user after stream position ``after``, in order.
 
-    Returns (pos, kind, payload) with kind ``event`` or ``notification``.
+    Returns (pos, kind, payload) with kind ``event``, ``notification`` (again, under
+    its ``seen_pos``, once seen) or ``read`` (the user's read marker of a room moved:
+    ``{room_id, read_seq}``).
     Each kind is read up to ``limit`` and the merge cut to ``limit``: if an
     item at or below the last returned position were missing, its kind's
     list would be full with items all below it, and then the merge would
@@ -47,8 +49,17 @@ def stream_txn(conn: Conn, tenant: Tenant, local_id: str, after: int,
     notes = conn.execute(
         "SELECT * FROM notifications WHERE tenant_id = ? AND local_id = ? AND pos > ?"
         " ORDER BY pos LIMIT ?", (tenant.tenant_id, local_id, after, limit)).fetchall()
+    seen = conn.execute(
+        "SELECT * FROM notifications WHERE tenant_id = ? AND local_id = ? AND seen_pos > ?"
+        " ORDER BY seen_pos LIMIT ?", (tenant.tenant_id, local_id, after, limit)).fetchall()
+    reads = conn.execute(
+        "SELECT room_id, seq, pos FROM read_markers WHERE tenant_id = ? AND member = ?"
+        " AND pos > ? ORDER BY pos LIMIT ?", (tenant.tenant_id, fqid, after, limit)).fetchall()
     merged = [(r["pos"], "event", event_json(r)) for r in events]
     merged += [(r["pos"], "notification", notification_json(r)) for r in notes]
+    merged += [(r["seen_pos"], "notification", notification_json(r)) for r in seen]
+    merged += [(r["pos"], "read", {"room_id": r["room_id"], "read_seq": int(r["seq"])})
+               for r in reads]
     merged.sort(key=lambda item: item[0])
     return merged[:limit]
 

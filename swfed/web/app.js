@@ -105,6 +105,9 @@
     members: [],
     notifications: [], // newest first
     replyTo: null,
+    editing: null, // the message of mine the composer edits
+    typing: new Map(), // room_id -> user -> until (ms): who is typing
+    typingSent: null, // {room, at}: my last typing signal
     view: 'none', // room | admin | none
     es: null,
     live: false,
@@ -112,6 +115,7 @@
     lastStreamId: null,
     retryMs: 1000,
     counted: new Set(), // event ids already counted as unread
+    notified: new Set(), // event ids already counted for the title and the desktop
     nodes: new Map(), // event_id -> {sig, node}: the open room's rendered events
   };
 
@@ -212,7 +216,7 @@
             h('span', { class: 'muted', id: 'me-id' }, S.me.fqid)),
           h('div', { class: 'tools' },
             h('button', { id: 'bell', class: 'icon', title: 'Notifications', 'aria-label': 'Notifications',
-              onclick: showNotifications }, '🔔', h('span', { id: 'bell-count', class: 'count', hidden: true })),
+              onclick: () => { askNotifyPermission(); showNotifications(); } }, '🔔', h('span', { id: 'bell-count', class: 'count', hidden: true })),
             S.me.admin ? h('button', { id: 'admin-button', class: 'icon', title: 'Federation admin',
               'aria-label': 'Federation admin', onclick: () => showAdmin('peers') }, '⚙') : null,
             h('button', { id: 'logout', class: 'icon', title: 'Sign out', 'aria-label': 'Sign out',
@@ -253,25 +257,14 @@
     for (const room of data.data) {
       seen.add(room.room_id);
       const entry = S.rooms.get(room.room_id);
-      if (entry) entry.room = room;
-      else S.rooms.set(room.room_id, { room, unread: 0, counted: false });
+      // the server keeps read state (every device of mine agrees): one request, no more
+      const fromServer = { unread: room.unread || 0, mentions: room.mentions || 0 };
+      if (entry) Object.assign(entry, { room }, fromServer);
+      else S.rooms.set(room.room_id, { room, ...fromServer });
     }
     for (const id of [...S.rooms.keys()]) if (!seen.has(id)) S.rooms.delete(id);
     renderRooms();
     if (S.current && S.rooms.has(S.current)) renderRoomHead();
-    await Promise.all([...S.rooms.values()].filter((e) => !e.counted).map(countUnread));
-    renderRooms();
-  }
-
-  async function countUnread(entry) {
-    entry.counted = true;
-    const read = store.get('read:' + entry.room.room_id, 0);
-    try {
-      const page = await api('GET', `/v1/rooms/${enc(entry.room.room_id)}/messages?limit=50`);
-      if (entry.room.room_id === S.current) return;
-      entry.unread = page.data.filter((e) => e.type === 'message' && e.sender !== S.me.fqid
-        && (e.seq || 0) > read).length;
-    } catch (e) { /* shown when opened */ }
   }
 
   /** A DM made by the server is named "@a:x & @b:y": show the other person. */
@@ -292,14 +285,18 @@
     const rooms = $('#room-list');
     const dms = $('#dm-list');
     if (!rooms) return;
-    const items = [...S.rooms.values()].sort((a, b) => roomLabel(a.room).localeCompare(roomLabel(b.room)));
-    const li = ({ room, unread }) => h('li', {},
+    // most recent activity first (then by name)
+    const items = [...S.rooms.values()].sort((a, b) => ((b.room.last_activity || 0) - (a.room.last_activity || 0))
+      || roomLabel(a.room).localeCompare(roomLabel(b.room)));
+    renderTitle();
+    const li = ({ room, unread, mentions }) => h('li', {},
       h('button', { class: cls('room-item', room.room_id === S.current && S.view === 'room' && 'active',
         unread && 'unread'), dataset: { roomId: room.room_id },
         'aria-current': room.room_id === S.current ? 'true' : null,
         onclick: () => openRoom(room.room_id) },
         h('span', { class: 'name' }, txt(roomLabel(room))),
         room.federated ? h('span', { class: 'globe', title: 'federated: members of other servers' }, '🌐') : null,
+        mentions ? h('span', { class: 'count mention-badge', 'aria-label': mentions + ' mentions' }, '@' + mentions) : null,
         unread ? h('span', { class: 'count', 'aria-label': unread + ' unread' }, unread >= 50 ? '50+' : String(unread)) : null));
     rooms.replaceChildren(...items.filter((e) => e.room.type !== 'dm').map(li));
     dms.replaceChildren(...items.filter((e) => e.room.type === 'dm').map(li));
@@ -308,12 +305,25 @@
   }
 
   function markRead() {
-    if (!S.current) return;
-    let max = store.get('read:' + S.current, 0);
-    for (const e of S.events.values()) if ((e.seq || 0) > max) max = e.seq;
-    store.set('read:' + S.current, max);
+    if (!S.current || document.visibilityState === 'hidden') return; // a hidden tab reads nothing
     const entry = S.rooms.get(S.current);
-    if (entry && entry.unread) { entry.unread = 0; renderRooms(); }
+    if (!entry) return;
+    let max = entry.room.read_seq || 0;
+    for (const e of S.events.values()) if (e.status === 'sent' && (e.seq || 0) > max) max = e.seq;
+    if (entry.unread || entry.mentions) { entry.unread = 0; entry.mentions = 0; renderRooms(); }
+    if (max > (entry.room.read_seq || 0)) {
+      entry.room.read_seq = max;
+      const roomId = S.current;
+      api('POST', `/v1/rooms/${enc(roomId)}/read`, { seq: max }).catch(() => {});
+    }
+  }
+
+  /** My read marker moved (on this device or another): the counts follow. */
+  function onRead(r) {
+    const entry = S.rooms.get(r.room_id);
+    if (!entry || (entry.room.read_seq || 0) >= r.read_seq) return;
+    entry.room.read_seq = r.read_seq;
+    loadRooms().catch(() => {});
   }
 
   async function openRoom(roomId, focusEvent) {
@@ -345,10 +355,11 @@
     $('#main').replaceChildren(
       h('header', { id: 'room-head', class: 'room-head' }),
       h('div', { id: 'timeline', class: 'timeline', tabindex: '0', 'aria-label': 'Messages',
-        onscroll: onTimelineScroll },
+        onscroll: onTimelineScroll, onkeydown: onTimelineKey },
         h('button', { id: 'load-older', class: 'link', onclick: () => loadOlder(false) }, 'Load older messages'),
         h('ol', { id: 'events', 'aria-label': 'Messages' })),
       h('div', { id: 'announce', class: 'sr-only', role: 'status', 'aria-live': 'polite' }),
+      h('div', { id: 'typing', class: 'typing muted', 'aria-live': 'polite' }),
       h('div', { id: 'reply-bar', class: 'reply-bar', hidden: true }),
       h('form', { id: 'composer', class: 'composer', onsubmit: (ev) => { ev.preventDefault(); send(); } },
         h('ul', { id: 'complete', class: 'complete', role: 'listbox', hidden: true }),
@@ -483,6 +494,7 @@
     for (const e of events) {
       if (e.type !== 'reaction' || e.status === 'refused') continue;
       const c = e.content || {};
+      if (c.deleted || typeof c.key !== 'string') continue; // taken off
       if (!reactions.has(c.relates_to)) reactions.set(c.relates_to, new Map());
       const keys = reactions.get(c.relates_to);
       if (!keys.has(c.key)) keys.set(c.key, []);
@@ -521,10 +533,8 @@
     if (atBottom) tl.scrollTop = tl.scrollHeight;
   }
 
-  function renderBody(body, mentions, senderServer) {
-    const out = h('div', { class: 'body', dir: 'auto' });
-    const text = String(body ?? '');
-    const set = new Set(mentions || []);
+  /** Plain text with its mentions marked, appended to ``out`` as text nodes. */
+  function appendMentions(out, text, set, senderServer) {
     let last = 0;
     for (const m of text.matchAll(MENTION_RE)) {
       let tok = m[0];
@@ -536,11 +546,80 @@
       last = m.index + tok.length;
     }
     out.append(text.slice(last));
+  }
+
+  // Inline formatting: `code`, **bold**, *italic* / _italic_, and links. Every piece
+  // is a text node inside an element we make: never HTML from a body.
+  const INLINE_RE = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|(\*[^*\s][^*\n]*\*|\b_[^_\s][^_\n]*_\b)|((?:https?:\/\/|mailto:)[^\s<>"]+)/gi;
+  /** Only these schemes become links; anything else stays text. */
+  function safeHref(raw) {
+    const url = raw.replace(/[.,;:!?)\]'"]+$/, '');
+    try {
+      const u = new URL(url);
+      if (!['http:', 'https:', 'mailto:'].includes(u.protocol)) return null;
+      return { url, href: u.href };
+    } catch (e) { return null; }
+  }
+
+  function appendInline(out, text, set, senderServer) {
+    let last = 0;
+    for (const m of text.matchAll(INLINE_RE)) {
+      const [tok, code, bold, italic, link] = m;
+      let used = tok;
+      let node = null;
+      if (code) node = h('code', {}, tok.slice(1, -1));
+      else if (bold) { node = h('strong', {}); appendMentions(node, tok.slice(2, -2), set, senderServer); }
+      else if (italic) { node = h('em', {}); appendMentions(node, tok.slice(1, -1), set, senderServer); }
+      else if (link) {
+        const safe = safeHref(tok);
+        if (!safe) continue;
+        used = safe.url;
+        node = h('a', { href: safe.href, target: '_blank', rel: 'noopener noreferrer' }, used);
+      }
+      appendMentions(out, text.slice(last, m.index), set, senderServer);
+      out.append(node);
+      last = m.index + used.length;
+    }
+    appendMentions(out, text.slice(last), set, senderServer);
+  }
+
+  /** A body, formatted: ``` code blocks, > quotes, inline formatting; text nodes only. */
+  function renderBody(body, mentions, senderServer) {
+    const out = h('div', { class: 'body', dir: 'auto' });
+    const text = String(body ?? '');
+    const set = new Set(mentions || []);
+    const parts = text.split(/```/);
+    parts.forEach((part, i) => {
+      if (i % 2 === 1 && i < parts.length - 1) {
+        out.append(h('pre', { class: 'code' }, h('code', {}, part.replace(/^\n/, ''))));
+        return;
+      }
+      const chunk = i % 2 === 1 ? '```' + part : part;
+      const lines = chunk.split('\n');
+      let quote = null;
+      lines.forEach((line, j) => {
+        if (/^> ?/.test(line)) {
+          if (!quote) { quote = h('blockquote', {}); out.append(quote); } else quote.append('\n');
+          appendInline(quote, line.replace(/^> ?/, ''), set, senderServer);
+          return;
+        }
+        quote = null;
+        appendInline(out, line, set, senderServer);
+        if (j < lines.length - 1) out.append('\n');
+      });
+    });
     return out;
   }
 
   function renderEvent(e, reactions) {
     const c = e.content || {};
+    if (e.type === 'message' && c.deleted) {
+      return h('li', { class: 'msg deleted', id: 'ev-' + e.event_id, dataset: { eventId: e.event_id }, tabindex: '-1' },
+        h('div', { class: 'line' }, h('span', { class: 'sender', title: e.sender }, txt(nameOf(e.sender))),
+          h('time', { class: 'muted', datetime: new Date(e.origin_ts || 0).toISOString() }, fmtTime(e.origin_ts))),
+        h('div', { class: 'body muted tombstone' }, '🗑 message deleted',
+          c.deleted.by && c.deleted.by !== e.sender ? [' by ', txt(nameOf(c.deleted.by))] : null));
+    }
     if (e.type === 'message') {
       const mine = e.sender === S.me.fqid;
       const mentionsMe = Array.isArray(c.mentions) && c.mentions.includes(S.me.fqid);
@@ -557,10 +636,12 @@
         item.append(h('button', { class: 'reply-quote', type: 'button', dataset: { target: c.in_reply_to },
           onclick: () => jumpTo(c.in_reply_to) },
         '↪ ', target ? [h('strong', {}, txt(nameOf(target.sender))), ': ',
-          txt(String((target.content || {}).body ?? '').slice(0, 140))]
+          (target.content || {}).deleted ? h('em', {}, 'deleted message')
+            : txt(String((target.content || {}).body ?? '').slice(0, 140))]
           : 'a message further back'));
       }
       item.append(renderBody(c.body, c.mentions, serverOf(e.sender)));
+      if (c.edited_at) item.append(h('span', { class: 'edited muted', title: 'edited ' + fmtTime(c.edited_at) }, '(edited)'));
       const files = window.SwfedMedia.render(c.attachments); // media.js
       if (files) item.append(files);
       if (status === 'pending') item.append(h('div', { class: 'status' }, '⏱ sending…'));
@@ -573,12 +654,16 @@
         item.append(h('div', { class: 'reactions' }, [...reactions.entries()].map(([key, who]) =>
           h('button', { class: cls('reaction', who.includes(S.me.fqid) && 'mine'), type: 'button',
             dataset: { key }, title: who.map(showId).join(', '),
-            onclick: () => react(e.event_id, key) }, txt(key), ' ', h('span', { class: 'n' }, String(who.length))))));
+            'aria-pressed': who.includes(S.me.fqid) ? 'true' : 'false',
+            onclick: () => (who.includes(S.me.fqid) ? unreact(e.event_id, key) : react(e.event_id, key)) },
+          txt(key), ' ', h('span', { class: 'n' }, String(who.length))))));
       }
       item.append(h('div', { class: 'actions' },
         h('button', { class: 'reply-button', type: 'button', onclick: () => setReply(e) }, 'Reply'),
         h('button', { class: 'react-button', type: 'button', 'aria-haspopup': 'true',
-          onclick: (ev) => reactPicker(ev.currentTarget, e) }, 'React')));
+          onclick: (ev) => reactPicker(ev.currentTarget, e) }, 'React'),
+        mine && status !== 'refused' ? h('button', { class: 'edit-button', type: 'button', onclick: () => startEdit(e) }, 'Edit') : null,
+        mine || S.me.admin ? h('button', { class: 'delete-button', type: 'button', onclick: () => deleteMessage(e) }, 'Delete') : null));
       return item;
     }
     if (e.type === 'member' || e.type === 'invite') {
@@ -592,8 +677,25 @@
       return h('li', { class: 'sys', id: 'ev-' + e.event_id, dataset: { eventId: e.event_id } }, what,
         h('time', { class: 'muted' }, ' · ', fmtTime(e.origin_ts)));
     }
-    if (e.type === 'reaction') return null;
+    if (e.type === 'reaction' || e.type === 'edit' || e.type === 'delete') return null;
     return h('li', { class: 'sys' }, txt(e.type), ' event from ', txt(showId(e.sender)));
+  }
+
+  /** ↑/↓ move through the timeline's messages (then Tab reaches a message's actions);
+   * Home/End go to the first and last. */
+  function onTimelineKey(ev) {
+    if (!['ArrowUp', 'ArrowDown', 'Home', 'End'].includes(ev.key)) return;
+    if (ev.target.closest && ev.target.closest('.actions, .picker, .reactions')) return;
+    const items = [...document.querySelectorAll('#events li[tabindex]')];
+    if (!items.length) return;
+    const at = items.indexOf(ev.target.closest ? ev.target.closest('li[tabindex]') : null);
+    let next;
+    if (ev.key === 'Home') next = 0;
+    else if (ev.key === 'End') next = items.length - 1;
+    else if (at < 0) next = ev.key === 'ArrowUp' ? items.length - 1 : 0;
+    else next = Math.min(items.length - 1, Math.max(0, at + (ev.key === 'ArrowUp' ? -1 : 1)));
+    ev.preventDefault();
+    items[next].focus();
   }
 
   async function jumpTo(eventId) {
@@ -636,6 +738,24 @@
     const body = input.value.trim();
     const errEl = $('#composer-error');
     if (!body) return;
+    if (S.editing) {
+      const target = S.editing;
+      const edit = { body };
+      const ms = mentionsIn(body);
+      if (ms.length) edit.mentions = ms;
+      $('#send').disabled = true;
+      try {
+        await api('PATCH', `/v1/rooms/${enc(S.current)}/messages/${enc(target.event_id)}`, edit);
+        cancelEdit();
+        errEl.textContent = '';
+      } catch (e) {
+        errEl.textContent = 'Not edited: ' + errText(e);
+      } finally {
+        $('#send').disabled = false;
+        input.focus();
+      }
+      return;
+    }
     const payload = { body };
     if (S.replyTo) payload.in_reply_to = S.replyTo.event_id;
     const mentions = mentionsIn(body);
@@ -643,6 +763,7 @@
     $('#send').disabled = true;
     try {
       const r = await api('POST', `/v1/rooms/${enc(S.current)}/messages`, payload);
+      sendTyping(false);
       input.value = '';
       autosize(input);
       clearReply();
@@ -667,6 +788,102 @@
     try {
       await api('POST', `/v1/rooms/${enc(S.current)}/messages/${enc(eventId)}/reactions`, { key });
     } catch (e) { toast('Reaction not sent: ' + errText(e)); }
+  }
+
+  async function unreact(eventId, key) {
+    try {
+      await api('DELETE', `/v1/rooms/${enc(S.current)}/messages/${enc(eventId)}/reactions/${enc(key)}`);
+    } catch (e) { toast('Reaction not taken off: ' + errText(e)); }
+  }
+
+  /** Edit: the composer takes the message's body; Enter saves, Esc cancels. */
+  function startEdit(e) {
+    clearReply();
+    S.editing = e;
+    const input = $('#composer-input');
+    input.value = String((e.content || {}).body ?? '');
+    autosize(input);
+    const bar = $('#reply-bar');
+    bar.hidden = false;
+    bar.replaceChildren(h('span', {}, 'Editing your message'),
+      h('button', { class: 'icon', type: 'button', 'aria-label': 'Cancel edit', onclick: cancelEdit }, '✕'));
+    input.focus();
+  }
+
+  function cancelEdit() {
+    S.editing = null;
+    const input = $('#composer-input');
+    input.value = '';
+    autosize(input);
+    clearReply();
+  }
+
+  async function deleteMessage(e) {
+    if (!window.confirm('Delete this message for everyone in the room?')) return;
+    try {
+      await api('DELETE', `/v1/rooms/${enc(S.current)}/messages/${enc(e.event_id)}`);
+    } catch (err) { toast('Not deleted: ' + errText(err)); }
+  }
+
+  /** My newest message in the open room that can still be edited (↑ in an empty composer). */
+  function lastOwnMessage() {
+    const mine = sortedEvents().filter((e) => e.type === 'message' && e.sender === S.me.fqid
+      && e.status !== 'refused' && !(e.content || {}).deleted);
+    return mine.length ? mine[mine.length - 1] : null;
+  }
+
+  /** Tell the room I am typing: at most every 4 s while I type, and once when I stop. */
+  function sendTyping(typing) {
+    const now = Date.now();
+    if (typing && S.typingSent && S.typingSent.room === S.current && now - S.typingSent.at < 4000) return;
+    if (!typing && !(S.typingSent && S.typingSent.room === S.current)) return;
+    S.typingSent = typing ? { room: S.current, at: now } : null;
+    api('POST', `/v1/rooms/${enc(S.current)}/typing`, { typing }).catch(() => {});
+  }
+
+  function onTyping(t) {
+    const room = S.typing.get(t.room_id) || new Map();
+    if (t.typing) room.set(t.user, t.until); else room.delete(t.user);
+    S.typing.set(t.room_id, room);
+    renderTyping();
+    if (t.typing) setTimeout(renderTyping, Math.max(0, t.until - Date.now()) + 100);
+  }
+
+  function renderTyping() {
+    const el = $('#typing');
+    if (!el) return;
+    const now = Date.now();
+    const who = [...(S.typing.get(S.current) || new Map()).entries()]
+      .filter(([, until]) => until > now).map(([user]) => nameOf(user));
+    el.replaceChildren(...(who.length ? [txt(who.slice(0, 3).join(', ')),
+      who.length === 1 ? ' is typing…' : ' are typing…'] : []));
+  }
+
+  /** "(3) swfed": unread mentions and direct messages while I look elsewhere. */
+  function renderTitle() {
+    let n = 0;
+    for (const e of S.rooms.values()) n += (e.mentions || 0) + (e.room.type === 'dm' ? e.unread || 0 : 0);
+    document.title = n ? `(${n}) swfed` : 'swfed';
+  }
+
+  /** A desktop notification for a mention or a DM, when the tab is hidden (permission
+   * is asked on a click: the bell). */
+  function desktopNotify(e, entry) {
+    const c = e.content || {};
+    const mentionsMe = Array.isArray(c.mentions) && c.mentions.includes(S.me.fqid);
+    if (document.visibilityState !== 'hidden' || !(mentionsMe || entry.room.type === 'dm')) return;
+    if (!('Notification' in window) || Notification.permission !== 'granted') return;
+    try {
+      const note = new Notification(nameOf(e.sender) + ' · ' + roomLabel(entry.room),
+        { body: String(c.body ?? '').slice(0, 200), tag: e.event_id });
+      note.onclick = () => { window.focus(); openRoom(e.room_id, e.event_id); };
+    } catch (err) { /* not allowed here */ }
+  }
+
+  function askNotifyPermission() {
+    if ('Notification' in window && Notification.permission === 'default') {
+      Notification.requestPermission().catch(() => {});
+    }
   }
 
   const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢', '👀', '✅'];
@@ -700,6 +917,7 @@
   function onComposerInput(ev) {
     const ta = ev.target;
     autosize(ta);
+    sendTyping(Boolean(ta.value.trim()));
     const list = $('#complete');
     const at = mentionAtCaret(ta);
     if (!at) { list.hidden = true; return; }
@@ -748,8 +966,13 @@
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       send();
+    } else if (ev.key === 'Escape' && S.editing) {
+      cancelEdit();
     } else if (ev.key === 'Escape' && S.replyTo) {
       clearReply();
+    } else if (ev.key === 'ArrowUp' && !ev.currentTarget.value && !S.editing) {
+      const last = lastOwnMessage();
+      if (last) { ev.preventDefault(); startEdit(last); }
     }
   }
 
@@ -829,6 +1052,8 @@
       const track = (m) => { if (m.lastEventId) S.lastStreamId = m.lastEventId; };
       es.addEventListener('event', (m) => { track(m); onStreamEvent(JSON.parse(m.data)); });
       es.addEventListener('notification', (m) => { track(m); onNotification(JSON.parse(m.data)); });
+      es.addEventListener('read', (m) => { track(m); onRead(JSON.parse(m.data)); });
+      es.addEventListener('typing', (m) => onTyping(JSON.parse(m.data)));
     });
   }
 
@@ -854,6 +1079,21 @@
     if (!entry || e.type === 'member' || e.type === 'invite') {
       loadRooms().catch(() => {});
     }
+    const c = e.content || {};
+    if (entry && e.type === 'message' && e.sender !== S.me.fqid && !c.deleted && !c.edited_at
+        && e.status !== 'refused' && !S.notified.has(e.event_id)) {
+      // a new message of someone else's: the room moves up; a mention or a DM while
+      // I look elsewhere counts in the title and on the desktop
+      S.notified.add(e.event_id);
+      entry.room.last_activity = Math.max(entry.room.last_activity || 0, e.origin_ts || 0);
+      const away = e.room_id !== S.current || document.visibilityState === 'hidden';
+      if (away && Array.isArray(c.mentions) && c.mentions.includes(S.me.fqid)) {
+        entry.mentions = (entry.mentions || 0) + 1;
+      }
+      if (away && e.room_id === S.current && entry.room.type === 'dm') entry.unread = (entry.unread || 0) + 1;
+      if (away) desktopNotify(e, entry);
+      renderRooms();
+    }
     if (e.room_id === S.current && S.view === 'room') {
       const isNew = !S.events.has(e.event_id);
       upsertEvent(e);
@@ -868,8 +1108,9 @@
       }
     } else if (entry && e.type === 'message' && e.sender !== S.me.fqid) {
       // a changed event (same event_id, new status) is not a new unread message
-      const read = store.get('read:' + e.room_id, 0);
-      if ((e.seq || Infinity) > read && !S.counted.has(e.event_id)) {
+      const read = entry.room.read_seq || 0;
+      if (!(e.content || {}).deleted && !(e.content || {}).edited_at
+          && (e.seq || Infinity) > read && !S.counted.has(e.event_id)) {
         S.counted.add(e.event_id);
         entry.unread += 1;
         renderRooms();
@@ -886,14 +1127,20 @@
   }
 
   function onNotification(n) {
-    if (!S.notifications.some((x) => x.notification_id === n.notification_id)) S.notifications.unshift(n);
+    const at = S.notifications.findIndex((x) => x.notification_id === n.notification_id);
+    if (at >= 0) {
+      // again, once seen (here or on another device): only the bell changes
+      S.notifications[at] = n;
+      renderBell();
+      return;
+    }
+    S.notifications.unshift(n);
     renderBell();
     if ($('#dialog').open && $('#dialog').dataset.kind === 'notifications') renderNotifications();
   }
 
   function unseenCount() {
-    const seen = store.get('notifications-seen', 0);
-    return S.notifications.filter((n) => (n.created_at || 0) > seen).length;
+    return S.notifications.filter((n) => !n.seen).length;
   }
 
   function renderBell() {
@@ -908,8 +1155,11 @@
   function showNotifications() {
     openDialog('Notifications', h('ul', { id: 'notification-list', class: 'notifications' }), 'notifications');
     renderNotifications();
-    const newest = S.notifications.reduce((m, n) => Math.max(m, n.created_at || 0), 0);
-    store.set('notifications-seen', Math.max(newest, store.get('notifications-seen', 0)));
+    // seen on the server: every device of mine agrees
+    if (S.notifications.some((n) => !n.seen)) {
+      for (const n of S.notifications) n.seen = true;
+      api('POST', '/v1/me/notifications/seen', {}).catch(() => {});
+    }
     renderBell();
   }
 
