@@ -39,6 +39,14 @@ def _db(config: Config) -> Any:
     from swfed.startup import check_data_dir
 
     check_data_dir(config)  # a ConfigError, exit 2, rather than SQLite's "unable to open"
+    if config.storage.backend == "postgresql":
+        from swfed.startup import check_storage
+        from swfed.storage import pg
+
+        check_storage(config)
+        conn = pg.open_direct(config.storage.url, db_path(config))
+        run_in_transaction(conn, tenants_db.ensure_default_tenant_txn, config.server.name, _now())
+        return conn
     conn = open_direct(db_path(config), synchronous=config.storage.synchronous,
                        busy_timeout_ms=config.storage.busy_timeout_ms)
     run_in_transaction(conn, tenants_db.ensure_default_tenant_txn, config.server.name, _now())
@@ -164,6 +172,10 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
 
     source = db_path(config)
     target = Path(args.path).resolve()
+    if config.storage.backend == "postgresql":
+        raise SwfedError("swfed admin backup copies the SQLite file; this server runs on "
+                         "PostgreSQL: back it up with pg_dump (or base backups and WAL "
+                         "archiving)", code="SW_BACKUP_UNSUPPORTED")
     if not source.exists():
         raise SwfedError(f"no database at {source}: start the server once or check data_dir",
                          code="SW_NO_DATABASE")

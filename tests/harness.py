@@ -24,6 +24,8 @@ from typing import Any
 
 import trio
 
+from tests import pg
+
 START_TIMEOUT = 30.0
 
 
@@ -80,6 +82,8 @@ class ServerProcess:
             },
             "storage": {"synchronous": "FULL"},
         }
+        if pg.on_pg():  # SWFED_TEST_BACKEND=postgresql: a fresh database of the session's cluster
+            tables["storage"].update(backend="postgresql", url=pg.cluster().new_database())
         if tls:
             tables["server.tls"] = {"certfile": str(tls[0]), "keyfile": str(tls[1])}
         for table, values in (extra or {}).items():

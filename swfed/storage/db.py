@@ -139,14 +139,14 @@ def auth_version_txn(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT version FROM auth_version").fetchone()[0])
 
 
-def run_in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any,
+def run_in_transaction(conn: Any, fn: Callable[..., T], *args: Any,
                        **kwargs: Any) -> T:
     """Run ``fn(conn, *args, **kwargs)`` in one immediate transaction (CLI use).
 
     A commit that changed who a token belongs to bumps the sessions stamp, so a
     running server forgets the users it remembered for tokens.
     """
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE" if conn.dialect == "sqlite" else "BEGIN")
     try:
         before = auth_version_txn(conn)
         result = fn(conn, *args, **kwargs)
@@ -156,8 +156,11 @@ def run_in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: An
         raise
     conn.execute("COMMIT")
     if changed:
-        db_file = conn.execute("PRAGMA database_list").fetchone()[2]
-        bump_stamp(Path(db_file), SESSIONS_STAMP)
+        if conn.dialect == "sqlite":
+            db_file = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+        else:  # PostgreSQL: the stamps live in data_dir all the same (pg.open_direct)
+            db_file = conn.stamp_file
+        bump_stamp(db_file, SESSIONS_STAMP)
     return result
 
 
