@@ -146,3 +146,41 @@ def shutdown() -> None:
     if _cluster is not None:
         _cluster.destroy()
         _cluster = None
+
+
+def engine_database(path: Path, **kwargs: object) -> object:
+    """The Database a storage test uses: SQLite at ``path``, or (on PostgreSQL
+    runs) a fresh database of the session's cluster, its stamps beside ``path``."""
+    from swfed.storage.db import Database
+
+    if not on_pg():
+        return Database(path, **kwargs)  # type: ignore[arg-type]
+    from swfed.storage.pg import PgDatabase
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    read_connections = int(kwargs.pop("read_connections", 4))  # type: ignore[call-overload]
+    assert not kwargs, f"no PostgreSQL meaning for {sorted(kwargs)}"
+    return PgDatabase(cluster().new_database(), path, read_connections=read_connections)
+
+
+def direct(path: Path) -> object:
+    """A migrated connection for a storage test (db.open_direct or pg.open_direct)."""
+    if not on_pg():
+        from swfed.storage.db import open_direct
+
+        return open_direct(path)
+    from swfed.storage import pg as pg_engine
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return pg_engine.open_direct(cluster().new_database(), path)
+
+
+def reopen(db: object) -> object:
+    """Another direct connection (the CLI's) to the database of ``db``."""
+    if not on_pg():
+        from swfed.storage.db import open_direct
+
+        return open_direct(db.path)  # type: ignore[attr-defined]
+    from swfed.storage import pg as pg_engine
+
+    return pg_engine.open_direct(db.url, db.path)  # type: ignore[attr-defined]

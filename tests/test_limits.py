@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -220,10 +219,8 @@ async def test_unverified_strangers_add_no_series_and_few_rows(
     net, _, b = pair
     await put_policy(cb, admin_b, {"default_mode": "invite_only", "allowed_peers": ["a.test"],
                                    "denied_peers": []})
-    db = b.root / "data" / "swfed.sqlite3"
-
     def rows() -> int:
-        conn = sqlite3.connect(db)
+        conn = b.db()
         try:
             return int(conn.execute("SELECT (SELECT count(*) FROM fed_rejected)"
                                     " + (SELECT count(*) FROM sw_audit)").fetchone()[0])

@@ -135,7 +135,8 @@ def count_txn(conn: Conn, tenant_id: int, server_name: str, now: int, *,
     conn.execute(
         "INSERT INTO peer_counts (tenant_id, server_name, hour, sent, received)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, server_name, hour) DO UPDATE SET"
-        " sent = sent + excluded.sent, received = received + excluded.received",
+        " sent = peer_counts.sent + excluded.sent,"
+        " received = peer_counts.received + excluded.received",
         (tenant_id, server_name, now // HOUR_MS, sent, received))
 
 

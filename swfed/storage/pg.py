@@ -188,6 +188,9 @@ class PgConn:
                     prepare=False)
         return cur
 
+    def close(self) -> None:
+        self.raw.close()
+
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any:
         cur = self.raw.cursor()
         rows = [tuple(p) for p in parameters]
