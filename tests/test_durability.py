@@ -99,6 +99,22 @@ def test_bad_config_stops_start_with_one_line(tmp_path: Path) -> None:
     assert "server.toml" in lines[0] and "bind" in lines[0]
 
 
+def test_postgresql_without_psycopg_stops_start_with_one_line(tmp_path: Path) -> None:
+    conf = tmp_path / "server.toml"
+    conf.write_text(f'[server]\nname = "localhost"\ndata_dir = "{tmp_path / "data"}"\n'
+                    '[storage]\nbackend = "postgresql"\nurl = "postgresql:///nowhere"\n')
+    # the interpreter as it is, minus psycopg: as on a machine without the extra
+    code = ("import sys; sys.modules['psycopg'] = None; sys.modules['psycopg_pool'] = None;"
+            "from swfed.cli import main; sys.exit(main())")
+    for args in ([], ["admin", "user", "create", "fred"]):
+        result = subprocess.run([sys.executable, "-c", code, "--config", str(conf), *args],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "pip install 'swfed[postgresql]'" in lines[0] and "server.toml" in lines[0]
+
+
 def test_cli_user_create_json(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "a")
     out = srv.cli("admin", "user", "create", "fred", "--admin", "--display-name", "Fred F",
