@@ -60,6 +60,7 @@ CODES: dict[str, tuple[int, str]] = {
     "SW_NOT_FOREIGN": (400, "a federated DM needs someone of another server"),
     "SW_BACKFILL_LOCAL_ROOM": (400, "backfill is for rooms hosted elsewhere"),
     "SW_BACKUP_EXISTS": (409, "the backup file exists: pass --force"),
+    "SW_PORT_REFUSED": (409, "port-db copies into an empty PostgreSQL database only"),
     "SW_BACKUP_UNSUPPORTED": (400, "backup copies the SQLite file: on PostgreSQL use pg_dump"),
     "SW_KEY_EXISTS": (409, "a signing key exists: rotate it instead"),
     "SW_NO_KEY": (503, "this server has no signing key yet"),

@@ -265,7 +265,7 @@ class PgDatabase(Database):
         configure = functools.partial(_configure_pooled, statement_timeout_ms=(
             self._statement_timeout_ms), lock_timeout_ms=self._lock_timeout_ms)
         self._pool = psycopg_pool.ConnectionPool(
-            self.url, min_size=1, max_size=self._n_readers, open=False, timeout=10,
+            self.url, min_size=1, max_size=self._n_readers, open=False, timeout=5,
             kwargs={"autocommit": True, "connect_timeout": 5}, configure=configure,
             check=psycopg_pool.ConnectionPool.check_connection, reconnect_timeout=0)
         await trio.to_thread.run_sync(functools.partial(self._pool.open, wait=False))
@@ -286,9 +286,6 @@ class PgDatabase(Database):
                 await trio.to_thread.run_sync(pool.close)
 
     # -- writes ----------------------------------------------------------------
-
-    def _writer_loop(self, conn: Any) -> None:
-        super()._writer_loop(conn)
 
     def _run_batch(self, conn: Any, batch: list[_Write]) -> None:  # noqa: C901
         error: BaseException | None = None
