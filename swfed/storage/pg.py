@@ -184,8 +184,9 @@ class PgConn:
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
         cur = self.raw.cursor()
-        cur.execute(translate(sql), tuple(parameters) if parameters is not None else None,
-                    prepare=False)
+        # psycopg prepares a statement run often (prepare_threshold): our SQL
+        # texts are constants, so most are parsed and planned once per connection
+        cur.execute(translate(sql), tuple(parameters) if parameters is not None else None)
         return cur
 
     def close(self) -> None:
@@ -244,6 +245,7 @@ class PgDatabase(Database):
         self._lock_timeout_ms = lock_timeout_ms
         self._pool: Any = None
         self._writer: PgConn | None = None
+        self._commit_sent = False
 
     def _connect(self) -> PgConn:
         return connect(self.url, statement_timeout_ms=self._statement_timeout_ms,
@@ -267,7 +269,7 @@ class PgDatabase(Database):
         self._pool = psycopg_pool.ConnectionPool(
             self.url, min_size=1, max_size=self._n_readers, open=False, timeout=5,
             kwargs={"autocommit": True, "connect_timeout": 5}, configure=configure,
-            check=psycopg_pool.ConnectionPool.check_connection, reconnect_timeout=0)
+            reconnect_timeout=0)
         await trio.to_thread.run_sync(functools.partial(self._pool.open, wait=False))
         self._writer_thread = threading.Thread(
             target=self._writer_loop, args=(self._writer,), name="swfed-pg-writer", daemon=True)
@@ -299,6 +301,11 @@ class PgDatabase(Database):
                 error = exc
                 if _is_retry(exc) and attempt + 1 < RETRIES:
                     time.sleep(0.01 * (attempt + 1))
+                    continue
+                if (attempt == 0 and not self._commit_sent and storage_trouble(exc) is not None
+                        and self._writer is not None and self._writer.raw.broken):
+                    # the connection died while idle (a restarted server): nothing of
+                    # the batch can have been committed, so run it once more afresh
                     continue
                 break
             else:
@@ -336,6 +343,7 @@ class PgDatabase(Database):
         """Run the batch in one transaction; True when a job stored something."""
         from swfed.storage.db import auth_version_txn
         stored = False
+        self._commit_sent = False
         try:
             conn.execute("BEGIN")
             for job in batch:
@@ -353,6 +361,7 @@ class PgDatabase(Database):
                     job.error = exc
                 conn.execute("RELEASE SAVEPOINT w")
             auth_version = auth_version_txn(conn)
+            self._commit_sent = True  # from here on the outcome may be unknown: no rerun
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -407,14 +416,24 @@ def _configure_pooled(raw: Any, *, statement_timeout_ms: int, lock_timeout_ms: i
 
 
 def _read_txn(pool: Any, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    with pool.connection() as raw:
-        conn = PgConn(raw)
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            return fn(conn, *args)
-        finally:
-            if not raw.closed and not raw.broken:
-                conn.execute("COMMIT" if raw.info.transaction_status != 3 else "ROLLBACK")
+    # A pooled connection may have died while idle (the server restarted): the
+    # pool drops a broken one, and the read runs again once on a fresh one.
+    for attempt in (1, 2):
+        with pool.connection() as raw:
+            conn = PgConn(raw)
+            try:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                try:
+                    return fn(conn, *args)
+                finally:
+                    if not raw.closed and not raw.broken:
+                        conn.execute("COMMIT")
+            except Exception as exc:
+                if attempt == 1 and (raw.closed or raw.broken) and (
+                        storage_trouble(exc) is not None):
+                    continue
+                raise
+    raise AssertionError("unreachable")
 
 
 def _url_label(url: str) -> str:
