@@ -219,18 +219,10 @@ def cmd_port_db(config: Config, args: argparse.Namespace) -> int:
         raise SwfedError(f"--to: cannot open the PostgreSQL database: "
                          f"{str(exc).strip().splitlines()[0]}", code="SW_PORT_REFUSED") from exc
     try:
-        source.execute("BEGIN")  # one snapshot of the file, even with the server running
-        target.execute("BEGIN")
         try:
-            summary = port_db.copy_txn(source, target)
+            summary = port_db.port(source, target)
         except port_db.PortRefused as exc:
-            target.execute("ROLLBACK")
             raise SwfedError(str(exc), code="SW_PORT_REFUSED") from exc
-        except BaseException:
-            target.execute("ROLLBACK")
-            raise
-        target.execute("COMMIT")
-        source.execute("COMMIT")
     finally:
         source.close()
         target.close()

@@ -1,6 +1,8 @@
 """Numbered schema migrations, applied at start (server and CLI alike).
 
-The schema version lives in ``PRAGMA user_version``. Each migration runs in
+On SQLite the schema version lives in ``PRAGMA user_version``; on
+PostgreSQL in the ``swfed_schema`` table (:func:`migrate_pg`, below: one
+baseline for versions 1-10, then the same list). Each SQLite migration runs in
 its own ``BEGIN IMMEDIATE`` transaction and re-reads the version inside it, so
 a CLI command and a starting server never apply the same step twice. Never
 edit a migration that has shipped: add the next number.

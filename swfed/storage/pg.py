@@ -417,8 +417,9 @@ def _configure_pooled(raw: Any, *, statement_timeout_ms: int, lock_timeout_ms: i
 
 def _read_txn(pool: Any, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     # A pooled connection may have died while idle (the server restarted): the
-    # pool drops a broken one, and the read runs again once on a fresh one.
+    # pool drops it, checks its other idle ones, and the read runs again once.
     for attempt in (1, 2):
+        dead = False
         with pool.connection() as raw:
             conn = PgConn(raw)
             try:
@@ -431,8 +432,11 @@ def _read_txn(pool: Any, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
             except Exception as exc:
                 if attempt == 1 and (raw.closed or raw.broken) and (
                         storage_trouble(exc) is not None):
-                    continue
-                raise
+                    dead = True
+                else:
+                    raise
+        if dead:
+            pool.check()  # drop the other idle connections that died with it
     raise AssertionError("unreachable")
 
 

@@ -108,3 +108,21 @@ def copy_txn(source: Conn, target: Conn) -> dict[str, Any]:
                           f"search {fts} vs {fts_copied}, events digest {digest} vs "
                           f"{digest_copied}): nothing was kept")
     return {"tables": counts, "search_rows": fts, "events_digest": digest}
+
+
+def port(source: Conn, target: Conn) -> dict[str, Any]:
+    """:func:`copy_txn` in one transaction on each side: the source read as one
+    snapshot (even with a server writing it), the target committed only when
+    the copy came out equal. Raises PortRefused."""
+    source.execute("BEGIN")
+    try:
+        target.execute("BEGIN")
+        try:
+            summary = copy_txn(source, target)
+        except BaseException:
+            target.execute("ROLLBACK")
+            raise
+        target.execute("COMMIT")
+    finally:
+        source.execute("COMMIT")
+    return summary
