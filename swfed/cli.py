@@ -40,6 +40,14 @@ def _db(config: Config) -> Any:
     from swfed.startup import check_data_dir, snapshot_before_migrations
 
     check_data_dir(config)  # a ConfigError, exit 2, rather than SQLite's "unable to open"
+    if config.storage.backend == "postgresql":
+        from swfed.startup import check_storage
+        from swfed.storage import pg
+
+        check_storage(config)
+        conn = pg.open_direct(config.storage.url, db_path(config))
+        run_in_transaction(conn, tenants_db.ensure_default_tenant_txn, config.server.name, _now())
+        return conn
     snapshot_before_migrations(config)  # and refuses a schema newer than ours
     conn = open_direct(db_path(config), synchronous=config.storage.synchronous,
                        busy_timeout_ms=config.storage.busy_timeout_ms)
@@ -166,6 +174,10 @@ def cmd_backup(config: Config, args: argparse.Namespace) -> int:
 
     source = db_path(config)
     target = Path(args.path).resolve()
+    if config.storage.backend == "postgresql":
+        raise SwfedError("swfed admin backup copies the SQLite file; this server runs on "
+                         "PostgreSQL: back it up with pg_dump (or base backups and WAL "
+                         "archiving)", code="SW_BACKUP_UNSUPPORTED")
     if not source.exists():
         raise SwfedError(f"no database at {source}: start the server once or check data_dir",
                          code="SW_NO_DATABASE")
@@ -296,6 +308,51 @@ def cmd_db_status(config: Config, args: argparse.Namespace) -> int:
               + (f"pending: {', '.join(map(str, pending))} (the next start runs them)"
                  if pending else "nothing pending"))
     return 2 if version > latest else 0
+
+
+def cmd_port_db(config: Config, args: argparse.Namespace) -> int:
+    """Copy the SQLite database into an empty PostgreSQL one (swfed.storage.port)."""
+    from swfed.server import db_path
+    from swfed.storage import pg
+    from swfed.storage import port as port_db
+
+    source_path = db_path(config)
+    if config.storage.backend != "sqlite":
+        raise SwfedError("port-db copies the SQLite database of a config with backend = "
+                         '"sqlite": run it with the config the server used on SQLite',
+                         code="SW_PORT_REFUSED")
+    if not source_path.exists():
+        raise SwfedError(f"no database at {source_path}: check data_dir",
+                         code="SW_NO_DATABASE")
+    if not pg.available():
+        raise SwfedError("port-db needs psycopg: pip install 'swfed[postgresql]'",
+                         code="SW_PORT_REFUSED")
+    url = args.to
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise SwfedError("--to: give a libpq URI, postgresql://user@host/dbname",
+                         code="SW_PORT_REFUSED")
+    source = open_direct(source_path, synchronous=config.storage.synchronous,
+                         busy_timeout_ms=config.storage.busy_timeout_ms)
+    try:
+        target = pg.open_direct(url, source_path)
+    except Exception as exc:  # noqa: BLE001 - a one-line answer, not a traceback
+        source.close()
+        raise SwfedError(f"--to: cannot open the PostgreSQL database: "
+                         f"{str(exc).strip().splitlines()[0]}", code="SW_PORT_REFUSED") from exc
+    try:
+        try:
+            summary = port_db.port(source, target)
+        except port_db.PortRefused as exc:
+            raise SwfedError(str(exc), code="SW_PORT_REFUSED") from exc
+    finally:
+        source.close()
+        target.close()
+    total = sum(summary["tables"].values())
+    _print(args, summary, f"copied {total} rows ({summary['tables']['events']} events, digest "
+                          f"{summary['events_digest'][:16]}…) from {source_path} into PostgreSQL; "
+                          'now set [storage] backend = "postgresql" and url, and start the '
+                          "server (stop the SQLite one first)")
+    return 0
 
 
 def _key_command(config: Config, args: argparse.Namespace, rotate: bool) -> int:
@@ -511,6 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_db_status)
 
+    p = admin_cmds.add_parser("port-db", help="copy the SQLite database into an empty "
+                              "PostgreSQL database")
+    p.add_argument("--to", required=True, metavar="URL",
+                   help="the target, a libpq URI: postgresql://user@host/dbname")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_port_db)
     federation = admin_cmds.add_parser("federation", help="federation keys")
     fed_cmds = federation.add_subparsers(dest="federation_command", required=True)
     key = fed_cmds.add_parser("key", help="this server's Ed25519 signing key")

@@ -84,6 +84,11 @@ class ServerConfig:
 
 @attrs.frozen
 class StorageConfig:
+    #: "sqlite" (the file under data_dir, the default) or "postgresql" (``url``).
+    backend: str = "sqlite"
+    #: A libpq URI, ``postgresql://user:password@host/dbname`` (postgresql only);
+    #: the environment's SWFED_STORAGE_URL overrides it.
+    url: str = attrs.field(default="", repr=False)
     synchronous: str = "FULL"
     read_connections: int = 4
     busy_timeout_ms: int = 5000
@@ -265,6 +270,14 @@ def _url(value: Any) -> str:
     return str(value)
 
 
+def _pg_url(value: Any) -> str:
+    value = _secret(value)  # it may hold a password: never echoed
+    if value and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected a libpq URI starting with postgresql:// "
+                         "(value not shown: it may hold a password)")
+    return str(value)
+
+
 def _livekit_url(value: Any) -> str:
     value = str(_typed(str)(value))
     scheme, sep, rest = value.partition("://")
@@ -308,6 +321,7 @@ SCHEMA: dict[str, dict[str, Parser]] = {
     },
     "server.tls": {"certfile": _path, "keyfile": _path},
     "storage": {
+        "backend": _choice("sqlite", "postgresql"), "url": _pg_url,
         "synchronous": _choice("FULL", "NORMAL", upper=True),
         "read_connections": _ranged(int, 1, 32),
         "busy_timeout_ms": _ranged(int, 0, 600_000),
@@ -441,6 +455,16 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     server.setdefault("data_dir", Path("data").absolute())
     if server["data_dir"] is None:
         raise fail("server", "data_dir", "must not be empty")
+    storage = dict(parsed["storage"])
+    env_url = env.get("SWFED_STORAGE_URL", "").strip()
+    if env_url:
+        try:
+            storage["url"] = _pg_url(env_url)
+        except ValueError as exc:
+            raise ConfigError(f"SWFED_STORAGE_URL: {exc}") from None
+    if storage.get("backend") == "postgresql" and not storage.get("url"):
+        raise fail("storage", "url", 'required when backend = "postgresql", e.g. url = '
+                   '"postgresql://swfed@localhost/swfed" (or set SWFED_STORAGE_URL)')
     calls = parsed["calls"]
     if calls.get("livekit_url"):
         for key in ("livekit_api_key", "livekit_api_secret"):
@@ -450,7 +474,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     return Config(
         path=Path(path).absolute(),
         server=ServerConfig(tls=TlsConfig(**tls), **server),
-        storage=StorageConfig(**parsed["storage"]),
+        storage=StorageConfig(**storage),
         federation=FederationConfig(**parsed["federation"], **parsed["federation.resolve"]),
         calls=CallsConfig(**calls),
         limits=LimitsConfig(**parsed["limits"]),

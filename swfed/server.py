@@ -71,6 +71,12 @@ MAX_PAGES_FILE_ENV = "SWFED_TEST_MAX_PAGES_FILE"
 
 
 def open_database(config: Config) -> Database:
+    if config.storage.backend == "postgresql":
+        from swfed.storage.pg import PgDatabase
+
+        return PgDatabase(config.storage.url, db_path(config),
+                          read_connections=config.storage.read_connections,
+                          lock_timeout_ms=config.storage.busy_timeout_ms)
     limit_file = os.environ.get(MAX_PAGES_FILE_ENV, "").strip()
     if limit_file:
         logs.log("server.page_limit_hook", level="warning", file=limit_file,

@@ -202,9 +202,21 @@ def _bind_advice(address: str, exc: OSError) -> str:
     return f"{address}: cannot listen there: {_why(exc)}"
 
 
+def check_storage(config: Config) -> None:
+    """The PostgreSQL backend needs psycopg (the optional extra); raises ConfigError."""
+    if config.storage.backend != "postgresql":
+        return
+    from swfed.storage import pg
+
+    if not pg.available():
+        raise _fail(config, "[storage] backend", 'is "postgresql" but psycopg is not '
+                    "installed: pip install 'swfed[postgresql]'")
+
+
 def preflight(config: Config) -> None:
     """Everything checkable before the server opens its database; raises ConfigError."""
     check_files(config)
     check_data_dir(config)
+    check_storage(config)
     check_schema(config)
 

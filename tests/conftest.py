@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import pg
 from tests.harness import ServerProcess
 
 
@@ -38,3 +39,19 @@ async def peer_row(client: httpx.AsyncClient, admin_token: str, name: str) -> di
 @pytest.fixture
 def tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the PostgreSQL cluster of SWFED_TEST_BACKEND=postgresql runs (tests/pg.py)."""
+    pg.shutdown()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.sqlite_only("why")``: skipped on PostgreSQL runs, with the reason."""
+    if not pg.on_pg():
+        return
+    for item in items:
+        mark = item.get_closest_marker("sqlite_only")
+        if mark is not None:
+            why = mark.args[0] if mark.args else "tests the SQLite file"
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {why}"))

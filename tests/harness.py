@@ -24,6 +24,8 @@ from typing import Any
 
 import trio
 
+from tests import pg
+
 START_TIMEOUT = 30.0
 
 
@@ -80,16 +82,31 @@ class ServerProcess:
             },
             "storage": {"synchronous": "FULL"},
         }
+        if pg.on_pg():  # SWFED_TEST_BACKEND=postgresql: a fresh database of the session's cluster
+            tables["storage"].update(backend="postgresql", url=pg.cluster().new_database())
         if tls:
             tables["server.tls"] = {"certfile": str(tls[0]), "keyfile": str(tls[1])}
         for table, values in (extra or {}).items():
             tables.setdefault(table, {}).update(values)
         write_config(self.config_path, tables)
+        self._tables = tables
         self.proc: subprocess.Popen[bytes] | None = None
         #: more arguments for the server's command line, e.g. ["--bind", "127.0.0.1:9"]
         self.start_args: list[str] = []
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
+
+    def db(self) -> Any:
+        """A connection to this server's database, to look at rows (``?`` placeholders,
+        ``execute``/``fetchone``/``close``): its SQLite file, or its PostgreSQL database."""
+        storage = self._tables.get("storage", {})
+        if storage.get("backend") == "postgresql":
+            from swfed.storage.pg import connect
+
+            return connect(storage["url"])
+        import sqlite3
+
+        return sqlite3.connect(self.root / "data" / "swfed.sqlite3")
 
     @property
     def url(self) -> str:

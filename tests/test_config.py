@@ -124,3 +124,32 @@ def test_limits_and_retention_tables(tmp_path: Path) -> None:
         tmp_path, '[server]\nname = "a"\n[retention]\npeer_counts_days = 1\n')
     assert "[retention] audit_days:" in error(
         tmp_path, '[server]\nname = "a"\n[retention]\naudit_days = "90"\n')
+
+
+def test_storage_backend_and_url(tmp_path: Path) -> None:
+    base = '[server]\nname = "a.test"\n[storage]\n'
+    cfg = load_config(write(tmp_path, base), env={})
+    assert cfg.storage.backend == "sqlite" and cfg.storage.url == ""
+    url = "postgresql://swfed:hunter2@db.example/swfed"
+    cfg = load_config(write(tmp_path, base + f'backend = "postgresql"\nurl = "{url}"\n'), env={})
+    assert (cfg.storage.backend, cfg.storage.url) == ("postgresql", url)
+    assert "hunter2" not in repr(cfg)
+    # the environment's SWFED_STORAGE_URL wins over the file
+    other = "postgresql:///swfed?host=/run/postgresql"
+    cfg = load_config(write(tmp_path, base + f'backend = "postgresql"\nurl = "{url}"\n'),
+                      env={"SWFED_STORAGE_URL": other})
+    assert cfg.storage.url == other
+    cfg = load_config(write(tmp_path, base + 'backend = "postgresql"\n'),
+                      env={"SWFED_STORAGE_URL": other})
+    assert cfg.storage.url == other
+
+    assert "[storage] backend: expected one of 'sqlite', 'postgresql', got 'mysql'" in error(
+        tmp_path, base + 'backend = "mysql"\n')
+    assert "[storage] url: required when backend = \"postgresql\"" in error(
+        tmp_path, base + 'backend = "postgresql"\n')
+    bad = error(tmp_path, base + 'url = "mysql://root:hunter2@x/db"\n')
+    assert "[storage] url: expected a libpq URI starting with postgresql://" in bad
+    assert "hunter2" not in bad
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, base), env={"SWFED_STORAGE_URL": "http://x"})
+    assert str(info.value).startswith("SWFED_STORAGE_URL: expected a libpq URI")

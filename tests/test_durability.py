@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
+from tests import pg
 from tests.conftest import bearer
 from tests.harness import ServerProcess
 
@@ -56,6 +58,7 @@ async def test_restart_and_kill9_lose_nothing(tmp_path: Path) -> None:
         srv.kill()
 
 
+@pytest.mark.sqlite_only("swfed admin backup copies the SQLite file")
 async def test_online_backup_restores(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "a").start()
     try:
@@ -96,6 +99,22 @@ def test_bad_config_stops_start_with_one_line(tmp_path: Path) -> None:
     assert "server.toml" in lines[0] and "bind" in lines[0]
 
 
+def test_postgresql_without_psycopg_stops_start_with_one_line(tmp_path: Path) -> None:
+    conf = tmp_path / "server.toml"
+    conf.write_text(f'[server]\nname = "localhost"\ndata_dir = "{tmp_path / "data"}"\n'
+                    '[storage]\nbackend = "postgresql"\nurl = "postgresql:///nowhere"\n')
+    # the interpreter as it is, minus psycopg: as on a machine without the extra
+    code = ("import sys; sys.modules['psycopg'] = None; sys.modules['psycopg_pool'] = None;"
+            "from swfed.cli import main; sys.exit(main())")
+    for args in ([], ["admin", "user", "create", "fred"]):
+        result = subprocess.run([sys.executable, "-c", code, "--config", str(conf), *args],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "pip install 'swfed[postgresql]'" in lines[0] and "server.toml" in lines[0]
+
+
 def test_cli_user_create_json(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "a")
     out = srv.cli("admin", "user", "create", "fred", "--admin", "--display-name", "Fred F",
@@ -106,6 +125,13 @@ def test_cli_user_create_json(tmp_path: Path) -> None:
     assert obj["token"].startswith("swt_") and obj["fqid"] == "@fred:localhost"
     dup = srv.cli("admin", "user", "create", "fred", check=False)
     assert dup.returncode == 1 and "SW_USER_EXISTS" in dup.stderr
-    # tokens are stored hashed: the token is nowhere in the file
-    data = (tmp_path / "a" / "data" / "swfed.sqlite3").read_bytes()
-    assert obj["token"].encode() not in data
+    # tokens are stored hashed: the token is nowhere in the file (on PostgreSQL:
+    # not in the tokens table)
+    if pg.on_pg():
+        conn = srv.db()
+        hashes = [bytes(r[0]) for r in conn.execute("SELECT token_hash FROM tokens")]
+        conn.close()
+        assert hashes and all(obj["token"].encode() not in h for h in hashes)
+    else:
+        data = (tmp_path / "a" / "data" / "swfed.sqlite3").read_bytes()
+        assert obj["token"].encode() not in data

@@ -9,7 +9,6 @@ protocol v2.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -63,7 +62,7 @@ async def clients(setup: tuple[TlsNet, ServerProcess, ServerProcess, ServerProce
 
 
 def a_key(a: ServerProcess) -> KeyPair:
-    conn = sqlite3.connect(a.root / "data" / "swfed.sqlite3")
+    conn = a.db()
     key_id, seed = conn.execute("SELECT key_id, seed FROM signing_keys WHERE retired_at IS NULL"
                                 ).fetchone()
     conn.close()

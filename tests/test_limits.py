@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -220,10 +219,8 @@ async def test_unverified_strangers_add_no_series_and_few_rows(
     net, _, b = pair
     await put_policy(cb, admin_b, {"default_mode": "invite_only", "allowed_peers": ["a.test"],
                                    "denied_peers": []})
-    db = b.root / "data" / "swfed.sqlite3"
-
     def rows() -> int:
-        conn = sqlite3.connect(db)
+        conn = b.db()
         try:
             return int(conn.execute("SELECT (SELECT count(*) FROM fed_rejected)"
                                     " + (SELECT count(*) FROM sw_audit)").fetchone()[0])
@@ -300,6 +297,10 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@pytest.mark.sqlite_only(
+    "a throughput measurement: on PostgreSQL, on the shared 2-core box, the four "
+    "room-creating flooders reach ~48 rooms/s under the peer flood, under the 50/s token "
+    "rate, so they never see their 429 within the test's 90 s")
 async def test_flood_leaves_other_users_fast(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Default limits. One token and one peer hammer b.test; bob's GET /v1/me is timed."""
     net, (a, b) = federated_servers(tmp_path_factory.mktemp("flood"), ["a.test", "b.test"])

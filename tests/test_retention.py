@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import bearer
 from tests.harness import ServerProcess, running, wait_for
 
+pytestmark = pytest.mark.sqlite_only("seeds old rows straight into the SQLite file")
+
 DAY_MS = 24 * 3600 * 1000
 HOUR_MS = 3600 * 1000
 

@@ -16,6 +16,14 @@
   ``SWFED_TEST_MAX_PAGES_FILE`` makes b's database "full"): b answers a's
   ``/send`` with 503, a keeps the events queued (no refusal recorded), and
   delivers them once b can write again.
+- On PostgreSQL (SWFED_TEST_BACKEND=postgresql; the tests above are about the
+  SQLite file and skip there): the server's own cluster is stopped while
+  clients post, and made read-only (default_transaction_read_only, reloaded);
+  writes answer 503 naming it, ``/healthz`` names it, one log line, and the
+  server resumes by itself when PostgreSQL is back, every 2xx kept. A full
+  disk is not faked on PostgreSQL: a cluster whose WAL cannot be written
+  PANICs rather than answering 53100, so the 53100 mapping is covered only by
+  name (swfed.storage.pg).
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
+from tests import pg
 from tests.conftest import bearer, peer_row
 from tests.harness import ServerProcess, running, wait_for
 from tests.test_federation_delivery import (
@@ -43,6 +53,10 @@ from tests.test_federation_delivery import (
 )
 
 BIG = "x" * 4000
+
+sqlite_file = pytest.mark.sqlite_only("fills the disk or the page limit of the SQLite file")
+postgresql_only = pytest.mark.skipif(not pg.on_pg(), reason="PostgreSQL only "
+                                     "(SWFED_TEST_BACKEND=postgresql; scripts/test-pg)")
 
 
 @contextlib.contextmanager
@@ -124,6 +138,7 @@ class FullDisk:
             self.limit.write_text("0")
 
 
+@sqlite_file
 @pytest.mark.parametrize("real", [True, False], ids=["tmpfs", "page_limit"])
 async def test_disk_full_then_back(tmp_path: Path, real: bool) -> None:
     disk = FullDisk(tmp_path, real)
@@ -187,6 +202,7 @@ async def test_disk_full_then_back(tmp_path: Path, real: bool) -> None:
                 assert set(acked) <= await stored_ids(c, token, room_id)
 
 
+@sqlite_file
 async def test_peer_with_a_full_disk_is_retried_not_refused(tmp_path: Path) -> None:
     limit = tmp_path / "b-page-limit"
     limit.write_text("0")
@@ -223,6 +239,7 @@ async def test_peer_with_a_full_disk_is_retried_not_refused(tmp_path: Path) -> N
         b.kill()
 
 
+@sqlite_file
 async def test_sender_whose_own_disk_fills_pauses_and_delivers_once(tmp_path: Path) -> None:
     """a's disk fills while it delivers to b: a neither crashes nor refuses anything;
     once space returns it finishes, and b stores every event exactly once."""
@@ -273,3 +290,121 @@ async def test_sender_whose_own_disk_fills_pauses_and_delivers_once(tmp_path: Pa
         finally:
             a.kill()
             b.kill()
+
+
+def pg_server(tmp_path: Path) -> tuple[pg.Cluster, ServerProcess]:
+    """A server on a cluster of its own (stopped and started by the test)."""
+    own = pg.Cluster()
+    srv = ServerProcess(tmp_path / "a", extra={"storage": {"backend": "postgresql",
+                                                           "url": own.new_database()}})
+    return own, srv
+
+
+@postgresql_only
+async def test_postgresql_stopped_under_load_then_back(tmp_path: Path) -> None:
+    own, srv = pg_server(tmp_path)
+    try:
+        with running(srv):
+            token = srv.create_user("dora")
+            acked: list[str] = []
+            answers: list[int] = []
+            async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+                r = await c.post("/v1/rooms", json={"name": "down"}, headers=bearer(token))
+                room_id = r.json()["room_id"]
+                stop = trio.Event()
+
+                async def poster(n: int) -> None:
+                    i = 0
+                    while not stop.is_set():
+                        r = await post(c, token, room_id, f"{n}-{i}")
+                        i += 1
+                        answers.append(r.status_code)
+                        if r.status_code == 201:
+                            acked.append(r.json()["event_id"])
+                        else:
+                            assert_refused_for_storage(r, "PostgreSQL")
+                            await trio.sleep(0.05)
+
+                async with trio.open_nursery() as nursery:
+                    for n in range(4):
+                        nursery.start_soon(poster, n)
+                    await wait_for(lambda: len(acked) >= 20, what="writes before")
+                    await trio.to_thread.run_sync(own.stop)  # under load
+                    await wait_for(lambda: answers.count(503) >= 8, timeout=60,
+                                   what="refused writes")
+                    r = await c.get("/healthz")
+                    assert r.status_code == 503
+                    storage = r.json()["checks"]["storage"]
+                    assert storage["code"] == "SW_STORAGE_UNAVAILABLE"
+                    assert storage["reason"] == "unreachable"
+                    await trio.to_thread.run_sync(own.start)
+                    # writes resume by themselves
+                    after = len(acked)
+                    await wait_for(lambda: len(acked) >= after + 20, timeout=60,
+                                   what="writes after")
+                    stop.set()
+                assert set(answers) == {201, 503}
+                assert (await c.get("/healthz")).status_code == 200
+                assert set(acked) <= await stored_ids(c, token, room_id)
+            await wait_for(lambda: srv.logs("storage.recovered"), what="storage.recovered")
+            unavailable = srv.logs("storage.unavailable")
+            assert len(unavailable) == 1, unavailable
+            assert unavailable[0]["reason"] == "unreachable"
+            assert unavailable[0]["backend"] == "postgresql"
+            assert not srv.logs("request.internal_error")
+            assert not any("Traceback" in line for line in srv.log_lines)
+
+            # nothing acknowledged is lost, even across a kill -9
+            srv.kill()
+            srv.start()
+            async with httpx.AsyncClient(base_url=srv.url, timeout=20) as c:
+                assert set(acked) <= await stored_ids(c, token, room_id)
+    finally:
+        own.destroy()
+
+
+@postgresql_only
+async def test_postgresql_read_only_then_writable(tmp_path: Path) -> None:
+    own, srv = pg_server(tmp_path)
+    try:
+        with running(srv):
+            token = srv.create_user("dora")
+            async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+                r = await c.post("/v1/rooms", json={"name": "ro"}, headers=bearer(token))
+                room_id = r.json()["room_id"]
+                r = await post(c, token, room_id, "before")
+                assert r.status_code == 201
+                acked = [r.json()["event_id"]]
+                own.psql("ALTER SYSTEM SET default_transaction_read_only = on")
+                own.psql("SELECT pg_reload_conf()")
+
+                async def refused() -> bool:
+                    r = await post(c, token, room_id, "while read-only")
+                    if r.status_code == 201:
+                        acked.append(r.json()["event_id"])
+                        return False
+                    assert_refused_for_storage(r, "read-only")
+                    return True
+
+                await wait_for(refused, what="a refused write")
+                r = await c.get("/healthz")
+                assert r.status_code == 503
+                assert r.json()["checks"]["storage"]["reason"] == "read_only"
+                # reads still work
+                assert set(acked) <= await stored_ids(c, token, room_id)
+                own.psql("ALTER SYSTEM RESET default_transaction_read_only")
+                own.psql("SELECT pg_reload_conf()")
+
+                async def stored() -> bool:
+                    r = await post(c, token, room_id, "after")
+                    if r.status_code == 201:
+                        acked.append(r.json()["event_id"])
+                        return True
+                    return False
+
+                await wait_for(stored, what="writes again")
+                assert set(acked) <= await stored_ids(c, token, room_id)
+            assert srv.logs("storage.unavailable")[0]["reason"] == "read_only"
+            assert not srv.logs("request.internal_error")
+    finally:
+        own.destroy()

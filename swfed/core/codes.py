@@ -65,6 +65,8 @@ CODES: dict[str, tuple[int, str]] = {
     "SW_BAD_BACKUP": (400, "the file to restore is no sound swfed database of a known schema"),
     "SW_SERVER_RUNNING": (409, "a server holds the data directory: stop it first"),
     "SW_RESTORE_OVER_DATA": (409, "the data directory has a database: pass --force"),
+    "SW_PORT_REFUSED": (409, "port-db copies into an empty PostgreSQL database only"),
+    "SW_BACKUP_UNSUPPORTED": (400, "backup copies the SQLite file: on PostgreSQL use pg_dump"),
     "SW_KEY_EXISTS": (409, "a signing key exists: rotate it instead"),
     "SW_NO_KEY": (503, "this server has no signing key yet"),
     "SW_CALLS_NOT_CONFIGURED": (503, "the room's host has no LiveKit configured"),

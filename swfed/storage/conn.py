@@ -5,7 +5,8 @@ else of the driver: SQL text and parameters in, rows out (by column name and
 by index), plus :attr:`Conn.dialect` for the few statements that differ
 between engines and :attr:`Conn.touched` for what the write leaves for the
 commit hook (swfed.storage.touched). The SQLite engine's connection
-(``db.SqliteConn``) is one; nothing outside ``storage/`` sees a driver type.
+(``db.SqliteConn``) is one, the PostgreSQL engine's (``pg.PgConn``) the
+other; nothing outside ``storage/`` sees a driver type.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ Row = Any
 
 class Cursor(Protocol):
     rowcount: int
-    lastrowid: int | None
 
     def fetchone(self) -> Any: ...
 
@@ -31,7 +31,7 @@ class Cursor(Protocol):
 
 
 class Conn(Protocol):
-    #: "sqlite" (and, with issue H's engine, "postgresql").
+    #: "sqlite" (db.SqliteConn) or "postgresql" (pg.PgConn).
     dialect: str
     touched: Touched
 

@@ -139,25 +139,37 @@ def auth_version_txn(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT version FROM auth_version").fetchone()[0])
 
 
-def run_in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any,
+def run_in_transaction(conn: Any, fn: Callable[..., T], *args: Any,
                        **kwargs: Any) -> T:
     """Run ``fn(conn, *args, **kwargs)`` in one immediate transaction (CLI use).
 
     A commit that changed who a token belongs to bumps the sessions stamp, so a
-    running server forgets the users it remembered for tokens.
+    running server forgets the users it remembered for tokens. On PostgreSQL a
+    serialization failure or deadlock with the running server (40001, 40P01)
+    runs ``fn`` again, a few times.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        before = auth_version_txn(conn)
-        result = fn(conn, *args, **kwargs)
-        changed = auth_version_txn(conn) != before
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    for attempt in range(4):
+        conn.execute("BEGIN IMMEDIATE" if conn.dialect == "sqlite" else "BEGIN")
+        try:
+            before = auth_version_txn(conn)
+            result = fn(conn, *args, **kwargs)
+            changed = auth_version_txn(conn) != before
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001 - the engine ended it already; exc is the news
+                pass
+            if getattr(exc, "sqlstate", None) in ("40001", "40P01") and attempt < 3:
+                continue
+            raise
+        break
     if changed:
-        db_file = conn.execute("PRAGMA database_list").fetchone()[2]
-        bump_stamp(Path(db_file), SESSIONS_STAMP)
+        if conn.dialect == "sqlite":
+            db_file = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+        else:  # PostgreSQL: the stamps live in data_dir all the same (pg.open_direct)
+            db_file = conn.stamp_file
+        bump_stamp(db_file, SESSIONS_STAMP)
     return result
 
 

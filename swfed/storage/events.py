@@ -78,9 +78,10 @@ def insert_event_txn(conn: Conn, tenant: Tenant, event: dict[str, Any],
                      signed: dict[str, Any] | None, seq: int, pos: int, now: int,
                      status: str = "sent", applied: bool = True) -> int:
     """Insert one event row; returns its rowid (for the search index)."""
-    cur = conn.execute(_INSERT, _event_row(tenant, event, signed, seq, pos, now, status,
-                                           applied))
-    return int(cur.lastrowid or 0)
+    row = conn.execute(_INSERT + " RETURNING rowid_",
+                       _event_row(tenant, event, signed, seq, pos, now, status,
+                                  applied)).fetchone()
+    return int(row[0])
 
 
 def insert_run_txn(conn: Conn, tenant: Tenant,
@@ -248,11 +249,11 @@ def member_events_of_txn(conn: Conn, tenant: Tenant, room_id: str,
                          server: str) -> list[tuple[int, str, str]]:
     """(seq, sender, membership) of the member events of ``server``'s users, in host order."""
     rows = conn.execute(
-        "SELECT seq, sender, json_extract(content, '$.membership') FROM events"
+        "SELECT seq, sender, content FROM events"
         " WHERE tenant_id = ? AND room_id = ? AND type = 'member' AND origin = ?"
         " AND seq < ? AND status = 'sent' ORDER BY seq",
         (tenant.tenant_id, room_id, server, PENDING_SEQ)).fetchall()
-    return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+    return [(int(r[0]), str(r[1]), str(json.loads(r[2]).get("membership"))) for r in rows]
 
 
 def change_target_txn(conn: Conn, tenant: Tenant, room_id: str,

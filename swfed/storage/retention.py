@@ -30,8 +30,9 @@ def prune_rejected_txn(conn: Conn, before_ms: int, limit: int) -> int:
 def prune_peer_counts_txn(conn: Conn, before_hour: int, limit: int) -> int:
     """Hourly ``peer_counts`` rows of hours before ``before_hour``."""
     return conn.execute(
-        "DELETE FROM peer_counts WHERE rowid IN (SELECT rowid FROM peer_counts WHERE hour < ?"
-        " ORDER BY hour LIMIT ?)", (before_hour, limit)).rowcount
+        "DELETE FROM peer_counts WHERE (tenant_id, server_name, hour) IN (SELECT tenant_id,"
+        " server_name, hour FROM peer_counts WHERE hour < ? ORDER BY hour LIMIT ?)",
+        (before_hour, limit)).rowcount
 
 
 def prune_login_sessions_txn(conn: Conn, now_ms: int, limit: int) -> int:

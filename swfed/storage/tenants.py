@@ -103,7 +103,8 @@ def ensure_default_tenant_txn(conn: Conn, server_name: str,
     tenant = tenant_by_name_txn(conn, server_name)
     if tenant is None:
         tenant = create_tenant_txn(conn, server_name, now)
-    conn.execute("UPDATE tenants SET is_default = (server_name = ?)", (server_name,))
+    conn.execute("UPDATE tenants SET is_default = CASE WHEN server_name = ? THEN 1 ELSE 0 END",
+                 (server_name,))
     found = tenant_by_name_txn(conn, server_name)
     assert found is not None
     return found

@@ -14,10 +14,10 @@ import trio
 
 from swfed.app import Notifier
 from swfed.storage import peers as peers_db
-from swfed.storage.db import Database
 from swfed.storage.stream import take_positions_txn
 from swfed.storage.tenants import Tenant, create_tenant_txn
 from swfed.storage.touched import Touched
+from tests import pg
 
 
 def queue_and_move(conn: Any, tenant: Tenant, destinations: list[str]) -> None:
@@ -34,7 +34,7 @@ def move_then_fail(conn: Any, tenant: Tenant) -> None:
 
 
 async def test_the_hook_sees_what_stored_writes_touched(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite3")
+    db = pg.engine_database(tmp_path / "db.sqlite3")
     seen: list[Touched] = []
     db.on_commit(seen.append)
     await db.start()
@@ -65,7 +65,7 @@ async def test_the_hook_sees_what_stored_writes_touched(tmp_path: Path) -> None:
 
 
 async def test_a_tenants_commit_wakes_only_its_own_streams(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite3")
+    db = pg.engine_database(tmp_path / "db.sqlite3")
     notifier = Notifier()
     db.on_commit(notifier.committed)
     await db.start()

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from swfed.storage.db import Database, open_direct
+from swfed.storage.db import open_direct
 from swfed.storage.migrations import MIGRATIONS, migrate, schema_version
+from tests import pg
 
 
 def insert(conn: sqlite3.Connection, name: str) -> int:
@@ -23,7 +24,7 @@ def fail(conn: sqlite3.Connection, name: str) -> None:
 
 
 async def test_group_commit_and_isolation(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite3", read_connections=2)
+    db = pg.engine_database(tmp_path / "db.sqlite3", read_connections=2)
     await db.start()
     try:
         results: dict[str, object] = {}
@@ -50,7 +51,7 @@ async def test_group_commit_and_isolation(tmp_path: Path) -> None:
 
 
 async def test_cancelled_caller_still_commits(tmp_path: Path) -> None:
-    db = Database(tmp_path / "db.sqlite3")
+    db = pg.engine_database(tmp_path / "db.sqlite3")
     await db.start()
     try:
         with trio.move_on_after(0):
@@ -62,6 +63,7 @@ async def test_cancelled_caller_still_commits(tmp_path: Path) -> None:
         await db.close()
 
 
+@pytest.mark.sqlite_only("PRAGMA user_version; tests/storage/test_pg.py has PostgreSQL's")
 def test_migrations_are_idempotent_and_refuse_downgrade(tmp_path: Path) -> None:
     conn = open_direct(tmp_path / "db.sqlite3")
     assert schema_version(conn) == MIGRATIONS[-1][0]
@@ -71,6 +73,7 @@ def test_migrations_are_idempotent_and_refuse_downgrade(tmp_path: Path) -> None:
         migrate(conn)
 
 
+@pytest.mark.sqlite_only("migrates a SQLite file of version 3")
 def test_a_version_3_database_keeps_its_data_through_migration_4(tmp_path: Path) -> None:
     """Rooms that converge rebuild events, invites and notifications: nothing is lost."""
     import sqlite3

@@ -23,6 +23,7 @@ from swfed.storage.db import (
     storage_trouble,
 )
 
+pytestmark = pytest.mark.sqlite_only("SQLite's own errors and its page limit")
 
 def grow(conn: sqlite3.Connection, n: int) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS ballast (b BLOB)")

@@ -7,9 +7,11 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from swfed.core.backoff import RetryState
 from swfed.core.canonical import encode_canonical_json
-from swfed.storage.db import connect, open_direct
+from swfed.storage.db import connect
 from swfed.storage.migrations import MIGRATIONS, migrate, schema_version
 from swfed.storage.peers import (
     enqueue_txn,
@@ -23,6 +25,7 @@ from swfed.storage.peers import (
     retry_state_txn,
 )
 from swfed.storage.tenants import create_tenant_txn
+from tests import pg
 
 
 def _at_version(path: Path, version: int) -> sqlite3.Connection:
@@ -47,6 +50,7 @@ def _tables(conn: sqlite3.Connection) -> dict[str, int]:
             for t in ("outbox", "outbox_events")}
 
 
+@pytest.mark.sqlite_only("migrates a SQLite file of version 6")
 def test_rows_queued_by_an_older_swfed_are_sent_as_canonical_json(tmp_path: Path) -> None:
     """Before migration 7 the outbox held json.dumps text; the /send body is joined
     from the rows' bytes and signed as they are, so old rows are re-encoded."""
@@ -66,6 +70,7 @@ def test_rows_queued_by_an_older_swfed_are_sent_as_canonical_json(tmp_path: Path
     conn.close()
 
 
+@pytest.mark.sqlite_only("migrates a SQLite file of version 7")
 def test_migration_8_keeps_queued_rows_their_ids_order_and_bytes(tmp_path: Path) -> None:
     """Rows queued under migration 7 (a payload copy per destination) come out of
     migration 8 as they went in: same ids, order per destination, bytes, times;
@@ -106,7 +111,7 @@ def test_migration_8_keeps_queued_rows_their_ids_order_and_bytes(tmp_path: Path)
 
 def test_an_event_for_many_peers_is_stored_once_and_leaves_with_its_last_peer(
         tmp_path: Path) -> None:
-    conn = open_direct(tmp_path / "db.sqlite3")
+    conn = pg.direct(tmp_path / "db.sqlite3")
     peers = [f"p{i}.test" for i in range(50)]
     enqueue_txn(conn, 1, peers, _event("e1"), 10)
     enqueue_txn(conn, 1, peers[:2], _event("e2"), 11)
@@ -141,7 +146,7 @@ def test_an_event_for_many_peers_is_stored_once_and_leaves_with_its_last_peer(
 
 
 def test_the_admin_view_shows_each_peers_depth_and_oldest_event(tmp_path: Path) -> None:
-    conn = open_direct(tmp_path / "db.sqlite3")
+    conn = pg.direct(tmp_path / "db.sqlite3")
     tenant = create_tenant_txn(conn, "a.test", 0)
     enqueue_txn(conn, tenant.tenant_id, ["b.test", "c.test"], _event("e1"), 100)
     enqueue_txn(conn, tenant.tenant_id, ["c.test"], _event("e2"), 200)
@@ -161,7 +166,7 @@ def test_the_backoff_is_read_back_as_it_was_written_and_cleared_by_an_answer(
         tmp_path: Path) -> None:
     """What a restarted sender resumes from (federation.sender): failures and the
     next retry time as the last failure wrote them; none once the peer answered."""
-    conn = open_direct(tmp_path / "db.sqlite3")
+    conn = pg.direct(tmp_path / "db.sqlite3")
     tenant = create_tenant_txn(conn, "a.test", 0)
     assert retry_state_txn(conn, tenant.tenant_id, "b.test") == RetryState()
     peer_failed_txn(conn, tenant.tenant_id, "b.test", 1_000, "SW_FED_PEER_UNREACHABLE: down",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from swfed.storage.db import open_direct, run_in_transaction
+from swfed.storage.db import run_in_transaction
 from swfed.storage.keys import peer_keys_txn, store_peer_keys_txn
 from swfed.storage.tenants import ensure_default_tenant_txn
+from tests import pg
 
 
 def test_keys_a_descriptor_drops_stay_known(tmp_path: Path) -> None:
-    conn = open_direct(tmp_path / "db.sqlite3")
+    conn = pg.direct(tmp_path / "db.sqlite3")
     me = run_in_transaction(conn, ensure_default_tenant_txn, "me.test", 0)
 
     def store(now: int, *keys: dict[str, object]) -> list[tuple[str, int | None, int | None]]:

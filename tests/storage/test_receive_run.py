@@ -19,11 +19,11 @@ from swfed.core.rooms import Room
 from swfed.storage import members as members_db
 from swfed.storage import rooms as rooms_db
 from swfed.storage.context import Ctx
-from swfed.storage.db import open_direct
 from swfed.storage.room_writes import receive_batch_txn
 from swfed.storage.search import search_txn
 from swfed.storage.tenants import Tenant, create_tenant_txn, create_user_txn
 from swfed.storage.touched import Touched
+from tests import pg
 
 ROOM = "!AbcdefghijklmnopqR:a.test"
 NOW = 1_700_000_000_000
@@ -31,8 +31,8 @@ NOW = 1_700_000_000_000
 
 def copy_of_room(path: Path) -> tuple[sqlite3.Connection, Tenant]:
     """b.test's copy of a room hosted by a.test, synced up to host seq 5; bob joined."""
-    conn = open_direct(path)
-    conn.execute("BEGIN IMMEDIATE")
+    conn = pg.direct(path)
+    conn.execute("BEGIN")
     tenant = create_tenant_txn(conn, "b.test", NOW)
     create_user_txn(conn, tenant, "bob", "Bob", False, NOW)
     rooms_db.insert_room_txn(conn, tenant, Room(ROOM, "r", "group", True, "a.test",
@@ -59,7 +59,7 @@ def receive(conn: sqlite3.Connection, tenant: Tenant, events: list[dict[str, Any
     for batch in ([[e] for e in events] if one_by_one else [events]):
         ctx = Ctx(tenant, NOW)
         conn.touched = Touched()
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN")
         late = receive_batch_txn(conn, ctx, "a.test", batch, [], results)
         conn.execute("COMMIT")
         refused += [f"{key} {exc.code}" for key, _, exc in late]

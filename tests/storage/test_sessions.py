@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from swfed.storage import tenants as tenants_db
-from swfed.storage.db import Database, open_direct, run_in_transaction
+from swfed.storage.db import run_in_transaction
 from swfed.storage.passwords import revoke_token_txn
 from swfed.storage.sessions import SessionCache
+from tests import pg
 
 
 async def test_a_token_is_read_once_and_forgotten_when_it_changes(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
-    db = Database(path, read_connections=2)
+    db = pg.engine_database(path, read_connections=2)
     await db.start()
     try:
         tenant = await db.write(tenants_db.ensure_default_tenant_txn, "a.test", 0)
@@ -29,7 +30,7 @@ async def test_a_token_is_read_once_and_forgotten_when_it_changes(tmp_path: Path
         assert await cache.user(tenant, alice, 1) is None
         assert (await cache.user(tenant, bob, 1)) is not None
         # the CLI, another process, changes the file: its stamp empties the memory
-        conn = open_direct(path)
+        conn = pg.reopen(db)
         run_in_transaction(conn, revoke_token_txn, tenant, bob)
         conn.close()
         assert await cache.user(tenant, bob, 1) is None

@@ -30,6 +30,8 @@ ROOM = "!AbcdefghijklmnopqR:evil.test"
 NOW = 1_700_000_000_000
 
 
+pytestmark = pytest.mark.sqlite_only("migration 9 on SQLite files")
+
 def _at_version_8(path: Path) -> sqlite3.Connection:
     """A file as swfed left it before migration 9 (its migrations, run as they were)."""
     conn = connect(path, synchronous="FULL", busy_timeout_ms=5000)
