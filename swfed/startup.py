@@ -211,6 +211,10 @@ def check_storage(config: Config) -> None:
     if not pg.available():
         raise _fail(config, "[storage] backend", 'is "postgresql" but psycopg is not '
                     "installed: pip install 'swfed[postgresql]'")
+    if config.backup.enabled:
+        raise _fail(config, "[backup] interval_hours", "scheduled backups copy the SQLite "
+                    'file and this server runs on PostgreSQL: set it to 0 and back up '
+                    "with pg_dump (docs/admin.md §11)")
 
 
 def preflight(config: Config) -> None:

@@ -289,6 +289,7 @@ async def test_quota(tmp_path: Path) -> None:
         server.kill()
 
 
+@pytest.mark.sqlite_only("swfed admin backup copies the SQLite file")
 async def test_collection_crash_and_backup(tmp_path: Path) -> None:
     """Unreferenced uploads are collected; kill -9 mid-upload leaves nothing visible and
     no orphan once collected; admin backup copies the files; admin media shows usage."""

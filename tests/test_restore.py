@@ -15,11 +15,14 @@ import tomllib
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from swfed.storage.maintenance import integrity_problems
 from tests.conftest import bearer
 from tests.harness import ServerProcess, federated_servers, running, wait_for
+
+pytestmark = pytest.mark.sqlite_only("backup, restore and db check work on the SQLite file")
 
 
 async def ok(c: httpx.AsyncClient, token: str, method: str, path: str,

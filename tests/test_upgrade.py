@@ -25,6 +25,8 @@ from swfed.storage.migrations import MIGRATIONS
 from tests.conftest import bearer
 from tests.harness import ServerProcess, running
 
+pytestmark = pytest.mark.sqlite_only("the fixtures are SQLite files older releases wrote")
+
 FIXTURES = Path(__file__).parent / "fixtures" / "upgrade"
 MANIFEST: dict[str, dict[str, Any]] = json.loads((FIXTURES / "manifest.json").read_text())
 HEAD = MIGRATIONS[-1][0]
