@@ -289,6 +289,35 @@ async def test_quota(tmp_path: Path) -> None:
         server.kill()
 
 
+async def test_a_deleted_messages_file_is_collected(tmp_path: Path) -> None:
+    """Deleting the only message that names a file releases it: collected like an
+    unreferenced upload, and no longer served (issue 20's delete, issue 21's lifecycle)."""
+    server = ServerProcess(tmp_path / "srv", "localhost", extra={
+        "media": {"unreferenced_hours": 0.001},  # 3.6 s
+        "retention": {"interval_seconds": 1.0}})
+    server.start()
+    try:
+        alice = server.create_user("alice")
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            sent = (await upload(http, alice, PDF, "application/pdf")).json()
+            r = await http.post("/v1/rooms", json={"name": "r"}, headers=bearer(alice))
+            room_id = r.json()["room_id"]
+            r = await http.post(f"/v1/rooms/{room_id}/messages", headers=bearer(alice), json={
+                "attachments": [{"media_id": sent["media_id"], "name": "minutes.pdf"}]})
+            assert r.status_code == 201, r.text
+            message = r.json()["event_id"]
+            media = tmp_path / "srv" / "data" / "media"
+            r = await http.delete(f"/v1/rooms/{room_id}/messages/{message}",
+                                  headers=bearer(alice))
+            assert r.status_code == 200, r.text
+            await wait_for(lambda: not list(media.glob("??/*")), timeout=40,
+                           what="the deleted message's file collected")
+            r = await http.get(f"/v1/media/{sent['media_id']}", headers=bearer(alice))
+            assert r.status_code == 404
+    finally:
+        server.kill()
+
+
 @pytest.mark.sqlite_only("swfed admin backup copies the SQLite file")
 async def test_collection_crash_and_backup(tmp_path: Path) -> None:
     """Unreferenced uploads are collected; kill -9 mid-upload leaves nothing visible and
